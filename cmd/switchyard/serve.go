@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/switchyard-gw/switchyard/sidecar"
+)
+
+type serveFlags struct {
+	listen, advertiseURL, nodeName  string
+	apiKeys                         listFlag
+	apiKeysFile                     string
+	insecure                        bool
+	maxBodyBytes                    int64
+	maxMessageBytes, mailboxSize    int
+	maxConnections, writeQueueBytes int
+	mailboxTTL, offlineTTL          time.Duration
+	drainTimeout, writeTimeout      time.Duration
+	readHeaderTimeout, idleTimeout  time.Duration
+	logLevel, logFormat             string
+}
+
+func newServeFlags() (*flag.FlagSet, *serveFlags) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	f := &serveFlags{}
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:8787", "HTTP listen address")
+	fs.StringVar(&f.advertiseURL, "advertise-url", "", "URL clients and peers reach this node at (default http://<listen address>)")
+	fs.StringVar(&f.nodeName, "node-name", "", "node name in the cluster (default: host name plus a random suffix)")
+	fs.Var(&f.apiKeys, "api-key", "accepted API key (repeatable; SWITCHYARD_API_KEYS takes a comma-separated list)")
+	fs.StringVar(&f.apiKeysFile, "api-keys-file", "", "file of API keys, one per line (# starts a comment)")
+	fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback --listen without API keys")
+	fs.Int64Var(&f.maxBodyBytes, "max-body-bytes", 1<<20, "largest request body in bytes (413 past it)")
+	fs.IntVar(&f.maxMessageBytes, "max-message-bytes", 256<<10, "largest event message in bytes (422 past it)")
+	fs.IntVar(&f.mailboxSize, "mailbox-size", 1024, "events kept per participant for resumption")
+	fs.DurationVar(&f.mailboxTTL, "mailbox-ttl", 5*time.Minute, "how long an event stays in a mailbox")
+	fs.DurationVar(&f.offlineTTL, "offline-ttl", 2*time.Minute, "how long a detached participant stays routable")
+	fs.IntVar(&f.maxConnections, "max-connections", 100000, "WebSocket connections per node (503 past it)")
+	fs.IntVar(&f.writeQueueBytes, "write-queue-bytes", 4<<20, "unsent bytes a connection may fall behind before close 4000")
+	fs.DurationVar(&f.writeTimeout, "write-timeout", 10*time.Second, "deadline of one WebSocket write")
+	fs.DurationVar(&f.drainTimeout, "drain-timeout", 10*time.Second, "how long a graceful shutdown may take")
+	fs.DurationVar(&f.readHeaderTimeout, "read-header-timeout", 10*time.Second, "deadline for reading request headers")
+	fs.DurationVar(&f.idleTimeout, "idle-timeout", 120*time.Second, "idle keep-alive HTTP connections are closed after it")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	return fs, f
+}
+
+func serveCommand(args []string, stderr io.Writer) error {
+	fs, f := newServeFlags()
+	fs.SetOutput(stderr)
+	if err := parseWithEnv(fs, args); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	logger, err := newLogger(stderr, f.logLevel, f.logFormat)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	keys := append([]string(nil), f.apiKeys...)
+	if os.Getenv("SWITCHYARD_API_KEYS") != "" && len(f.apiKeys) == 0 {
+		keys = splitList(os.Getenv("SWITCHYARD_API_KEYS"))
+	}
+	if f.apiKeysFile != "" {
+		fileKeys, err := readKeysFile(f.apiKeysFile)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, fileKeys...)
+	}
+	node, err := sidecar.New(sidecar.Config{
+		Listen:            f.listen,
+		AdvertiseURL:      f.advertiseURL,
+		NodeName:          f.nodeName,
+		APIKeys:           keys,
+		Insecure:          f.insecure,
+		MaxBodyBytes:      f.maxBodyBytes,
+		MaxMessageBytes:   f.maxMessageBytes,
+		MailboxSize:       f.mailboxSize,
+		MailboxTTL:        f.mailboxTTL,
+		OfflineTTL:        f.offlineTTL,
+		WriteQueueBytes:   f.writeQueueBytes,
+		WriteTimeout:      f.writeTimeout,
+		MaxConnections:    f.maxConnections,
+		DrainTimeout:      f.drainTimeout,
+		ReadHeaderTimeout: f.readHeaderTimeout,
+		IdleTimeout:       f.idleTimeout,
+		Version:           versionString(),
+		Logger:            logger,
+	})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signalContext(logger)
+	defer stop()
+	return node.Run(ctx)
+}
+
+// signalContext is cancelled by the first SIGINT or SIGTERM; a second one
+// exits the process at once.
+func signalContext(logger *slog.Logger) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-sigs:
+			logger.Info("signal received, shutting down; send another to force", "signal", sig.String())
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case <-sigs:
+			logger.Warn("second signal, exiting now")
+			os.Exit(1)
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel()
+	}
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// readKeysFile reads API keys, one per line; blank lines and lines starting
+// with # are skipped.
+func readKeysFile(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read --api-keys-file: %w", err)
+	}
+	defer f.Close()
+	var keys []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line != "" && !strings.HasPrefix(line, "#") {
+			keys = append(keys, line)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read --api-keys-file: %w", err)
+	}
+	return keys, nil
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -1,0 +1,152 @@
+package membership
+
+import (
+	"slices"
+	"strings"
+	"sync"
+)
+
+// Entry says where one participant lives: on a node of the cluster, or
+// behind an external gateway (GatewayURL set, owned by the node that
+// learned of it).
+type Entry struct {
+	Participant string   `json:"participant_id"`
+	Type        string   `json:"participant_type,omitempty"`
+	Node        string   `json:"node"` // the node that owns (writes) this entry
+	Sessions    []string `json:"sessions,omitempty"`
+	Online      bool     `json:"online"`
+	GatewayURL  string   `json:"gateway_url,omitempty"`
+}
+
+// Directory is the replicated participant directory: for every node, the
+// entries that node wrote about its own participants. Each node is the only
+// writer of its entries; the cluster layer copies the others' in. It is safe
+// for concurrent use and never calls out while holding its lock.
+type Directory struct {
+	mu        sync.RWMutex
+	byNode    map[string]map[string]Entry     // node → participant → entry
+	bySession map[string]map[entryKey]struct{} // session → entries in it
+}
+
+type entryKey struct{ node, participant string }
+
+// NewDirectory makes an empty directory.
+func NewDirectory() *Directory {
+	return &Directory{byNode: map[string]map[string]Entry{}, bySession: map[string]map[entryKey]struct{}{}}
+}
+
+// Put adds or replaces e (keyed by e.Node and e.Participant).
+func (d *Directory) Put(e Entry) {
+	e.Sessions = slices.Clone(e.Sessions)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.deleteLocked(e.Node, e.Participant)
+	nodeEntries := d.byNode[e.Node]
+	if nodeEntries == nil {
+		nodeEntries = map[string]Entry{}
+		d.byNode[e.Node] = nodeEntries
+	}
+	nodeEntries[e.Participant] = e
+	k := entryKey{e.Node, e.Participant}
+	for _, s := range e.Sessions {
+		set := d.bySession[s]
+		if set == nil {
+			set = map[entryKey]struct{}{}
+			d.bySession[s] = set
+		}
+		set[k] = struct{}{}
+	}
+}
+
+// Delete removes node's entry for participant.
+func (d *Directory) Delete(node, participant string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.deleteLocked(node, participant)
+}
+
+func (d *Directory) deleteLocked(node, participant string) {
+	old, ok := d.byNode[node][participant]
+	if !ok {
+		return
+	}
+	delete(d.byNode[node], participant)
+	k := entryKey{node, participant}
+	for _, s := range old.Sessions {
+		delete(d.bySession[s], k)
+		if len(d.bySession[s]) == 0 {
+			delete(d.bySession, s)
+		}
+	}
+}
+
+// DropNode removes every entry node wrote (it left or died).
+func (d *Directory) DropNode(node string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for p := range d.byNode[node] {
+		d.deleteLocked(node, p)
+	}
+	delete(d.byNode, node)
+}
+
+// Session returns the entries of session's participants, ordered by
+// participant then node.
+func (d *Directory) Session(session string) []Entry {
+	d.mu.RLock()
+	out := make([]Entry, 0, len(d.bySession[session]))
+	for k := range d.bySession[session] {
+		out = append(out, d.byNode[k.node][k.participant])
+	}
+	d.mu.RUnlock()
+	sortEntries(out)
+	return out
+}
+
+// Participant returns every entry for participant (one per node it is on).
+func (d *Directory) Participant(participant string) []Entry {
+	d.mu.RLock()
+	var out []Entry
+	for _, entries := range d.byNode {
+		if e, ok := entries[participant]; ok {
+			out = append(out, e)
+		}
+	}
+	d.mu.RUnlock()
+	sortEntries(out)
+	return out
+}
+
+// NodeEntries returns a copy of the entries node wrote.
+func (d *Directory) NodeEntries(node string) []Entry {
+	d.mu.RLock()
+	out := make([]Entry, 0, len(d.byNode[node]))
+	for _, e := range d.byNode[node] {
+		out = append(out, e)
+	}
+	d.mu.RUnlock()
+	sortEntries(out)
+	return out
+}
+
+// Count returns how many participants node hosts (external ones excluded).
+func (d *Directory) Count(node string) int {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	n := 0
+	for _, e := range d.byNode[node] {
+		if e.GatewayURL == "" {
+			n++
+		}
+	}
+	return n
+}
+
+func sortEntries(es []Entry) {
+	slices.SortFunc(es, func(a, b Entry) int {
+		if c := strings.Compare(a.Participant, b.Participant); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Node, b.Node)
+	})
+}

@@ -1,0 +1,374 @@
+package sidecar
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/switchyard-gw/switchyard/internal/ident"
+	"github.com/switchyard-gw/switchyard/membership"
+	"github.com/switchyard-gw/switchyard/ws"
+)
+
+const wsPath = "/v1/gateway/ws"
+
+// handlerFunc is an HTTP handler that returns its failure; serve renders it.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func serve(fn handlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := fn(w, r); err != nil {
+			writeError(w, err)
+		}
+	}
+}
+
+func (n *Node) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(n.measure)
+	r.NotFound(serve(func(http.ResponseWriter, *http.Request) error {
+		return newError(http.StatusNotFound, "not_found", "", "no such endpoint; see the API reference")
+	}))
+	r.MethodNotAllowed(serve(func(http.ResponseWriter, *http.Request) error {
+		return newError(http.StatusMethodNotAllowed, "method_not_allowed", "", "this endpoint does not take that method")
+	}))
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, []byte(`{"status":"ok"}`)) })
+	r.Get("/readyz", n.handleReady)
+	r.Handle("/metrics", promhttp.HandlerFor(n.metrics.Registry, promhttp.HandlerOpts{}))
+	r.Route("/v1/gateway", func(r chi.Router) {
+		r.Use(n.keys.authenticate)
+		r.Post("/events", serve(n.handleSubmit))
+		r.Post("/deliveries", serve(n.handleDeliver))
+		r.Get("/sessions/{session_id}", serve(n.handleGetSession))
+		r.Put("/sessions/{session_id}/participants/{participant_id}", serve(n.handlePutParticipant))
+		r.Delete("/sessions/{session_id}/participants/{participant_id}", serve(n.handleDeleteParticipant))
+		r.Get("/members", serve(n.handleMembers))
+		r.Get("/ws", serve(n.handleAttach))
+	})
+	return r
+}
+
+// measure records the latency of every request but WebSocket attaches
+// (whose duration is the connection's life).
+func (n *Node) measure(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == wsPath {
+			next.ServeHTTP(w, r)
+			return
+		}
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		route := "unmatched"
+		if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+			route = rc.RoutePattern()
+		}
+		n.metrics.RequestDuration.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).
+			Observe(time.Since(start).Seconds())
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (n *Node) handleReady(w http.ResponseWriter, _ *http.Request) {
+	if n.draining.Load() || !n.started.Load() {
+		writeJSON(w, http.StatusServiceUnavailable, []byte(`{"status":"draining"}`))
+		return
+	}
+	writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
+}
+
+// readBody reads a JSON request body of at most limit bytes.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !(len(mt) > 5 && mt[len(mt)-5:] == "+json")) {
+			return nil, newError(http.StatusUnsupportedMediaType, "unsupported_media_type", "",
+				"send the body as application/json")
+		}
+	}
+	tooLarge := newError(http.StatusRequestEntityTooLarge, "body_too_large", "",
+		"the body is larger than the limit of "+strconv.FormatInt(limit, 10)+" bytes")
+	if r.ContentLength > limit {
+		return nil, tooLarge
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge
+		}
+		return nil, newError(http.StatusBadRequest, "bad_request", "", "the body could not be read")
+	}
+	return body, nil
+}
+
+func respond(w http.ResponseWriter, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, b)
+	return nil
+}
+
+func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(w, r, n.cfg.MaxBodyBytes)
+	if err == nil {
+		var res SubmitResult
+		res, err = n.gw.submitJSON(r.Context(), body, nil)
+		if err == nil {
+			n.metrics.recordSubmit(nil)
+			return respond(w, res)
+		}
+	}
+	n.metrics.recordSubmit(err)
+	return err
+}
+
+// wireDelivery is the body of POST /v1/gateway/deliveries.
+type wireDelivery struct {
+	RecipientID         *string    `json:"recipient_id"`
+	RecipientIDs        []string   `json:"recipient_ids"`
+	SessionID           *string    `json:"session_id"`
+	RecipientGatewayURL *string    `json:"recipient_gateway_url"`
+	Event               *wireEvent `json:"event"`
+}
+
+func (w *wireDelivery) validate(lim Limits) (DeliveryRequest, *Error) {
+	var req DeliveryRequest
+	switch {
+	case w.RecipientID != nil:
+		if err := checkID(*w.RecipientID, "recipient_id", ident.MaxParticipantID); err != nil {
+			return req, err
+		}
+		req.RecipientIDs = []string{*w.RecipientID}
+	case len(w.RecipientIDs) > 0:
+		for _, id := range w.RecipientIDs {
+			if err := checkID(id, "recipient_ids", ident.MaxParticipantID); err != nil {
+				return req, err
+			}
+		}
+		req.RecipientIDs = w.RecipientIDs
+	default:
+		return req, fieldError(codeMissingField, "recipient_id", "recipient_id is required")
+	}
+	if w.SessionID != nil {
+		if err := checkID(*w.SessionID, "session_id", ident.MaxSessionID); err != nil {
+			return req, err
+		}
+		req.SessionID = *w.SessionID
+	}
+	if w.RecipientGatewayURL != nil {
+		if err := checkGatewayURL(*w.RecipientGatewayURL, "recipient_gateway_url"); err != nil {
+			return req, err
+		}
+		req.RecipientGatewayURL = *w.RecipientGatewayURL
+	}
+	if w.Event == nil {
+		return req, fieldError(codeMissingField, "event", "event is required")
+	}
+	ev, err := w.Event.validate("event.", lim)
+	if err != nil {
+		return req, err
+	}
+	req.Event = ev
+	return req, nil
+}
+
+func (n *Node) handleDeliver(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(w, r, n.cfg.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	var wd wireDelivery
+	if err := decodeJSON(body, &wd); err != nil {
+		return err
+	}
+	req, verr := wd.validate(n.gw.limits)
+	if verr != nil {
+		return verr
+	}
+	res, err := n.gw.Deliver(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	return respond(w, res)
+}
+
+// errGatewayNotAllowed answers a gateway URL that no --allow-gateway prefix
+// admits. No prefix can be configured yet, so every such URL is refused,
+// which is SPEC's default.
+func errGatewayNotAllowed(field string) *Error {
+	return fieldError("gateway_url_not_allowed", field, field+" is not on this cluster's list of allowed gateways")
+}
+
+// pathID reads and checks an id from the URL path.
+func pathID(r *http.Request, name string, max int) (string, error) {
+	v, err := url.PathUnescape(chi.URLParam(r, name))
+	if err != nil {
+		return "", fieldError(codeInvalidField, name, name+" is not a valid URL path segment")
+	}
+	if err := checkID(v, name, max); err != nil {
+		return "", err
+	}
+	return v, nil
+}
+
+type participantBody struct {
+	ParticipantType *string `json:"participant_type"`
+	GatewayURL      *string `json:"gateway_url"`
+}
+
+func (n *Node) handlePutParticipant(w http.ResponseWriter, r *http.Request) error {
+	sessionID, err := pathID(r, "session_id", ident.MaxSessionID)
+	if err != nil {
+		return err
+	}
+	participantID, err := pathID(r, "participant_id", ident.MaxParticipantID)
+	if err != nil {
+		return err
+	}
+	body, err := readBody(w, r, n.cfg.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	var pb participantBody
+	if len(body) > 0 {
+		if err := decodeJSON(body, &pb); err != nil {
+			return err
+		}
+	}
+	ptype := "ai"
+	if pb.ParticipantType != nil {
+		ptype = *pb.ParticipantType
+		if ptype != "human" && ptype != "ai" {
+			return fieldError(codeInvalidField, "participant_type", `participant_type must be "human" or "ai"`)
+		}
+	}
+	if pb.GatewayURL != nil {
+		if err := checkGatewayURL(*pb.GatewayURL, "gateway_url"); err != nil {
+			return err
+		}
+		return errGatewayNotAllowed("gateway_url")
+	}
+	if err := n.gw.join(participantID, ptype, sessionID); err != nil {
+		return err
+	}
+	return respond(w, map[string]string{"status": "ok", "session_id": sessionID, "participant_id": participantID})
+}
+
+func (n *Node) handleDeleteParticipant(w http.ResponseWriter, r *http.Request) error {
+	sessionID, err := pathID(r, "session_id", ident.MaxSessionID)
+	if err != nil {
+		return err
+	}
+	participantID, err := pathID(r, "participant_id", ident.MaxParticipantID)
+	if err != nil {
+		return err
+	}
+	if err := n.gw.leave(participantID, sessionID); err != nil {
+		return err
+	}
+	return respond(w, map[string]string{"status": "ok", "session_id": sessionID, "participant_id": participantID})
+}
+
+type sessionView struct {
+	SessionID    string            `json:"session_id"`
+	Participants []participantView `json:"participants"`
+}
+
+type participantView struct {
+	ParticipantID   string `json:"participant_id"`
+	ParticipantType string `json:"participant_type,omitempty"`
+	Node            string `json:"node,omitempty"`
+	GatewayURL      string `json:"gateway_url,omitempty"`
+	Online          bool   `json:"online"`
+}
+
+func (n *Node) handleGetSession(w http.ResponseWriter, r *http.Request) error {
+	sessionID, err := pathID(r, "session_id", ident.MaxSessionID)
+	if err != nil {
+		return err
+	}
+	entries := n.cluster.Directory().Session(sessionID)
+	if len(entries) == 0 {
+		return newError(http.StatusNotFound, "session_not_found", "", "the session has no participant")
+	}
+	view := sessionView{SessionID: sessionID, Participants: make([]participantView, 0, len(entries))}
+	for _, e := range entries {
+		pv := participantView{ParticipantID: e.Participant, ParticipantType: e.Type, GatewayURL: e.GatewayURL, Online: e.Online}
+		if e.GatewayURL == "" {
+			pv.Node = e.Node
+		}
+		view.Participants = append(view.Participants, pv)
+	}
+	return respond(w, view)
+}
+
+func (n *Node) handleMembers(w http.ResponseWriter, _ *http.Request) error {
+	return respond(w, struct {
+		Members []membership.Member `json:"members"`
+	}{n.cluster.Members()})
+}
+
+// handleAttach validates an attach and hands the connection to the hub.
+func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	req := ws.AttachRequest{Batch: q.Get("batch") == "1" || q.Get("batch") == "true"}
+	req.ParticipantID = q.Get("participant_id")
+	if !q.Has("participant_id") {
+		return fieldError(codeMissingField, "participant_id", "participant_id is required")
+	}
+	if err := checkID(req.ParticipantID, "participant_id", ident.MaxParticipantID); err != nil {
+		return err
+	}
+	req.ParticipantType = "ai"
+	if t := q.Get("participant_type"); t != "" {
+		if t != "human" && t != "ai" {
+			return fieldError(codeInvalidField, "participant_type", `participant_type must be "human" or "ai"`)
+		}
+		req.ParticipantType = t
+	}
+	for _, s := range q["session_id"] {
+		if err := checkID(s, "session_id", ident.MaxSessionID); err != nil {
+			return err
+		}
+		req.Sessions = append(req.Sessions, s)
+	}
+	if v := q.Get("resume_from"); v != "" {
+		seq, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return fieldError(codeInvalidField, "resume_from", "resume_from must be a non-negative integer seq")
+		}
+		req.ResumeFrom = &seq
+	}
+	req.Credential = credentialFrom(r.Context())
+	err := n.hub.Attach(w, r, req, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled}, n.cfg.MaxConnections)
+	switch {
+	case errors.Is(err, ws.ErrDraining):
+		return newError(http.StatusServiceUnavailable, "draining", "", "this node is shutting down; attach to another node")
+	case errors.Is(err, ws.ErrTooManyConnections):
+		return newError(http.StatusServiceUnavailable, "too_many_connections", "", "this node holds its maximum of connections; try another node")
+	case err != nil:
+		n.log.Debug("websocket attach failed", "participant", req.ParticipantID, "err", err)
+	}
+	return nil // Accept answered failures itself; a served connection has ended
+}

@@ -1,0 +1,152 @@
+package sidecar
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/switchyard-gw/switchyard/membership"
+)
+
+// Config is a node's configuration: the serve flags of SPEC section 7. A zero
+// field takes the default in its comment. New copies it; the caller's value
+// is never changed.
+type Config struct {
+	// Listen is the HTTP listen address. Default 127.0.0.1:8787.
+	Listen string
+	// AdvertiseURL is the URL peers and clients reach this node at. Default
+	// http://<the address the listener got>.
+	AdvertiseURL string
+	// NodeName names this node in the cluster. Default: the host name plus
+	// a short random suffix.
+	NodeName string
+	// APIKeys are the accepted API keys. Empty: no authentication, which
+	// only a loopback Listen allows unless Insecure is set.
+	APIKeys []string
+	// Insecure allows serving a non-loopback address without API keys.
+	Insecure bool
+
+	// MaxBodyBytes bounds a request body (413 past it). Default 1 MiB.
+	MaxBodyBytes int64
+	// MaxMessageBytes bounds an event's message (422). Default 256 KiB.
+	MaxMessageBytes int
+	// MaxMetadataKeys bounds an event's metadata (422). Default 50.
+	MaxMetadataKeys int
+
+	// MailboxSize: events kept per participant for resumption. Default 1024.
+	MailboxSize int
+	// MailboxTTL: how long an event stays in a mailbox. Default 5m.
+	MailboxTTL time.Duration
+	// OfflineTTL: how long a detached participant stays routable. Default 2m.
+	OfflineTTL time.Duration
+	// WriteQueueBytes: a connection's backlog bound before close 4000.
+	// Default 4 MiB.
+	WriteQueueBytes int
+	// WriteTimeout: deadline of one WebSocket write. Default 10s.
+	WriteTimeout time.Duration
+	// MaxFrameBytes: the largest client WebSocket frame (close 1009 past
+	// it). Default MaxBodyBytes + 64 KiB.
+	MaxFrameBytes int64
+	// MaxConnections: WebSocket connections this node holds at most (503
+	// past it). Default 100000.
+	MaxConnections int
+
+	// DrainTimeout bounds a graceful shutdown. Default 10s.
+	DrainTimeout time.Duration
+	// ReadHeaderTimeout bounds reading a request's headers. Default 10s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes idle keep-alive HTTP connections. Default 120s.
+	IdleTimeout time.Duration
+
+	// Version is reported in logs and node metadata.
+	Version string
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Cluster is the membership layer. Default: a one-node cluster.
+	Cluster membership.Cluster
+}
+
+func (c Config) withDefaults() Config {
+	c.APIKeys = append([]string(nil), c.APIKeys...)
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8787"
+	}
+	if c.NodeName == "" {
+		c.NodeName = DefaultNodeName()
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = 256 << 10
+	}
+	if c.MaxMetadataKeys <= 0 {
+		c.MaxMetadataKeys = 50
+	}
+	if c.MaxFrameBytes <= 0 {
+		c.MaxFrameBytes = c.MaxBodyBytes + 64<<10
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = 100000
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 10 * time.Second
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		c.ReadHeaderTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 120 * time.Second
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// ErrInsecureListen is returned by New for a non-loopback Listen without
+// API keys and without Insecure.
+var ErrInsecureListen = errors.New("refusing to serve without authentication on a non-loopback address")
+
+func (c Config) check() error {
+	if len(c.APIKeys) > 0 || c.Insecure {
+		return nil
+	}
+	if !isLoopbackListen(c.Listen) {
+		return fmt.Errorf("%w: %q is reachable from other hosts; set an API key with --api-key "+
+			"(or SWITCHYARD_API_KEYS, or --api-keys-file), or pass --insecure to allow it", ErrInsecureListen, c.Listen)
+	}
+	return nil
+}
+
+// isLoopbackListen reports whether addr only listens on loopback. An empty
+// host listens on every interface, so it is not.
+func isLoopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// DefaultNodeName is the host name plus a short random suffix, so that a
+// restarted process never collides with its dead predecessor.
+func DefaultNodeName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "switchyard"
+	}
+	return host + "-" + strings.ToLower(rand.Text()[:6])
+}

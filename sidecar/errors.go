@@ -1,0 +1,83 @@
+package sidecar
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Error is an answer that is not 200: the HTTP status and the error body of
+// SPEC section 2. Handlers and the core return it; writeError renders it.
+type Error struct {
+	Status int    `json:"-"`
+	Code   string `json:"code"`
+	Detail string `json:"detail"`
+	Field  string `json:"field,omitempty"`
+	// Extra fields some answers carry (the 502 names the event and the
+	// recipients that missed it).
+	EventID string   `json:"event_id,omitempty"`
+	Failed  []string `json:"failed,omitempty"`
+}
+
+func (e *Error) Error() string {
+	if e.Field != "" {
+		return fmt.Sprintf("%s (%s): %s", e.Code, e.Field, e.Detail)
+	}
+	return e.Code + ": " + e.Detail
+}
+
+func newError(status int, code, field, detail string) *Error {
+	return &Error{Status: status, Code: code, Field: field, Detail: detail}
+}
+
+func fieldError(code, field, detail string) *Error {
+	return newError(http.StatusUnprocessableEntity, code, field, detail)
+}
+
+// Error codes used by more than one path.
+const (
+	codeInvalidJSON       = "invalid_json"
+	codeRecipientNotFound = "recipient_not_found"
+	codeMissingField      = "missing_field"
+	codeInvalidField      = "invalid_field"
+)
+
+var errNoRecipient = newError(http.StatusNotFound, codeRecipientNotFound, "",
+	"no participant to deliver to: the session has no other participant, or the recipient is unknown")
+
+// errorBody is the JSON body of an error answer.
+func errorBody(e *Error) []byte {
+	b, err := json.Marshal(struct {
+		Status string `json:"status"`
+		*Error
+	}{"error", e})
+	if err != nil { // cannot happen: every field is a string
+		panic(err)
+	}
+	return b
+}
+
+// asError turns any error into an *Error, hiding the text of unexpected ones.
+func asError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return newError(http.StatusInternalServerError, "internal", "", "the node failed to handle the request; it has been logged")
+}
+
+// writeError writes err as the JSON error body with its status.
+func writeError(w http.ResponseWriter, err error) {
+	e := asError(err)
+	if e.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="switchyard"`)
+	}
+	writeJSON(w, e.Status, errorBody(e))
+}
+
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}

@@ -1,0 +1,169 @@
+package sidecar
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/switchyard-gw/switchyard/internal/ident"
+)
+
+// Event is a GatewayEvent (SPEC section 2) after validation. Its JSON form is
+// what recipients see inside an event frame and what peers receive.
+type Event struct {
+	SenderID         string                     `json:"sender_id"`
+	SenderType       string                     `json:"sender_type"`
+	EventType        string                     `json:"event_type"`
+	Message          string                     `json:"message,omitempty"`
+	SessionID        string                     `json:"session_id,omitempty"`
+	SenderGatewayURL string                     `json:"sender_gateway_url,omitempty"`
+	Metadata         map[string]json.RawMessage `json:"metadata,omitempty"`
+	RecipientID      string                     `json:"recipient_id,omitempty"`
+	EventID          string                     `json:"event_id,omitempty"`
+}
+
+// wireEvent is an event as decoded: pointers tell absent fields from empty
+// ones. Unknown fields are ignored and so never forwarded.
+type wireEvent struct {
+	SenderID         *string                    `json:"sender_id"`
+	SenderType       *string                    `json:"sender_type"`
+	EventType        *string                    `json:"event_type"`
+	Message          *string                    `json:"message"`
+	SessionID        *string                    `json:"session_id"`
+	SenderGatewayURL *string                    `json:"sender_gateway_url"`
+	Metadata         map[string]json.RawMessage `json:"metadata"`
+	RecipientID      *string                    `json:"recipient_id"`
+	EventID          *string                    `json:"event_id"`
+}
+
+// Limits are the size rules that validation enforces.
+type Limits struct {
+	MaxMessageBytes int // default 256 KiB
+	MaxMetadataKeys int // default 50
+}
+
+// decodeJSON vets data with checkJSON and decodes it into v, naming the
+// field of a type mismatch.
+func decodeJSON(data []byte, v any) *Error {
+	if err := checkJSON(data); err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return fieldError("invalid_type", te.Field, "must be of JSON type "+jsonTypeName(te.Type.Kind().String()))
+		}
+		return newError(400, codeInvalidJSON, "", "the body could not be decoded: "+err.Error())
+	}
+	return nil
+}
+
+func jsonTypeName(kind string) string {
+	switch kind {
+	case "string":
+		return "string"
+	case "map", "struct":
+		return "object"
+	case "slice":
+		return "array"
+	case "ptr":
+		return "string"
+	}
+	return kind
+}
+
+// validate checks w against SPEC's field table and returns the event.
+// prefix is prepended to field names ("event." inside a delivery).
+func (w *wireEvent) validate(prefix string, lim Limits) (Event, *Error) {
+	var ev Event
+	var err *Error
+	required := func(p *string, name string, max int) string {
+		if err != nil {
+			return ""
+		}
+		if p == nil {
+			err = fieldError(codeMissingField, prefix+name, name+" is required")
+			return ""
+		}
+		err = checkID(*p, prefix+name, max)
+		return *p
+	}
+	optional := func(p *string, name string, max int) string {
+		if err != nil || p == nil {
+			return ""
+		}
+		err = checkID(*p, prefix+name, max)
+		return *p
+	}
+	ev.SenderID = required(w.SenderID, "sender_id", ident.MaxParticipantID)
+	ev.SenderType = required(w.SenderType, "sender_type", 16)
+	if err == nil && ev.SenderType != "human" && ev.SenderType != "ai" {
+		err = fieldError(codeInvalidField, prefix+"sender_type", `sender_type must be "human" or "ai"`)
+	}
+	ev.EventType = required(w.EventType, "event_type", ident.MaxEventType)
+	ev.SessionID = optional(w.SessionID, "session_id", ident.MaxSessionID)
+	ev.RecipientID = optional(w.RecipientID, "recipient_id", ident.MaxParticipantID)
+	ev.EventID = optional(w.EventID, "event_id", ident.MaxEventID)
+	if err != nil {
+		return ev, err
+	}
+	if w.Message != nil {
+		if len(*w.Message) > lim.MaxMessageBytes {
+			return ev, fieldError("message_too_large", prefix+"message",
+				"message is larger than the limit of "+itoa(lim.MaxMessageBytes)+" bytes")
+		}
+		ev.Message = *w.Message
+	}
+	if w.SenderGatewayURL != nil {
+		if e := checkGatewayURL(*w.SenderGatewayURL, prefix+"sender_gateway_url"); e != nil {
+			return ev, e
+		}
+		ev.SenderGatewayURL = *w.SenderGatewayURL
+	}
+	if len(w.Metadata) > lim.MaxMetadataKeys {
+		return ev, fieldError("too_many_keys", prefix+"metadata",
+			"metadata has more than "+itoa(lim.MaxMetadataKeys)+" keys")
+	}
+	for k := range w.Metadata {
+		if k == "" || len(k) > ident.MaxMetadataKey {
+			return ev, fieldError(codeInvalidField, prefix+"metadata",
+				"metadata keys must be 1 to "+itoa(ident.MaxMetadataKey)+" bytes")
+		}
+	}
+	ev.Metadata = w.Metadata
+	return ev, nil
+}
+
+// checkID applies the identifier rules to a field.
+func checkID(v, field string, max int) *Error {
+	if problem := ident.Problem(v, max); problem != "" {
+		detail := field + " " + problem
+		if problem == "is longer than the limit" {
+			detail = field + " is longer than " + itoa(max) + " bytes"
+		}
+		return fieldError(codeInvalidField, field, detail)
+	}
+	return nil
+}
+
+// checkGatewayURL accepts an absolute http(s) base URL without credentials.
+func checkGatewayURL(raw, field string) *Error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
+		return fieldError("invalid_url", field, field+" must be an absolute http or https URL")
+	case u.User != nil:
+		return fieldError("invalid_url", field, field+" must not carry credentials")
+	case u.RawQuery != "" || u.Fragment != "":
+		return fieldError("invalid_url", field, field+" must be a base URL without query or fragment")
+	}
+	return nil
+}
+
+// newEventID makes a server-assigned event id.
+func newEventID() string { return "evt_" + strings.ToLower(rand.Text()) }
+
+func itoa(n int) string { return strconv.Itoa(n) }

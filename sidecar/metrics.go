@@ -1,0 +1,52 @@
+package sidecar
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/switchyard-gw/switchyard/ws"
+)
+
+// Metrics are the gateway's Prometheus collectors, in a registry of the
+// node's own (several nodes may share a process in tests and dev mode).
+type Metrics struct {
+	Registry *prometheus.Registry
+	Hub      *ws.Metrics
+
+	Submits         *prometheus.CounterVec
+	Deliveries      *prometheus.CounterVec
+	RequestDuration *prometheus.HistogramVec
+}
+
+func newMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		Hub:      ws.NewMetrics(),
+		Submits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_submits_total",
+			Help: "Submitted events by outcome: ok, or the error code of the answer.",
+		}, []string{"outcome"}),
+		Deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_deliveries_total",
+			Help: "Events handed to recipients, by path: local (a mailbox on this node).",
+		}, []string{"path"}),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "switchyard_http_request_duration_seconds",
+			Help:    "Latency of REST requests by route, method and status (WebSocket attaches excluded).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"route", "method", "status"}),
+	}
+	m.Registry.MustRegister(m.Submits, m.Deliveries, m.RequestDuration,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.Registry.MustRegister(m.Hub.Collectors()...)
+	return m
+}
+
+// recordSubmit counts one submit by its outcome.
+func (m *Metrics) recordSubmit(err error) {
+	if err == nil {
+		m.Submits.WithLabelValues("ok").Inc()
+		return
+	}
+	m.Submits.WithLabelValues(asError(err).Code).Inc()
+}

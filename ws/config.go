@@ -1,0 +1,99 @@
+package ws
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Config tunes a Hub. A zero field takes the default given in its comment.
+type Config struct {
+	// Node is this node's name, sent in welcome frames.
+	Node string
+	// MailboxSize is how many recent events each participant's mailbox
+	// keeps for resumption (--mailbox-size). Default 1024.
+	MailboxSize int
+	// MailboxTTL is how long an event stays in a mailbox (--mailbox-ttl).
+	// Default 5m.
+	MailboxTTL time.Duration
+	// OfflineTTL is how long a participant with no connection stays
+	// routable, its events kept for its return (--offline-ttl). Default 2m.
+	OfflineTTL time.Duration
+	// WriteQueueBytes bounds a connection's backlog: event bytes accepted for
+	// it and not yet handed to its socket. Past it the connection is closed
+	// with 4000 (slow consumer). Default 4 MiB.
+	WriteQueueBytes int
+	// MaxControlFrames bounds the queued result and error frames of one
+	// connection; past it the connection is closed with 4000. Default 256.
+	MaxControlFrames int
+	// WriteTimeout is the deadline of one socket write; a connection that
+	// cannot take a write within it is dropped. Default 10s.
+	WriteTimeout time.Duration
+	// MaxFrameBytes is the largest client frame read; a larger one closes the
+	// connection with 1009. Default 1 MiB + 64 KiB (room for a submit frame
+	// carrying a maximal event).
+	MaxFrameBytes int64
+	// MaxBatchBytes bounds one WebSocket message built from several frames
+	// for a batch=1 connection (and the frames one write-loop pass takes).
+	// Default 64 KiB.
+	MaxBatchBytes int
+	// MaxSessionsPerParticipant bounds the sessions one participant joins.
+	// Default 128.
+	MaxSessionsPerParticipant int
+	// SweepInterval is how often mailboxes are expired and offline
+	// participants removed. Default 1s.
+	SweepInterval time.Duration
+	// Backend answers the frames that need the gateway core. Required.
+	Backend Backend
+	// Listener hears of every change to local participants (the directory
+	// that gossips them). Optional.
+	Listener Listener
+	// Metrics receives the hub's counters. Optional.
+	Metrics *Metrics
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Now is the clock; tests may replace it. Default time.Now.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	if c.MailboxSize <= 0 {
+		c.MailboxSize = 1024
+	}
+	if c.MailboxTTL <= 0 {
+		c.MailboxTTL = 5 * time.Minute
+	}
+	if c.OfflineTTL <= 0 {
+		c.OfflineTTL = 2 * time.Minute
+	}
+	if c.WriteQueueBytes <= 0 {
+		c.WriteQueueBytes = 4 << 20
+	}
+	if c.MaxControlFrames <= 0 {
+		c.MaxControlFrames = 256
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.MaxFrameBytes <= 0 {
+		c.MaxFrameBytes = 1<<20 + 64<<10
+	}
+	if c.MaxBatchBytes <= 0 {
+		c.MaxBatchBytes = 64 << 10
+	}
+	if c.MaxSessionsPerParticipant <= 0 {
+		c.MaxSessionsPerParticipant = 128
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics()
+	}
+	return c
+}

@@ -1,0 +1,440 @@
+package ws
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/coder/websocket"
+)
+
+// Close codes of SPEC section 3.
+const (
+	closeNormal       = websocket.StatusNormalClosure // 1000
+	closeGoingAway    = websocket.StatusGoingAway     // 1001: node draining
+	closeSlowConsumer = websocket.StatusCode(4000)
+)
+
+// Backend answers the client frames that need the gateway core. Each method
+// returns what the matching REST call would answer.
+type Backend interface {
+	Submit(ctx context.Context, who Identity, event json.RawMessage) Reply
+	Join(ctx context.Context, who Identity, session string) Reply
+	Leave(ctx context.Context, who Identity, session string) Reply
+}
+
+// Identity is who a connection speaks for.
+type Identity struct {
+	ParticipantID   string
+	ParticipantType string
+	// Credential is what authenticated the connection, opaque to this
+	// package; the Backend uses it to decide what the connection may do.
+	Credential any
+}
+
+// Reply is a REST-shaped answer: the status and the JSON body. For an error,
+// Code and Detail repeat the body's fields for the error frame.
+type Reply struct {
+	Status int
+	Body   json.RawMessage
+	Code   string
+	Detail string
+}
+
+// AttachRequest is a validated WebSocket attach.
+type AttachRequest struct {
+	Identity
+	Sessions   []string
+	ResumeFrom *uint64 // nil: start after the last event written to an earlier connection
+	Batch      bool    // the client takes several newline-separated frames per message
+}
+
+// conn is one WebSocket connection of a participant. Its fields below mu are
+// guarded by the participant's lock: the mailbox and the cursor move together.
+type conn struct {
+	ws    *websocket.Conn
+	p     *Participant
+	hub   *Hub
+	who   Identity
+	batch bool
+
+	wake       chan struct{} // capacity 1: "there is something to write"
+	readerDone chan struct{}
+	writerDone chan struct{}
+
+	// guarded by p.mu
+	next      uint64   // next seq to hand to the socket
+	sentCum   uint64   // mailbox byte total through next-1
+	ctrl      [][]byte // queued control frames (welcome, result, error, gap)
+	closeCode websocket.StatusCode
+}
+
+// Attach upgrades the request and serves the connection until it closes. It
+// returns before upgrading with ErrDraining or ErrTooManyConnections, and
+// otherwise only after the connection is gone.
+func (h *Hub) Attach(w http.ResponseWriter, r *http.Request, req AttachRequest, opts *websocket.AcceptOptions, maxConns int) error {
+	h.connMu.Lock()
+	switch {
+	case h.draining:
+		h.connMu.Unlock()
+		return ErrDraining
+	case maxConns > 0 && len(h.conns) >= maxConns:
+		h.connMu.Unlock()
+		return ErrTooManyConnections
+	}
+	c := &conn{hub: h, who: req.Identity, batch: req.Batch,
+		wake: make(chan struct{}, 1), readerDone: make(chan struct{}), writerDone: make(chan struct{})}
+	h.conns[c] = struct{}{} // reserves the slot; ws is set before anyone closes it
+	h.connWG.Add(1)
+	h.connMu.Unlock()
+	defer h.forget(c)
+
+	ws, err := websocket.Accept(w, r, opts)
+	if err != nil {
+		return err // Accept has answered the client
+	}
+	ws.SetReadLimit(h.cfg.MaxFrameBytes)
+	h.connMu.Lock()
+	c.ws = ws
+	draining := h.draining
+	h.connMu.Unlock()
+
+	c.start(req)
+	h.cfg.Metrics.Connections.Inc()
+	defer h.cfg.Metrics.Connections.Dec()
+	if draining { // Shutdown began while we upgraded and did not see ws
+		c.requestClose(closeGoingAway)
+	}
+
+	go c.writeLoop()
+	c.readLoop()
+	close(c.readerDone)
+	<-c.writerDone
+	h.detach(c)
+	return nil
+}
+
+func (h *Hub) forget(c *conn) {
+	h.connMu.Lock()
+	delete(h.conns, c)
+	h.connMu.Unlock()
+	h.connWG.Done()
+}
+
+// start binds c to its participant, positions its cursor and queues the
+// welcome frame.
+func (c *conn) start(req AttachRequest) {
+	h := c.hub
+	for {
+		p, _ := h.getOrCreate(req.ParticipantID, req.ParticipantType)
+		p.mu.Lock()
+		if p.gone {
+			p.mu.Unlock()
+			continue
+		}
+		var joinErr error
+		for _, s := range req.Sessions {
+			if err := h.joinLocked(p, s); err != nil {
+				joinErr = err
+			}
+		}
+		newest := p.box.newest()
+		start := p.lastWritten + 1
+		if req.ResumeFrom != nil {
+			start = min(*req.ResumeFrom, newest) + 1
+		}
+		c.p, c.next, c.sentCum = p, start, p.box.cumBefore(start)
+		c.ctrl = append(c.ctrl, mustJSON(welcomeFrame{
+			Type: "welcome", ParticipantID: p.id, Node: h.cfg.Node,
+			Sessions: nonNil(p.sessions), Seq: newest, Resumed: start <= newest,
+		}))
+		if joinErr != nil {
+			c.ctrl = append(c.ctrl, mustJSON(errorFrame{Type: "error", Code: "too_many_sessions",
+				Detail: "some sessions were not joined: " + joinErr.Error()}))
+		}
+		p.conns = append(p.conns, c)
+		h.announceLocked(p)
+		c.wakeUp()
+		p.mu.Unlock()
+		return
+	}
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// detach unbinds c from its participant; the participant's offline window
+// starts when its last connection goes.
+func (h *Hub) detach(c *conn) {
+	p := c.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, x := range p.conns {
+		if x == c {
+			p.conns = append(p.conns[:i], p.conns[i+1:]...)
+			break
+		}
+	}
+	if len(p.conns) == 0 {
+		p.offlineSince = h.cfg.Now()
+	}
+	h.announceLocked(p)
+}
+
+func (c *conn) wakeUp() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// notifyLocked tells c that its participant's mailbox grew; p.mu is held.
+func (c *conn) notifyLocked(h *Hub) {
+	if c.closeCode != 0 {
+		return
+	}
+	if c.p.box.total-c.sentCum > uint64(h.cfg.WriteQueueBytes) {
+		c.closeCode = closeSlowConsumer
+		h.cfg.Metrics.SlowConsumers.Inc()
+	}
+	c.wakeUp()
+}
+
+// requestClose asks the writer to close with code once what is queued is
+// written (for 4000, at once).
+func (c *conn) requestClose(code websocket.StatusCode) {
+	c.p.mu.Lock()
+	if c.closeCode == 0 {
+		c.closeCode = code
+	}
+	c.p.mu.Unlock()
+	c.wakeUp()
+}
+
+// queueControl queues a control frame for the writer.
+func (c *conn) queueControl(frame []byte) {
+	c.p.mu.Lock()
+	if len(c.ctrl) >= c.hub.cfg.MaxControlFrames {
+		if c.closeCode == 0 {
+			c.closeCode = closeSlowConsumer
+			c.hub.cfg.Metrics.SlowConsumers.Inc()
+		}
+	} else {
+		c.ctrl = append(c.ctrl, frame)
+	}
+	c.p.mu.Unlock()
+	c.wakeUp()
+}
+
+// batch is what one pass of the write loop takes from the participant.
+type batch struct {
+	ctrl   [][]byte
+	events []entry
+	close  websocket.StatusCode // close once this batch is written (0: no)
+}
+
+// collect moves what is ready for c into b, advancing c's cursor.
+func (c *conn) collect(b *batch) {
+	p := c.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b.ctrl = append(b.ctrl[:0], c.ctrl...)
+	clear(c.ctrl)
+	c.ctrl = c.ctrl[:0]
+	b.events = b.events[:0]
+	b.close = 0
+	if c.closeCode == closeSlowConsumer {
+		b.ctrl = b.ctrl[:0] // nothing more for a connection that cannot keep up
+		b.close = c.closeCode
+		return
+	}
+	if oldest := p.box.oldest(); c.next < oldest {
+		b.ctrl = append(b.ctrl, mustJSON(gapFrame{Type: "gap", FromSeq: c.next, ToSeq: oldest - 1}))
+		c.next = oldest
+		c.sentCum = p.box.cumBefore(oldest)
+	}
+	b.events = p.box.copyFrom(c.next, b.events, c.hub.cfg.MaxBatchBytes)
+	if n := len(b.events); n > 0 {
+		c.next = b.events[n-1].seq + 1
+		c.sentCum = b.events[n-1].cum
+	}
+	if len(b.ctrl) == 0 && len(b.events) == 0 {
+		b.close = c.closeCode
+	}
+}
+
+// writeLoop is the connection's only writer. It sleeps until woken, then
+// writes everything ready, several frames per message when batching.
+func (c *conn) writeLoop() {
+	defer close(c.writerDone)
+	var b batch
+	var buf []byte
+	for {
+		select {
+		case <-c.wake:
+		case <-c.readerDone:
+			_ = c.ws.CloseNow()
+			return
+		}
+		for {
+			c.collect(&b)
+			if b.close != 0 {
+				c.closeWith(b.close)
+				return
+			}
+			if len(b.ctrl) == 0 && len(b.events) == 0 {
+				break
+			}
+			var err error
+			buf, err = c.write(&b, buf[:0])
+			if err != nil {
+				_ = c.ws.CloseNow()
+				return
+			}
+			if cap(buf) > 4*c.hub.cfg.MaxBatchBytes {
+				buf = nil // do not let one huge frame pin memory
+			}
+			if n := len(b.events); n > 0 {
+				c.p.noteWritten(b.events[n-1].seq)
+				c.hub.cfg.Metrics.Deliveries.Add(float64(n))
+			}
+		}
+	}
+}
+
+func (c *conn) closeWith(code websocket.StatusCode) {
+	reason := "closing"
+	switch code {
+	case closeSlowConsumer:
+		reason = "slow consumer: reconnect with resume_from"
+	case closeGoingAway:
+		reason = "node draining: reconnect with resume_from"
+	}
+	_ = c.ws.Close(code, reason)
+}
+
+// write sends b: one message per frame, or newline-joined messages of at
+// most MaxBatchBytes when the client allows batching.
+func (c *conn) write(b *batch, buf []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.hub.cfg.WriteTimeout)
+	defer cancel()
+	send := func(frame []byte) error {
+		return c.ws.Write(ctx, websocket.MessageText, frame)
+	}
+	if !c.batch {
+		for _, f := range b.ctrl {
+			if err := send(f); err != nil {
+				return buf, err
+			}
+		}
+		for _, e := range b.events {
+			buf = e.ev.appendFrame(buf[:0], e.seq)
+			if err := send(buf); err != nil {
+				return buf, err
+			}
+		}
+		return buf, nil
+	}
+	for _, f := range b.ctrl {
+		buf = append(append(buf, f...), '\n')
+	}
+	for _, e := range b.events {
+		buf = append(e.ev.appendFrame(buf, e.seq), '\n')
+	}
+	return buf, send(buf[:len(buf)-1])
+}
+
+func (p *Participant) noteWritten(seq uint64) {
+	p.mu.Lock()
+	if seq > p.lastWritten {
+		p.lastWritten = seq
+	}
+	p.mu.Unlock()
+}
+
+// readLoop reads client frames until the connection fails or closes.
+func (c *conn) readLoop() {
+	ctx := context.Background()
+	for {
+		_, data, err := c.ws.Read(ctx)
+		if err != nil {
+			if s := websocket.CloseStatus(err); s == -1 && !errors.Is(err, context.Canceled) {
+				c.hub.log.Debug("websocket read ended", "participant", c.p.id, "err", err)
+			}
+			return
+		}
+		c.handle(ctx, data)
+	}
+}
+
+func (c *conn) handle(ctx context.Context, data []byte) {
+	var f clientFrame
+	if err := json.Unmarshal(data, &f); err != nil {
+		c.sendError("invalid_frame", "the frame is not a JSON object of a known shape: "+err.Error())
+		return
+	}
+	switch f.Type {
+	case "submit":
+		if len(f.Event) == 0 || string(f.Event) == "null" {
+			c.answer(f.ID, errorReply(http.StatusUnprocessableEntity, "missing_field", "event", "a submit frame needs an event object"))
+			return
+		}
+		c.answer(f.ID, c.hub.cfg.Backend.Submit(ctx, c.who, f.Event))
+	case "join":
+		c.answer(f.ID, c.hub.cfg.Backend.Join(ctx, c.who, f.SessionID))
+	case "leave":
+		c.answer(f.ID, c.hub.cfg.Backend.Leave(ctx, c.who, f.SessionID))
+	case "ack":
+		if f.Seq == nil {
+			c.answer(f.ID, errorReply(http.StatusUnprocessableEntity, "missing_field", "seq", "an ack frame needs a seq"))
+			return
+		}
+		c.hub.ack(c.p, *f.Seq)
+		if f.ID != "" {
+			c.answer(f.ID, Reply{Status: http.StatusOK, Body: json.RawMessage(`{"status":"ok"}`)})
+		}
+	case "":
+		c.sendError("missing_type", "every frame needs a type: submit, join, leave or ack")
+	default:
+		c.sendError("unknown_type", "unknown frame type "+quote(f.Type)+"; use submit, join, leave or ack")
+	}
+}
+
+// answer sends a result frame for a frame with an id; without an id only a
+// failure is reported, as an error frame.
+func (c *conn) answer(id string, r Reply) {
+	if id != "" {
+		c.queueControl(mustJSON(resultFrame{Type: "result", ID: id, Status: r.Status, Body: r.Body}))
+		return
+	}
+	if r.Status >= 300 {
+		c.sendError(r.Code, r.Detail)
+	}
+}
+
+func (c *conn) sendError(code, detail string) {
+	c.queueControl(mustJSON(errorFrame{Type: "error", Code: code, Detail: detail}))
+}
+
+func quote(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "…"
+	}
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// errorReply builds a Reply with the gateway's error body.
+func errorReply(status int, code, field, detail string) Reply {
+	body := map[string]string{"status": "error", "code": code, "detail": detail}
+	if field != "" {
+		body["field"] = field
+	}
+	return Reply{Status: status, Body: mustJSON(body), Code: code, Detail: detail}
+}
+

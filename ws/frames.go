@@ -1,0 +1,113 @@
+package ws
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+)
+
+// Event is one accepted event as this node stores and sends it. It is encoded
+// once, when it is accepted, and the same bytes are shared by every
+// recipient's mailbox on this node; only the per-recipient seq is written
+// around them when a frame goes out.
+type Event struct {
+	ID string    // the event_id
+	At time.Time // when this node accepted it; the mailbox TTL counts from here
+
+	tail []byte // `"event_id":…,"session_id":…,"event":{…}}`
+}
+
+const eventFramePrefix = `{"type":"event","seq":`
+
+// NewEvent encodes the shared part of an event frame. body is the event
+// object as JSON; sessionID may be empty.
+func NewEvent(eventID, sessionID string, body json.RawMessage, at time.Time) *Event {
+	tail := make([]byte, 0, len(body)+len(eventID)+len(sessionID)+48)
+	tail = append(tail, `"event_id":`...)
+	tail = appendJSONString(tail, eventID)
+	if sessionID != "" {
+		tail = append(tail, `,"session_id":`...)
+		tail = appendJSONString(tail, sessionID)
+	}
+	tail = append(tail, `,"event":`...)
+	tail = append(tail, body...)
+	tail = append(tail, '}')
+	return &Event{ID: eventID, At: at, tail: tail}
+}
+
+// frameSize is the length of the event frame for seq.
+func (e *Event) frameSize(seq uint64) int {
+	return len(eventFramePrefix) + decimalLen(seq) + 1 + len(e.tail)
+}
+
+// appendFrame writes the event frame for seq to dst.
+func (e *Event) appendFrame(dst []byte, seq uint64) []byte {
+	dst = append(dst, eventFramePrefix...)
+	dst = strconv.AppendUint(dst, seq, 10)
+	dst = append(dst, ',')
+	return append(dst, e.tail...)
+}
+
+func decimalLen(v uint64) int {
+	n := 1
+	for v >= 10 {
+		v /= 10
+		n++
+	}
+	return n
+}
+
+// appendJSONString appends s as a JSON string. Ids reaching here were
+// validated as UTF-8 without control characters, but the encoder is complete
+// anyway so that no input can produce invalid JSON.
+func appendJSONString(dst []byte, s string) []byte {
+	b, _ := json.Marshal(s) // cannot fail for a string
+	return append(dst, b...)
+}
+
+// Server-to-client control frames. Event frames are built by appendFrame.
+
+type welcomeFrame struct {
+	Type          string   `json:"type"`
+	ParticipantID string   `json:"participant_id"`
+	Node          string   `json:"node"`
+	Sessions      []string `json:"sessions"`
+	Seq           uint64   `json:"seq"`
+	Resumed       bool     `json:"resumed"`
+}
+
+type gapFrame struct {
+	Type    string `json:"type"`
+	FromSeq uint64 `json:"from_seq"`
+	ToSeq   uint64 `json:"to_seq"`
+}
+
+type resultFrame struct {
+	Type   string          `json:"type"`
+	ID     string          `json:"id"`
+	Status int             `json:"status"`
+	Body   json.RawMessage `json:"body"`
+}
+
+type errorFrame struct {
+	Type   string `json:"type"`
+	Code   string `json:"code"`
+	Detail string `json:"detail"`
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("ws: encoding a control frame: " + err.Error())
+	}
+	return b
+}
+
+// clientFrame is any frame a client sends; Type says which fields matter.
+type clientFrame struct {
+	Type      string          `json:"type"`
+	ID        string          `json:"id"`
+	SessionID string          `json:"session_id"`
+	Event     json.RawMessage `json:"event"`
+	Seq       *uint64         `json:"seq"`
+}

@@ -1,0 +1,368 @@
+package ws
+
+import (
+	"context"
+	"hash/maphash"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Lock order (take them in this order, never the reverse):
+//
+//	shard.mu → Participant.mu → Hub.sessMu → Hub.connMu
+//
+// No lock is held across socket I/O: writers copy what they need from the
+// mailbox under Participant.mu and write after releasing it.
+
+const shardCount = 64
+
+// Hub holds this node's participants: their mailboxes, sessions and open
+// connections. Delivering to a participant appends to its mailbox and wakes
+// its connections' writers; it never blocks on a socket.
+type Hub struct {
+	cfg  Config
+	log  *slog.Logger
+	seed maphash.Seed
+
+	shards [shardCount]shard
+
+	sessMu sync.RWMutex
+	// sessions maps a session id to its local members. Each slice is
+	// replaced, never mutated, so readers may keep one without a lock.
+	sessions map[string][]*Participant
+
+	connMu   sync.Mutex
+	conns    map[*conn]struct{}
+	draining bool
+	connWG   sync.WaitGroup
+
+	stopSweep chan struct{}
+	sweepDone chan struct{}
+	stopOnce  sync.Once
+}
+
+type shard struct {
+	mu sync.Mutex
+	m  map[string]*Participant
+}
+
+// Participant is one participant homed on this node.
+type Participant struct {
+	id string
+
+	mu           sync.Mutex
+	typ          string
+	sessions     []string // sorted
+	box          mailbox
+	conns        []*conn
+	lastWritten  uint64 // newest seq written to any connection
+	acked        uint64 // newest seq the client acknowledged
+	offlineSince time.Time
+	gone         bool // removed from the hub; holders of a stale pointer must drop it
+}
+
+// ID is the participant id.
+func (p *Participant) ID() string { return p.id }
+
+// Listener hears of changes to this node's participants, in order per
+// participant. It is called with the participant's lock held, so it must be
+// quick and must not call back into the Hub.
+type Listener interface {
+	LocalParticipant(p ParticipantInfo)
+	LocalParticipantGone(id string)
+}
+
+// ParticipantInfo is a snapshot of one local participant.
+type ParticipantInfo struct {
+	ID       string
+	Type     string
+	Sessions []string
+	Online   bool
+}
+
+// NewHub makes a hub and starts its sweeper; Shutdown stops it.
+func NewHub(cfg Config) *Hub {
+	cfg = cfg.withDefaults()
+	h := &Hub{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		seed:      maphash.MakeSeed(),
+		sessions:  make(map[string][]*Participant),
+		conns:     make(map[*conn]struct{}),
+		stopSweep: make(chan struct{}),
+		sweepDone: make(chan struct{}),
+	}
+	for i := range h.shards {
+		h.shards[i].m = make(map[string]*Participant)
+	}
+	go h.sweepLoop()
+	return h
+}
+
+func (h *Hub) shardOf(id string) *shard {
+	return &h.shards[maphash.String(h.seed, id)%shardCount]
+}
+
+// Lookup returns the local participant id, or nil.
+func (h *Hub) Lookup(id string) *Participant {
+	s := h.shardOf(id)
+	s.mu.Lock()
+	p := s.m[id]
+	s.mu.Unlock()
+	return p
+}
+
+// SessionMembers returns the local members of a session. The slice is shared:
+// the caller must not modify it.
+func (h *Hub) SessionMembers(session string) []*Participant {
+	h.sessMu.RLock()
+	m := h.sessions[session]
+	h.sessMu.RUnlock()
+	return m
+}
+
+// Count returns the number of local participants, online or not.
+func (h *Hub) Count() int {
+	n := 0
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.Lock()
+		n += len(s.m)
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// InSession reports whether p is a member of session.
+func (p *Participant) InSession(session string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := slices.BinarySearch(p.sessions, session)
+	return ok
+}
+
+// Info returns a snapshot of p.
+func (p *Participant) Info() ParticipantInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.infoLocked()
+}
+
+func (p *Participant) infoLocked() ParticipantInfo {
+	return ParticipantInfo{ID: p.id, Type: p.typ, Sessions: slices.Clone(p.sessions), Online: len(p.conns) > 0}
+}
+
+// Deliver appends ev to p's mailbox and wakes p's connections. It reports
+// false when p was removed meanwhile (the caller's pointer was stale).
+func (h *Hub) Deliver(p *Participant, ev *Event) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.gone {
+		return false
+	}
+	expired := p.box.expire(ev.At.Add(-h.cfg.MailboxTTL))
+	_, evicted := p.box.append(ev)
+	h.cfg.Metrics.MailboxEvents.Add(float64(1 - evicted - expired))
+	for _, c := range p.conns {
+		c.notifyLocked(h)
+	}
+	return true
+}
+
+// Join adds participant id (created offline when unknown here) to session.
+func (h *Hub) Join(id, typ, session string) error {
+	for {
+		p, _ := h.getOrCreate(id, typ)
+		p.mu.Lock()
+		if p.gone { // the sweeper removed it between lookup and lock
+			p.mu.Unlock()
+			continue
+		}
+		if len(p.conns) == 0 {
+			p.offlineSince = h.cfg.Now() // an offline participant's window restarts
+		}
+		err := h.joinLocked(p, session)
+		p.mu.Unlock()
+		return err
+	}
+}
+
+func (h *Hub) joinLocked(p *Participant, session string) error {
+	i, found := slices.BinarySearch(p.sessions, session)
+	if found {
+		return nil
+	}
+	if len(p.sessions) >= h.cfg.MaxSessionsPerParticipant {
+		return ErrTooManySessions
+	}
+	p.sessions = slices.Insert(p.sessions, i, session)
+	h.sessMu.Lock()
+	members := h.sessions[session]
+	next := make([]*Participant, len(members), len(members)+1)
+	copy(next, members)
+	h.sessions[session] = append(next, p)
+	h.sessMu.Unlock()
+	h.announceLocked(p)
+	return nil
+}
+
+// Leave removes participant id from session. It reports whether it was a member.
+func (h *Hub) Leave(id, session string) bool {
+	p := h.Lookup(id)
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.gone {
+		return false
+	}
+	i, found := slices.BinarySearch(p.sessions, session)
+	if !found {
+		return false
+	}
+	p.sessions = slices.Delete(p.sessions, i, i+1)
+	h.dropFromSession(p, session)
+	h.announceLocked(p)
+	return true
+}
+
+func (h *Hub) dropFromSession(p *Participant, session string) {
+	h.sessMu.Lock()
+	defer h.sessMu.Unlock()
+	members := h.sessions[session]
+	i := slices.Index(members, p)
+	if i < 0 {
+		return
+	}
+	if len(members) == 1 {
+		delete(h.sessions, session)
+		return
+	}
+	next := make([]*Participant, 0, len(members)-1)
+	next = append(next, members[:i]...)
+	h.sessions[session] = append(next, members[i+1:]...)
+}
+
+func (h *Hub) announceLocked(p *Participant) {
+	if h.cfg.Listener != nil {
+		h.cfg.Listener.LocalParticipant(p.infoLocked())
+	}
+}
+
+// getOrCreate returns the participant id, creating it offline if needed.
+func (h *Hub) getOrCreate(id, typ string) (*Participant, bool) {
+	s := h.shardOf(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.m[id]; p != nil {
+		return p, false
+	}
+	p := &Participant{id: id, typ: typ, box: newMailbox(h.cfg.MailboxSize), offlineSince: h.cfg.Now()}
+	s.m[id] = p
+	h.cfg.Metrics.Participants.Inc()
+	return p, true
+}
+
+// Ack records a cumulative acknowledgement from p's client and frees the
+// mailbox entries that every open connection has been sent.
+func (h *Hub) ack(p *Participant, seq uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if seq > p.box.newest() {
+		seq = p.box.newest()
+	}
+	if seq <= p.acked {
+		return
+	}
+	p.acked = seq
+	through := seq
+	for _, c := range p.conns {
+		through = min(through, c.next-1)
+	}
+	h.cfg.Metrics.MailboxEvents.Sub(float64(p.box.trimThrough(through)))
+}
+
+func (h *Hub) sweepLoop() {
+	defer close(h.sweepDone)
+	t := time.NewTicker(h.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stopSweep:
+			return
+		case <-t.C:
+			h.sweep(h.cfg.Now())
+		}
+	}
+}
+
+// sweep expires old mailbox entries and removes participants that have been
+// offline longer than OfflineTTL.
+func (h *Hub) sweep(now time.Time) {
+	mailboxCutoff := now.Add(-h.cfg.MailboxTTL)
+	offlineCutoff := now.Add(-h.cfg.OfflineTTL)
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.Lock()
+		for id, p := range s.m {
+			p.mu.Lock()
+			h.cfg.Metrics.MailboxEvents.Sub(float64(p.box.expire(mailboxCutoff)))
+			if len(p.conns) == 0 && p.offlineSince.Before(offlineCutoff) {
+				h.removeLocked(s, id, p)
+			}
+			p.mu.Unlock()
+		}
+		s.mu.Unlock()
+	}
+}
+
+// removeLocked forgets p; the caller holds s.mu and p.mu.
+func (h *Hub) removeLocked(s *shard, id string, p *Participant) {
+	delete(s.m, id)
+	p.gone = true
+	for _, session := range p.sessions {
+		h.dropFromSession(p, session)
+	}
+	h.cfg.Metrics.MailboxEvents.Sub(float64(p.box.n))
+	h.cfg.Metrics.Participants.Dec()
+	if h.cfg.Listener != nil {
+		h.cfg.Listener.LocalParticipantGone(id)
+	}
+}
+
+// Shutdown closes every connection with 1001 (going away), letting each
+// flush what is queued for it, and waits for them until ctx ends; those left
+// then are cut. It stops the sweeper. It is safe to call more than once.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.stopOnce.Do(func() { close(h.stopSweep) })
+	<-h.sweepDone
+
+	h.connMu.Lock()
+	h.draining = true
+	conns := make([]*conn, 0, len(h.conns))
+	for c := range h.conns {
+		conns = append(conns, c)
+	}
+	h.connMu.Unlock()
+	for _, c := range conns {
+		c.requestClose(closeGoingAway)
+	}
+
+	done := make(chan struct{})
+	go func() { h.connWG.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		h.connMu.Lock()
+		for c := range h.conns {
+			_ = c.ws.CloseNow()
+		}
+		h.connMu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
