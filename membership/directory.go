@@ -24,7 +24,7 @@ type Entry struct {
 // for concurrent use and never calls out while holding its lock.
 type Directory struct {
 	mu        sync.RWMutex
-	byNode    map[string]map[string]Entry     // node → participant → entry
+	byNode    map[string]map[string]Entry      // node → participant → entry
 	bySession map[string]map[entryKey]struct{} // session → entries in it
 }
 

@@ -437,4 +437,3 @@ func errorReply(status int, code, field, detail string) Reply {
 	}
 	return Reply{Status: status, Body: mustJSON(body), Code: code, Detail: detail}
 }
-

@@ -95,4 +95,3 @@ func closeReason(err error) string {
 	}
 	return ""
 }
-

@@ -92,4 +92,3 @@ func postJSON(ctx context.Context, c clientFlags, path string, body []byte) (int
 	}
 	return resp.StatusCode, answer, nil
 }
-
