@@ -161,12 +161,16 @@ func (w *wireDelivery) validate(lim Limits) (DeliveryRequest, *Error) {
 		}
 		req.RecipientIDs = []string{*w.RecipientID}
 	case len(w.RecipientIDs) > 0:
+		seen := make(map[string]bool, len(w.RecipientIDs))
 		for _, id := range w.RecipientIDs {
 			if err := checkID(id, "recipient_ids", ident.MaxParticipantID); err != nil {
 				return req, err
 			}
+			if !seen[id] { // a recipient named twice still gets the event once
+				seen[id] = true
+				req.RecipientIDs = append(req.RecipientIDs, id)
+			}
 		}
-		req.RecipientIDs = w.RecipientIDs
 	default:
 		return req, fieldError(codeMissingField, "recipient_id", "recipient_id is required")
 	}

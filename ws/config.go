@@ -26,7 +26,8 @@ type Config struct {
 	// connection; past it the connection is closed with 4000. Default 256.
 	MaxControlFrames int
 	// WriteTimeout is the deadline of one socket write; a connection that
-	// cannot take a write within it is dropped. Default 10s.
+	// cannot take a write within it is dropped (checked every SweepInterval).
+	// Default 10s.
 	WriteTimeout time.Duration
 	// MaxFrameBytes is the largest client frame read; a larger one closes the
 	// connection with 1009. Default 1 MiB + 64 KiB (room for a submit frame

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 )
@@ -60,6 +61,10 @@ type conn struct {
 	batch bool
 
 	wake       chan struct{} // capacity 1: "there is something to write"
+	// writingSince is when the write in progress began (UnixNano), 0 when
+	// none is; the hub's sweeper cuts writes older than WriteTimeout. A
+	// context deadline per write would cost several allocations each.
+	writingSince atomic.Int64
 	readerDone chan struct{}
 	writerDone chan struct{}
 
@@ -321,8 +326,9 @@ func (c *conn) closeWith(code websocket.StatusCode) {
 // write sends b: one message per frame, or newline-joined messages of at
 // most MaxBatchBytes when the client allows batching.
 func (c *conn) write(b *batch, buf []byte) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.hub.cfg.WriteTimeout)
-	defer cancel()
+	ctx := context.Background()
+	c.writingSince.Store(c.hub.cfg.Now().UnixNano())
+	defer c.writingSince.Store(0)
 	send := func(frame []byte) error {
 		return c.ws.Write(ctx, websocket.MessageText, frame)
 	}

@@ -294,7 +294,9 @@ func (h *Hub) sweepLoop() {
 		case <-h.stopSweep:
 			return
 		case <-t.C:
-			h.sweep(h.cfg.Now())
+			now := h.cfg.Now()
+			h.sweep(now)
+			h.cutStuckWrites(now)
 		}
 	}
 }
@@ -316,6 +318,24 @@ func (h *Hub) sweep(now time.Time) {
 			p.mu.Unlock()
 		}
 		s.mu.Unlock()
+	}
+}
+
+// cutStuckWrites drops connections whose current write has taken longer
+// than WriteTimeout: their client stopped reading and the socket is full.
+func (h *Hub) cutStuckWrites(now time.Time) {
+	cutoff := now.Add(-h.cfg.WriteTimeout).UnixNano()
+	var stuck []*conn
+	h.connMu.Lock()
+	for c := range h.conns {
+		if since := c.writingSince.Load(); since != 0 && since < cutoff {
+			stuck = append(stuck, c)
+		}
+	}
+	h.connMu.Unlock()
+	for _, c := range stuck {
+		h.log.Debug("write deadline passed, dropping connection", "participant", c.p.id)
+		_ = c.ws.CloseNow()
 	}
 }
 

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/switchyard-gw/switchyard/sidecar"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestFlagsWinOverEnvironmentWhichFillsTheRest(t *testing.T) {
+	t.Setenv("SWITCHYARD_LISTEN", "127.0.0.1:9999")
+	t.Setenv("SWITCHYARD_MAILBOX_SIZE", "77")
+	t.Setenv("SWITCHYARD_MAILBOX_TTL", "3m")
+	t.Setenv("SWITCHYARD_API_KEY", "k1, k2")
+	fs, f := newServeFlags()
+	require.NoError(t, parseWithEnv(fs, []string{"--listen", "127.0.0.1:1234"}))
+	assert.Equal(t, "127.0.0.1:1234", f.listen, "a flag beats the environment")
+	assert.Equal(t, 77, f.mailboxSize)
+	assert.Equal(t, 3*time.Minute, f.mailboxTTL)
+	assert.Equal(t, []string{"k1", "k2"}, []string(f.apiKeys), "lists come comma-separated")
+}
+
+func TestBadEnvironmentValueNamesTheVariable(t *testing.T) {
+	t.Setenv("SWITCHYARD_MAILBOX_SIZE", "lots")
+	fs, _ := newServeFlags()
+	err := parseWithEnv(fs, nil)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "SWITCHYARD_MAILBOX_SIZE")
+}
+
+func TestEveryServeFlagHasAnEnvironmentName(t *testing.T) {
+	fs, _ := newServeFlags()
+	fs.VisitAll(func(f *flag.Flag) {
+		assert.Regexp(t, `^SWITCHYARD_[A-Z_]+$`, envName(f.Name))
+	})
+	assert.Equal(t, "SWITCHYARD_MAX_BODY_BYTES", envName("max-body-bytes"))
+}
+
+func TestServeRefusesOpenListenWithoutKey(t *testing.T) {
+	var stderr bytes.Buffer
+	code := run([]string{"serve", "--listen", "0.0.0.0:0"}, strings.NewReader(""), &bytes.Buffer{}, &stderr)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr.String(), "--api-key")
+	assert.Contains(t, stderr.String(), "--insecure")
+}
+
+func TestReadKeysFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys")
+	require.NoError(t, os.WriteFile(path, []byte("# team keys\nalpha\n\n  beta  \n"), 0o600))
+	keys, err := readKeysFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"alpha", "beta"}, keys)
+	_, err = readKeysFile(filepath.Join(t.TempDir(), "missing"))
+	assert.ErrorContains(t, err, "--api-keys-file")
+}
+
+func TestUsageErrors(t *testing.T) {
+	var stderr bytes.Buffer
+	assert.Equal(t, 2, run(nil, nil, &bytes.Buffer{}, &stderr))
+	assert.Equal(t, 2, run([]string{"teleport"}, nil, &bytes.Buffer{}, &stderr))
+	assert.Equal(t, 2, run([]string{"serve", "--log-level", "loud"}, nil, &bytes.Buffer{}, &stderr))
+	assert.Equal(t, 2, run([]string{"listen"}, nil, &bytes.Buffer{}, &stderr), "listen needs --participant-id")
+	assert.Equal(t, 2, run([]string{"send"}, strings.NewReader(""), &bytes.Buffer{}, &stderr), "send needs an event")
+	var stdout bytes.Buffer
+	assert.Equal(t, 0, run([]string{"version"}, nil, &stdout, &stderr))
+	assert.NotEmpty(t, strings.TrimSpace(stdout.String()))
+}
+
+func TestSendAndListenAgainstANode(t *testing.T) {
+	node, err := sidecar.New(sidecar.Config{Listen: "127.0.0.1:0", APIKeys: []string{"secret"},
+		Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	node.Start()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, node.Shutdown(ctx))
+	}()
+	t.Setenv("SWITCHYARD_API_KEY", "secret")
+	t.Setenv("SWITCHYARD_URL", node.URL())
+
+	var out syncBuffer
+	done := make(chan int)
+	go func() {
+		done <- run([]string{"listen", "--participant-id", "bob", "--session-id", "s1", "--count", "2"}, nil, &out, &bytes.Buffer{})
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), `"type":"welcome"`) },
+		5*time.Second, 10*time.Millisecond)
+
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"send", "--sender-id", "alice", "--session-id", "s1", "--message", "by flags"}, nil, &stdout, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	assert.Contains(t, stdout.String(), `"status":"ok"`)
+
+	stdin := strings.NewReader(`{"sender_id":"alice","sender_type":"human","event_type":"message","message":"by stdin","session_id":"s1"}`)
+	require.Equal(t, 0, run([]string{"send"}, stdin, &stdout, &stderr), stderr.String())
+
+	select {
+	case code := <-done:
+		assert.Equal(t, 0, code)
+	case <-time.After(10 * time.Second):
+		t.Fatal("listen did not exit after two events")
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	require.Len(t, lines, 3)
+	assert.Contains(t, lines[1], `"seq":1,`)
+	assert.Contains(t, lines[1], `"message":"by flags"`)
+	assert.Contains(t, lines[2], `"seq":2,`)
+	assert.Contains(t, lines[2], `"message":"by stdin"`)
+
+	// A refused submit exits non-zero and prints the error body.
+	stdout.Reset()
+	code = run([]string{"send", "--sender-id", "alice", "--session-id", "empty"}, nil, &stdout, &stderr)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stdout.String(), "recipient_not_found")
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
