@@ -1,4 +1,3 @@
-// Command switchyard runs and talks to Switchyard nodes. See README.md.
 package main
 
 import (

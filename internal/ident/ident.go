@@ -1,5 +1,3 @@
-// Package ident checks the identifiers that name participants, sessions and
-// events: the one rule set shared by the REST API and the WebSocket frames.
 package ident
 
 import (

@@ -1,0 +1,14 @@
+// Package sidecar is the gateway core of a Switchyard node: the event model
+// and its validation, recipient resolution, and the REST API.
+//
+// A Node owns everything one process serves: the HTTP listener, the hub of
+// local participants (package ws) and the cluster view (package membership).
+// The Gateway is the core logic, callable without HTTP: the REST submit and
+// the WebSocket submit frame share it.
+//
+// The submit path: the body is vetted by checkJSON (duplicate keys, invalid
+// UTF-8, one object), decoded, validated against SPEC's field table, given an
+// event_id, encoded once, and appended to each local recipient's mailbox.
+// Errors are *Error values carrying status, code, detail and field, written
+// by one function (writeError) in the error body shape of SPEC section 2.
+package sidecar

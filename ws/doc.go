@@ -1,0 +1,19 @@
+// Package ws holds a node's participants and serves their WebSocket
+// connections (SPEC sections 3 and 4).
+//
+// Each Participant has a mailbox: a bounded ring of the recent events
+// addressed to it, numbered by a per-participant seq. A connection is a
+// cursor into that mailbox, so delivering an event is an append and a
+// non-blocking wake-up of the participant's writers; it never waits on a
+// socket. Events are encoded once (Event) and shared by every mailbox on
+// the node; only the seq is written per recipient.
+//
+// Every connection has exactly two goroutines: the HTTP handler's, which
+// reads client frames, and one writer, which copies what is ready from the
+// mailbox under the participant's lock and writes it after releasing it
+// (several frames per message when the client asked for batch=1). A
+// connection whose unsent backlog passes WriteQueueBytes is closed with
+// 4000 and resumes from the mailbox. The Hub's sweeper expires mailboxes,
+// forgets participants whose offline window ended, and cuts writes that
+// passed their deadline. Lock order is written at the top of hub.go.
+package ws
