@@ -60,13 +60,13 @@ type conn struct {
 	who   Identity
 	batch bool
 
-	wake       chan struct{} // capacity 1: "there is something to write"
+	wake chan struct{} // capacity 1: "there is something to write"
 	// writingSince is when the write in progress began (UnixNano), 0 when
 	// none is; the hub's sweeper cuts writes older than WriteTimeout. A
 	// context deadline per write would cost several allocations each.
 	writingSince atomic.Int64
-	readerDone chan struct{}
-	writerDone chan struct{}
+	readerDone   chan struct{}
+	writerDone   chan struct{}
 
 	// guarded by p.mu
 	next      uint64   // next seq to hand to the socket
