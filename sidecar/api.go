@@ -113,6 +113,10 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
+			// The rest of the body stays unread: closing the connection
+			// keeps net/http from draining it after the answer. (The
+			// metrics wrapper hides the hook MaxBytesReader would use.)
+			w.Header().Set("Connection", "close")
 			return nil, tooLarge
 		}
 		return nil, newError(http.StatusBadRequest, "bad_request", "", "the body could not be read")
@@ -224,11 +228,17 @@ func errGatewayNotAllowed(field string) *Error {
 	return fieldError("gateway_url_not_allowed", field, field+" is not on this cluster's list of allowed gateways")
 }
 
-// pathID reads and checks an id from the URL path.
+// pathID reads and checks an id from the URL path. chi matches against the
+// raw (escaped) path only when the request has one, so only then is the
+// parameter still escaped; unescaping an already decoded one would turn
+// "100%41" into "100A".
 func pathID(r *http.Request, name string, max int) (string, error) {
-	v, err := url.PathUnescape(chi.URLParam(r, name))
-	if err != nil {
-		return "", fieldError(codeInvalidField, name, name+" is not a valid URL path segment")
+	v := chi.URLParam(r, name)
+	if r.URL.RawPath != "" {
+		var err error
+		if v, err = url.PathUnescape(v); err != nil {
+			return "", fieldError(codeInvalidField, name, name+" is not a valid URL path segment")
+		}
 	}
 	if err := checkID(v, name, max); err != nil {
 		return "", err
