@@ -91,7 +91,8 @@ func (d *Directory) DropNode(node string) {
 }
 
 // Session returns the entries of session's participants, ordered by
-// participant then node.
+// participant then node. Returned entries share their Sessions slices with
+// the directory: callers must not modify them.
 func (d *Directory) Session(session string) []Entry {
 	d.mu.RLock()
 	out := make([]Entry, 0, len(d.bySession[session]))

@@ -428,3 +428,36 @@ func TestMaxConnections(t *testing.T) {
 	require.NotNil(t, resp)
 	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 }
+
+// TestResumingALargeBacklogIsNotASlowConsumer: the backlog a connection
+// starts with does not count against its write queue; only what arrives
+// after it attached does. The client reads nothing until a live event has
+// been delivered, so its writer is still stuck in the backlog then.
+func TestResumingALargeBacklogIsNotASlowConsumer(t *testing.T) {
+	const backlog = 2000
+	n := startNode(t, Config{WriteQueueBytes: 64 << 10, MailboxSize: 2 * backlog})
+	bob, _ := attach(t, n, "bob", sessionQuery("s1"), nil)
+	require.NoError(t, bob.conn.Close(websocket.StatusNormalClosure, ""))
+	big := strings.Repeat("y", 1<<10)
+	for i := 1; i <= backlog; i++ { // about 2 MiB waiting, 30 times the write queue
+		submit(t, n, event("alice", "s1", big))
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	hc := smallBufferClient()
+	defer hc.CloseIdleConnections()
+	q := url.Values{"participant_id": {"bob"}, "resume_from": {"0"}}
+	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(n.URL(), "http")+wsPath+"?"+q.Encode(),
+		&websocket.DialOptions{HTTPClient: hc})
+	require.NoError(t, err)
+	defer conn.CloseNow()
+	conn.SetReadLimit(-1)
+	back := &client{t: t, conn: conn}
+	submit(t, n, event("alice", "s1", "live"))
+
+	require.Equal(t, "welcome", back.next()["type"])
+	for i := 1; i <= backlog+1; i++ {
+		require.Equal(t, uint64(i), seqOf(back.next()))
+	}
+}

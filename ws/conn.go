@@ -70,7 +70,7 @@ type conn struct {
 
 	// guarded by p.mu
 	next      uint64   // next seq to hand to the socket
-	sentCum   uint64   // mailbox byte total through next-1
+	sentCum   uint64   // mailbox byte total through next-1, or at start if later
 	ctrl      [][]byte // queued control frames (welcome, result, error, gap)
 	closeCode websocket.StatusCode
 }
@@ -84,31 +84,36 @@ func (h *Hub) Attach(w http.ResponseWriter, r *http.Request, req AttachRequest, 
 	case h.draining:
 		h.connMu.Unlock()
 		return ErrDraining
-	case maxConns > 0 && len(h.conns) >= maxConns:
+	case maxConns > 0 && len(h.conns)+h.upgrading >= maxConns:
 		h.connMu.Unlock()
 		return ErrTooManyConnections
 	}
-	c := &conn{hub: h, who: req.Identity, batch: req.Batch,
-		wake: make(chan struct{}, 1), readerDone: make(chan struct{}), writerDone: make(chan struct{})}
-	h.conns[c] = struct{}{} // reserves the slot; ws is set before anyone closes it
+	h.upgrading++ // holds a slot; Shutdown only sees connections once started
 	h.connWG.Add(1)
 	h.connMu.Unlock()
-	defer h.forget(c)
+	defer h.connWG.Done()
 
 	ws, err := websocket.Accept(w, r, opts)
 	if err != nil {
+		h.connMu.Lock()
+		h.upgrading--
+		h.connMu.Unlock()
 		return err // Accept has answered the client
 	}
 	ws.SetReadLimit(h.cfg.MaxFrameBytes)
+	c := &conn{ws: ws, hub: h, who: req.Identity, batch: req.Batch,
+		wake: make(chan struct{}, 1), readerDone: make(chan struct{}), writerDone: make(chan struct{})}
+	c.start(req)
+
 	h.connMu.Lock()
-	c.ws = ws
+	h.upgrading--
+	h.conns[c] = struct{}{}
 	draining := h.draining
 	h.connMu.Unlock()
-
-	c.start(req)
+	defer h.forget(c)
 	h.cfg.Metrics.Connections.Inc()
 	defer h.cfg.Metrics.Connections.Dec()
-	if draining { // Shutdown began while we upgraded and did not see ws
+	if draining { // Shutdown began while we upgraded and did not see c
 		c.requestClose(closeGoingAway)
 	}
 
@@ -124,7 +129,6 @@ func (h *Hub) forget(c *conn) {
 	h.connMu.Lock()
 	delete(h.conns, c)
 	h.connMu.Unlock()
-	h.connWG.Done()
 }
 
 // start binds c to its participant, positions its cursor and queues the
@@ -149,7 +153,10 @@ func (c *conn) start(req AttachRequest) {
 		if req.ResumeFrom != nil {
 			start = min(*req.ResumeFrom, newest) + 1
 		}
-		c.p, c.next, c.sentCum = p, start, p.box.cumBefore(start)
+		// The backlog a connection starts with is not "falling behind":
+		// only bytes accepted after it started count against its write
+		// queue, so a client resuming from far back is not cut at once.
+		c.p, c.next, c.sentCum = p, start, p.box.total
 		c.ctrl = append(c.ctrl, mustJSON(welcomeFrame{
 			Type: "welcome", ParticipantID: p.id, Node: h.cfg.Node,
 			Sessions: nonNil(p.sessions), Seq: newest, Resumed: start <= newest,
@@ -261,12 +268,11 @@ func (c *conn) collect(b *batch) {
 	if oldest := p.box.oldest(); c.next < oldest {
 		b.ctrl = append(b.ctrl, mustJSON(gapFrame{Type: "gap", FromSeq: c.next, ToSeq: oldest - 1}))
 		c.next = oldest
-		c.sentCum = p.box.cumBefore(oldest)
 	}
 	b.events = p.box.copyFrom(c.next, b.events, c.hub.cfg.MaxBatchBytes)
 	if n := len(b.events); n > 0 {
 		c.next = b.events[n-1].seq + 1
-		c.sentCum = b.events[n-1].cum
+		c.sentCum = max(c.sentCum, b.events[n-1].cum)
 	}
 	if len(b.ctrl) == 0 && len(b.events) == 0 {
 		b.close = c.closeCode

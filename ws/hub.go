@@ -33,10 +33,11 @@ type Hub struct {
 	// replaced, never mutated, so readers may keep one without a lock.
 	sessions map[string][]*Participant
 
-	connMu   sync.Mutex
-	conns    map[*conn]struct{}
-	draining bool
-	connWG   sync.WaitGroup
+	connMu    sync.Mutex
+	conns     map[*conn]struct{} // started connections
+	upgrading int                // attaches between admission and start
+	draining  bool
+	connWG    sync.WaitGroup
 
 	stopSweep chan struct{}
 	sweepDone chan struct{}
