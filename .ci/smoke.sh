@@ -11,7 +11,7 @@ bin="$work/switchyard"
 "$bin" version
 
 # Port 0: the kernel picks a free port; the node logs the URL it serves.
-"$bin" serve --listen 127.0.0.1:0 --log-format json >"$work/serve.log" 2>&1 &
+"$bin" serve --listen 127.0.0.1:0 --gossip-bind 127.0.0.1:0 --log-format json >"$work/serve.log" 2>&1 &
 serve_pid=$!
 url=""
 for _ in $(seq 100); do

@@ -3,6 +3,7 @@ package membership
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -307,9 +308,9 @@ func TestDirectoryConcurrent(t *testing.T) {
 				es := d.Session("s1")
 				if !slices.IsSortedFunc(es, func(a, b Entry) int {
 					if a.Participant != b.Participant {
-						return cmpString(a.Participant, b.Participant)
+						return strings.Compare(a.Participant, b.Participant)
 					}
-					return cmpString(a.Node, b.Node)
+					return strings.Compare(a.Node, b.Node)
 				}) {
 					select {
 					case errs <- fmt.Errorf("Session(s1) not sorted: %v", ids(es)):
@@ -350,14 +351,4 @@ func TestDirectoryConcurrent(t *testing.T) {
 		}
 		assert.Equal(t, want.NodeEntries(node), d.NodeEntries(node), "node %s", node)
 	}
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

@@ -1,5 +1,7 @@
 package membership
 
+import "context"
+
 // Member states, as GET /v1/gateway/members reports them.
 const (
 	StateAlive   = "alive"
@@ -18,16 +20,28 @@ type Member struct {
 }
 
 // Cluster is what the gateway needs from membership: who the nodes are and
-// where participants live. The memberlist-backed cluster and the single
-// node (Local) both provide it.
+// where participants live. The memberlist-backed Gossip and the single node
+// (Local) both provide it.
 type Cluster interface {
 	// Self is this node.
 	Self() Member
 	// Members lists the nodes this node knows, itself included.
 	Members() []Member
-	// Directory is the cluster-wide participant directory. This node writes
-	// its own entries into it with Node = Self().Name.
+	// Directory is the cluster-wide participant directory (read only: write
+	// this node's entries with PutLocal and DeleteLocal).
 	Directory() *Directory
+	// PutLocal records this node's entry for a participant (e.Node is set
+	// to this node) and shares it with the peers. It must not block: the
+	// hub calls it with a participant's lock held.
+	PutLocal(e Entry)
+	// DeleteLocal removes this node's entry for a participant.
+	DeleteLocal(participant string)
+	// Sync waits, briefly, until the peers have heard of the local changes
+	// made so far; an attach calls it before its welcome so that a submit
+	// on any node right after the welcome finds the participant.
+	Sync(ctx context.Context) bool
+	// NodeURL is the gateway URL of a live node.
+	NodeURL(node string) (string, bool)
 }
 
 // Local is a cluster of one node: no gossip, no peers.
@@ -53,3 +67,18 @@ func (l *Local) Members() []Member { return []Member{l.Self()} }
 
 // Directory holds this node's own entries.
 func (l *Local) Directory() *Directory { return l.dir }
+
+// PutLocal records e as this node's.
+func (l *Local) PutLocal(e Entry) {
+	e.Node = l.name
+	l.dir.Put(e)
+}
+
+// DeleteLocal forgets this node's entry for participant.
+func (l *Local) DeleteLocal(participant string) { l.dir.Delete(l.name, participant) }
+
+// Sync has no peers to wait for.
+func (l *Local) Sync(context.Context) bool { return true }
+
+// NodeURL knows only this node.
+func (l *Local) NodeURL(node string) (string, bool) { return l.url, node == l.name }

@@ -19,7 +19,13 @@ import (
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
-const wsPath = "/v1/gateway/ws"
+const (
+	wsPath        = "/v1/gateway/ws"
+	directoryPath = "/v1/gateway/cluster/directory"
+	// maxDirectoryPushBytes bounds a peer's directory message: a full state
+	// of 50,000 participants is about 5 MiB.
+	maxDirectoryPushBytes = 64 << 20
+)
 
 // handlerFunc is an HTTP handler that returns its failure; serve renders it.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
@@ -53,6 +59,7 @@ func (n *Node) routes() http.Handler {
 		r.Delete("/sessions/{session_id}/participants/{participant_id}", serve(n.handleDeleteParticipant))
 		r.Get("/members", serve(n.handleMembers))
 		r.Get("/ws", serve(n.handleAttach))
+		r.Post("/cluster/directory", serve(n.handleDirectoryPush))
 	})
 	return r
 }
@@ -214,7 +221,7 @@ func (n *Node) handleDeliver(w http.ResponseWriter, r *http.Request) error {
 	if verr != nil {
 		return verr
 	}
-	res, err := n.gw.Deliver(r.Context(), req)
+	res, err := n.gw.Deliver(r.Context(), req, hopsOf(r))
 	if err != nil {
 		return err
 	}
@@ -222,10 +229,10 @@ func (n *Node) handleDeliver(w http.ResponseWriter, r *http.Request) error {
 }
 
 // errGatewayNotAllowed answers a gateway URL that no --allow-gateway prefix
-// admits. No prefix can be configured yet, so every such URL is refused,
-// which is SPEC's default.
+// (nor a cluster member's URL) admits.
 func errGatewayNotAllowed(field string) *Error {
-	return fieldError("gateway_url_not_allowed", field, field+" is not on this cluster's list of allowed gateways")
+	return fieldError("gateway_url_not_allowed", field,
+		field+" is not on this cluster's list of allowed gateways (--allow-gateway)")
 }
 
 // pathID reads and checks an id from the URL path. chi matches against the
@@ -281,9 +288,10 @@ func (n *Node) handlePutParticipant(w http.ResponseWriter, r *http.Request) erro
 		if err := checkGatewayURL(*pb.GatewayURL, "gateway_url"); err != nil {
 			return err
 		}
-		return errGatewayNotAllowed("gateway_url")
-	}
-	if err := n.gw.join(participantID, ptype, sessionID); err != nil {
+		if err := n.gw.addExternal(participantID, ptype, *pb.GatewayURL, sessionID); err != nil {
+			return err
+		}
+	} else if err := n.gw.addParticipant(r.Context(), participantID, ptype, sessionID, hopsOf(r)); err != nil {
 		return err
 	}
 	return respond(w, map[string]string{"status": "ok", "session_id": sessionID, "participant_id": participantID})
@@ -298,7 +306,7 @@ func (n *Node) handleDeleteParticipant(w http.ResponseWriter, r *http.Request) e
 	if err != nil {
 		return err
 	}
-	if err := n.gw.leave(participantID, sessionID); err != nil {
+	if err := n.gw.removeParticipant(r.Context(), participantID, sessionID, hopsOf(r)); err != nil {
 		return err
 	}
 	return respond(w, map[string]string{"status": "ok", "session_id": sessionID, "participant_id": participantID})
@@ -385,4 +393,23 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 		n.log.Debug("websocket attach failed", "participant", req.ParticipantID, "err", err)
 	}
 	return nil // Accept answered failures itself; a served connection has ended
+}
+
+// handleDirectoryPush applies a peer's directory change (internal to the
+// cluster: a peer pushes its participants' changes here and waits for the
+// answer, so that a participant is routable cluster-wide once its attach
+// is welcomed).
+func (n *Node) handleDirectoryPush(w http.ResponseWriter, r *http.Request) error {
+	if n.gossip == nil {
+		return newError(http.StatusNotFound, "not_found", "", "this node is not part of a cluster")
+	}
+	body, err := readBody(w, r, maxDirectoryPushBytes)
+	if err != nil {
+		return err
+	}
+	if err := n.gossip.HandlePush(body); err != nil {
+		return newError(http.StatusBadRequest, codeInvalidJSON, "", "the directory message does not decode: "+err.Error())
+	}
+	writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
+	return nil
 }

@@ -63,12 +63,34 @@ type Config struct {
 	// IdleTimeout closes idle keep-alive HTTP connections. Default 120s.
 	IdleTimeout time.Duration
 
+	// Gossip, when set, makes this node a member of a memberlist cluster
+	// (NodeName, URL, Version and Logger are filled in by New). Nil: a
+	// cluster of one node, without gossip.
+	Gossip *membership.GossipConfig
+	// ClusterKey is the bearer token peers send to each other's deliveries
+	// endpoint (--cluster-key). Default: the first API key. It is accepted
+	// as a credential like an API key.
+	ClusterKey string
+	// ExternalKey is the bearer token sent to external gateways
+	// (--external-key). Empty: none.
+	ExternalKey string
+	// AllowGateways are the URL prefixes sender_gateway_url and gateway_url
+	// must start with to be followed (--allow-gateway); cluster members'
+	// own URLs are always allowed. Empty: only members' URLs.
+	AllowGateways []string
+	// ForwardTimeout bounds handing one event to peers and gateways,
+	// retries included (502 past it). Default 5s.
+	ForwardTimeout time.Duration
+	// PeerAttemptTimeout bounds one request to a peer or gateway. Default 2s.
+	PeerAttemptTimeout time.Duration
+	// MaxExternalParticipants bounds the external participants this node
+	// registers. Default 10000.
+	MaxExternalParticipants int
+
 	// Version is reported in logs and node metadata.
 	Version string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
-	// Cluster is the membership layer. Default: a one-node cluster.
-	Cluster membership.Cluster
 }
 
 func (c Config) withDefaults() Config {
@@ -102,6 +124,19 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 120 * time.Second
+	}
+	if c.ClusterKey == "" && len(c.APIKeys) > 0 {
+		c.ClusterKey = c.APIKeys[0]
+	}
+	c.AllowGateways = append([]string(nil), c.AllowGateways...)
+	if c.ForwardTimeout <= 0 {
+		c.ForwardTimeout = 5 * time.Second
+	}
+	if c.PeerAttemptTimeout <= 0 {
+		c.PeerAttemptTimeout = 2 * time.Second
+	}
+	if c.MaxExternalParticipants <= 0 {
+		c.MaxExternalParticipants = 10000
 	}
 	if c.Version == "" {
 		c.Version = "dev"

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/internal/ident"
@@ -13,15 +14,23 @@ import (
 )
 
 // Gateway is the core of a node, callable without HTTP: it validates events,
-// resolves their recipients and hands them to mailboxes. The REST handlers
-// and the WebSocket submit frame both call it.
+// resolves their recipients across the cluster and hands them over: to local
+// mailboxes, to peers, to external gateways. The REST handlers and the
+// WebSocket submit frame both call it.
 type Gateway struct {
-	limits  Limits
-	hub     *ws.Hub
-	cluster membership.Cluster
-	metrics *Metrics
-	log     *slog.Logger
-	now     func() time.Time
+	self           string
+	limits         Limits
+	hub            *ws.Hub
+	cluster        membership.Cluster
+	peers          *peerClient
+	clusterKey     string   // bearer for peers' deliveries endpoints
+	externalKey    string   // bearer for external gateways
+	allowGateways  []string // URL prefixes external gateways must match
+	forwardTimeout time.Duration
+	externals      externals
+	metrics        *Metrics
+	log            *slog.Logger
+	now            func() time.Time
 }
 
 var _ ws.Backend = wsBackend{}
@@ -34,36 +43,58 @@ type SubmitResult struct {
 }
 
 // Submit routes ev to its recipients: every participant of its session but
-// the sender, or its recipient_id alone.
+// the sender, or its recipient_id alone, wherever in the cluster they live.
+// When some recipient's node or gateway cannot be reached it answers 502
+// naming them; the others did get the event.
 func (g *Gateway) Submit(ctx context.Context, ev Event) (SubmitResult, error) {
 	if ev.SessionID == "" && ev.RecipientID == "" {
 		return SubmitResult{}, fieldError(codeMissingField, "session_id", "session_id or recipient_id is required")
 	}
 	if ev.SenderGatewayURL != "" {
-		return SubmitResult{}, errGatewayNotAllowed("sender_gateway_url")
+		if err := g.registerSender(ev); err != nil {
+			return SubmitResult{}, err
+		}
 	}
 	if ev.EventID == "" {
 		ev.EventID = newEventID()
 	}
-	targets := g.localTargets(ev)
-	if len(targets) == 0 {
+	r := g.resolve(ev)
+	if r.empty() {
 		return SubmitResult{}, errNoRecipient
 	}
-	shared, err := g.encode(ev, ev.SessionID)
+	body, err := json.Marshal(ev) // the one encoding, shared by every recipient and peer
 	if err != nil {
 		return SubmitResult{}, err
 	}
-	delivered := 0
-	for _, p := range targets {
-		if g.hub.Deliver(p, shared) {
-			delivered++
-		}
+	out := g.dispatch(ctx, r, ev, body, 0)
+	if len(out.failed) > 0 {
+		slices.Sort(out.failed)
+		return SubmitResult{}, &Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", EventID: ev.EventID,
+			Failed: out.failed, Detail: "some recipients' nodes or gateways could not be reached; the others got the event. " +
+				"Retry with the same event_id to reach those that missed it"}
 	}
-	if delivered == 0 { // every target went away between lookup and delivery
+	if out.delivered == 0 { // every target went away between lookup and delivery
 		return SubmitResult{}, errNoRecipient
 	}
-	g.metrics.Deliveries.WithLabelValues("local").Add(float64(delivered))
-	return SubmitResult{Status: "ok", EventID: ev.EventID, Recipients: delivered}, nil
+	return SubmitResult{Status: "ok", EventID: ev.EventID, Recipients: out.delivered}, nil
+}
+
+// registerSender makes the sender of ev an external participant of its
+// session at its sender_gateway_url, known cluster-wide, so replies reach it.
+func (g *Gateway) registerSender(ev Event) error {
+	if !g.gatewayAllowed(ev.SenderGatewayURL) {
+		return errGatewayNotAllowed("sender_gateway_url")
+	}
+	if ev.SessionID == "" || g.hub.Lookup(ev.SenderID) != nil {
+		return nil // no session to join, or the sender is attached here: local wins
+	}
+	e, ok := g.externals.register(ev.SenderID, ev.SenderType, ev.SenderGatewayURL, ev.SessionID)
+	if !ok {
+		return newError(http.StatusServiceUnavailable, "too_many_external_participants", "",
+			"this node holds its maximum of external participants")
+	}
+	g.cluster.PutLocal(e)
+	return nil
 }
 
 // localTargets resolves the recipients of ev homed on this node.
@@ -86,15 +117,6 @@ func (g *Gateway) localTargets(ev Event) []*ws.Participant {
 	return members
 }
 
-// encode makes the one shared encoding of ev for this node's mailboxes.
-func (g *Gateway) encode(ev Event, sessionID string) (*ws.Event, error) {
-	body, err := json.Marshal(ev)
-	if err != nil {
-		return nil, err // metadata values were checked as JSON: cannot happen
-	}
-	return ws.NewEvent(ev.EventID, sessionID, body, g.now()), nil
-}
-
 // DeliveryRequest is the body of POST /v1/gateway/deliveries.
 type DeliveryRequest struct {
 	RecipientIDs        []string
@@ -109,46 +131,70 @@ type DeliveryResult struct {
 	Status     string   `json:"status"`
 	Recipients int      `json:"recipients"`
 	NotFound   []string `json:"not_found,omitempty"`
+	Failed     []string `json:"failed,omitempty"`
 }
 
-// Deliver puts an event into the mailboxes of the named local participants.
-func (g *Gateway) Deliver(ctx context.Context, req DeliveryRequest) (DeliveryResult, error) {
+// Deliver puts an event into the mailboxes of the named participants homed
+// here. A recipient homed on a peer (the sender's view was stale) is
+// forwarded there once, while hops (forwards so far) is below maxHops.
+func (g *Gateway) Deliver(ctx context.Context, req DeliveryRequest, hops int) (DeliveryResult, error) {
 	ev := req.Event
-	if ev.SenderGatewayURL != "" {
+	if ev.SenderGatewayURL != "" && !g.gatewayAllowed(ev.SenderGatewayURL) {
 		return DeliveryResult{}, errGatewayNotAllowed("event.sender_gateway_url")
 	}
 	if ev.EventID == "" {
 		ev.EventID = newEventID()
 	}
-	sessionID := req.SessionID
-	if sessionID == "" {
-		sessionID = ev.SessionID
+	if req.SessionID != "" {
+		ev.SessionID = req.SessionID
 	}
-	var shared *ws.Event
+	var r route
 	res := DeliveryResult{Status: "ok"}
 	for _, id := range req.RecipientIDs {
-		p := g.hub.Lookup(id)
-		if p == nil {
+		if p := g.hub.Lookup(id); p != nil {
+			r.local = append(r.local, p)
+			continue
+		}
+		node := ""
+		if hops < maxHops {
+			node = g.homeElsewhere(id)
+		}
+		if node == "" {
 			res.NotFound = append(res.NotFound, id)
 			continue
 		}
-		if shared == nil {
-			var err error
-			if shared, err = g.encode(ev, sessionID); err != nil {
-				return DeliveryResult{}, err
-			}
+		if r.peers == nil {
+			r.peers = map[string][]string{}
 		}
-		if g.hub.Deliver(p, shared) {
-			res.Recipients++
-		} else {
-			res.NotFound = append(res.NotFound, id)
-		}
+		r.peers[node] = append(r.peers[node], id)
 	}
-	if res.Recipients == 0 {
+	if r.empty() {
 		return DeliveryResult{}, errNoRecipient
 	}
-	g.metrics.Deliveries.WithLabelValues("local").Add(float64(res.Recipients))
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return DeliveryResult{}, err
+	}
+	out := g.dispatch(ctx, r, ev, body, hops)
+	res.Recipients, res.Failed = out.delivered, out.failed
+	if out.delivered == 0 && len(out.failed) == 0 {
+		return DeliveryResult{}, errNoRecipient
+	}
+	if out.delivered == 0 {
+		return DeliveryResult{}, &Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", EventID: ev.EventID,
+			Failed: out.failed, Detail: "the recipients' node could not be reached"}
+	}
 	return res, nil
+}
+
+// homeElsewhere is a peer the directory says hosts participant id, or "".
+func (g *Gateway) homeElsewhere(id string) string {
+	for _, e := range g.cluster.Directory().Participant(id) {
+		if e.GatewayURL == "" && e.Node != g.self {
+			return e.Node
+		}
+	}
+	return ""
 }
 
 // Join adds a participant of this node to a session.

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +25,8 @@ type Node struct {
 	keys    *keyring
 	metrics *Metrics
 	cluster membership.Cluster
+	gossip  *membership.Gossip // nil for a one-node cluster
+	peers   *peerClient
 	hub     *ws.Hub
 	gw      *Gateway
 
@@ -51,7 +55,6 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{
 		cfg:       cfg,
 		log:       cfg.Logger.With("node", cfg.NodeName),
-		keys:      newKeyring(cfg.APIKeys),
 		metrics:   newMetrics(),
 		ln:        ln,
 		url:       cfg.AdvertiseURL,
@@ -60,16 +63,37 @@ func New(cfg Config) (*Node, error) {
 	if n.url == "" {
 		n.url = "http://" + ln.Addr().String()
 	}
-	n.cluster = cfg.Cluster
-	if n.cluster == nil {
+	keys := cfg.APIKeys
+	if cfg.ClusterKey != "" && len(keys) > 0 {
+		keys = append(slices.Clone(keys), cfg.ClusterKey)
+	}
+	n.keys = newKeyring(keys)
+	n.peers = newPeerClient(cfg.PeerAttemptTimeout) // before gossip starts: it pushes through it
+	if cfg.Gossip == nil {
 		n.cluster = membership.NewLocal(cfg.NodeName, n.url)
+	} else {
+		gc := *cfg.Gossip
+		gc.NodeName, gc.URL, gc.Version, gc.Logger = cfg.NodeName, n.url, cfg.Version, n.log
+		gc.Push = n.pushDirectory
+		if n.gossip, err = membership.NewGossip(gc, membership.NewDirectory()); err != nil {
+			_ = ln.Close()
+			return nil, err
+		}
+		n.cluster = n.gossip
 	}
 	n.gw = &Gateway{
-		limits:  Limits{MaxMessageBytes: cfg.MaxMessageBytes, MaxMetadataKeys: cfg.MaxMetadataKeys},
-		cluster: n.cluster,
-		metrics: n.metrics,
-		log:     n.log,
-		now:     time.Now,
+		self:           cfg.NodeName,
+		limits:         Limits{MaxMessageBytes: cfg.MaxMessageBytes, MaxMetadataKeys: cfg.MaxMetadataKeys},
+		cluster:        n.cluster,
+		peers:          n.peers,
+		clusterKey:     cfg.ClusterKey,
+		externalKey:    cfg.ExternalKey,
+		allowGateways:  cfg.AllowGateways,
+		forwardTimeout: cfg.ForwardTimeout,
+		externals:      externals{entries: map[string]membership.Entry{}, max: cfg.MaxExternalParticipants},
+		metrics:        n.metrics,
+		log:            n.log,
+		now:            time.Now,
 	}
 	n.hub = ws.NewHub(ws.Config{
 		Node:            cfg.NodeName,
@@ -80,7 +104,8 @@ func New(cfg Config) (*Node, error) {
 		WriteTimeout:    cfg.WriteTimeout,
 		MaxFrameBytes:   cfg.MaxFrameBytes,
 		Backend:         wsBackend{n.gw},
-		Listener:        directoryWriter{dir: n.cluster.Directory(), node: cfg.NodeName},
+		Listener:        directoryWriter{n.cluster},
+		BeforeWelcome:   func(ctx context.Context) { n.cluster.Sync(ctx) },
 		Metrics:         n.metrics.Hub,
 		Logger:          n.log,
 	})
@@ -103,6 +128,15 @@ func (n *Node) Name() string { return n.cfg.NodeName }
 
 // Addr is the address the listener is bound to.
 func (n *Node) Addr() net.Addr { return n.ln.Addr() }
+
+// GossipAddr is the address peers reach this node's gossip at, or "" for a
+// node without gossip.
+func (n *Node) GossipAddr() string {
+	if n.gossip == nil {
+		return ""
+	}
+	return n.gossip.GossipAddr()
+}
 
 // Gateway is the node's core, for callers that submit without HTTP.
 func (n *Node) Gateway() *Gateway { return n.gw }
@@ -140,7 +174,11 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		n.draining.Store(true)
 		n.log.Info("draining")
 		hubErr := n.hub.Shutdown(ctx)
-		srvErr := n.srv.Shutdown(ctx)
+		var leaveErr error
+		if n.gossip != nil { // peers drop our routes at once
+			leaveErr = n.gossip.Leave(leaveTimeout(ctx))
+		}
+		srvErr := n.srv.Shutdown(ctx) // waits for in-flight requests and their forwards
 		if srvErr != nil {
 			_ = n.srv.Close()
 		}
@@ -149,20 +187,45 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		} else {
 			_ = n.ln.Close()
 		}
-		n.shutdownErr = errors.Join(hubErr, srvErr)
+		if n.gossip != nil {
+			_ = n.gossip.Shutdown()
+		}
+		n.peers.close()
+		n.shutdownErr = errors.Join(hubErr, leaveErr, srvErr)
 		n.log.Info("stopped")
 	})
 	return n.shutdownErr
 }
 
-// directoryWriter copies this node's participants into the directory.
-type directoryWriter struct {
-	dir  *membership.Directory
-	node string
+// pushDirectory posts a directory message to a peer and returns once the
+// peer applied it.
+func (n *Node) pushDirectory(ctx context.Context, peerURL string, msg []byte) error {
+	ans, err := n.peers.attempt(ctx, strings.TrimSuffix(peerURL, "/")+directoryPath, msg, n.cfg.ClusterKey, 0)
+	if err != nil {
+		return err
+	}
+	if ans.Status != http.StatusOK {
+		return fmt.Errorf("peer answered %d: %s", ans.Status, truncate(ans.Body))
+	}
+	return nil
 }
+
+// leaveTimeout is how long a leave may wait for the message to spread: a
+// second, or less when the drain deadline is nearer.
+func leaveTimeout(ctx context.Context) time.Duration {
+	d := time.Second
+	if deadline, ok := ctx.Deadline(); ok {
+		d = min(d, time.Until(deadline)/2)
+	}
+	return max(d, 10*time.Millisecond)
+}
+
+// directoryWriter copies this node's participants into the cluster's
+// directory.
+type directoryWriter struct{ cluster membership.Cluster }
 
 func (d directoryWriter) LocalParticipant(p ws.ParticipantInfo) {
-	d.dir.Put(membership.Entry{Participant: p.ID, Type: p.Type, Node: d.node, Sessions: p.Sessions, Online: p.Online})
+	d.cluster.PutLocal(membership.Entry{Participant: p.ID, Type: p.Type, Sessions: p.Sessions, Online: p.Online})
 }
 
-func (d directoryWriter) LocalParticipantGone(id string) { d.dir.Delete(d.node, id) }
+func (d directoryWriter) LocalParticipantGone(id string) { d.cluster.DeleteLocal(id) }

@@ -1,6 +1,7 @@
 package ws
 
 import (
+	"context"
 	"log/slog"
 	"time"
 )
@@ -48,6 +49,10 @@ type Config struct {
 	// Listener hears of every change to local participants (the directory
 	// that gossips them). Optional.
 	Listener Listener
+	// BeforeWelcome, when set, runs after a new connection's participant is
+	// registered and before its welcome frame is sent; the cluster uses it
+	// to let peers learn of the participant first. Optional.
+	BeforeWelcome func(ctx context.Context)
 	// Metrics receives the hub's counters. Optional.
 	Metrics *Metrics
 	// Logger defaults to slog.Default().

@@ -116,6 +116,9 @@ func (h *Hub) Attach(w http.ResponseWriter, r *http.Request, req AttachRequest, 
 	if draining { // Shutdown began while we upgraded and did not see c
 		c.requestClose(closeGoingAway)
 	}
+	if h.cfg.BeforeWelcome != nil {
+		h.cfg.BeforeWelcome(r.Context())
+	}
 
 	go c.writeLoop()
 	c.readLoop()

@@ -17,8 +17,10 @@ const usage = `switchyard: a sidecar gateway for agent messaging
 
 usage:
   switchyard serve   [flags]   run a node
+  switchyard dev     [flags]   three nodes in one process on loopback
   switchyard send    [flags]   submit one event (flags, or a JSON event on stdin)
   switchyard listen  [flags]   attach as a participant and print frames as JSON lines
+  switchyard members [flags]   print the cluster as a table
   switchyard version           print the version
 
 Every flag can also be set as SWITCHYARD_<FLAG> (dashes as underscores).
@@ -39,6 +41,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		err = serveCommand(args[1:], stderr)
+	case "dev":
+		err = devCommand(args[1:], stdout, stderr)
+	case "members":
+		err = membersCommand(args[1:], stdout)
 	case "send":
 		err = sendCommand(args[1:], stdin, stdout)
 	case "listen":

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/sidecar"
 )
 
@@ -28,6 +29,14 @@ type serveFlags struct {
 	drainTimeout, writeTimeout      time.Duration
 	readHeaderTimeout, idleTimeout  time.Duration
 	logLevel, logFormat             string
+
+	gossipBind, gossipAdvertise string
+	join                        listFlag
+	gossipKey                   string
+	clusterKey, externalKey     string
+	allowGateways               listFlag
+	forwardTimeout              time.Duration
+	rejoinInterval              time.Duration
 }
 
 func newServeFlags() (*flag.FlagSet, *serveFlags) {
@@ -50,6 +59,15 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", 10*time.Second, "how long a graceful shutdown may take")
 	fs.DurationVar(&f.readHeaderTimeout, "read-header-timeout", 10*time.Second, "deadline for reading request headers")
 	fs.DurationVar(&f.idleTimeout, "idle-timeout", 120*time.Second, "idle keep-alive HTTP connections are closed after it")
+	fs.StringVar(&f.gossipBind, "gossip-bind", "127.0.0.1:7946", "gossip (memberlist) listen address, TCP and UDP")
+	fs.StringVar(&f.gossipAdvertise, "gossip-advertise", "", "address peers reach the gossip port at (default: the bind address)")
+	fs.Var(&f.join, "join", "peer to join: host:port or a DNS name such as a headless Service (repeatable)")
+	fs.StringVar(&f.gossipKey, "gossip-key", "", "base64 AES key (16, 24 or 32 bytes) that encrypts gossip")
+	fs.StringVar(&f.clusterKey, "cluster-key", "", "bearer token between peers (default: the first API key)")
+	fs.StringVar(&f.externalKey, "external-key", "", "bearer token sent to external gateways")
+	fs.Var(&f.allowGateways, "allow-gateway", "URL prefix an external gateway URL must start with (repeatable)")
+	fs.DurationVar(&f.forwardTimeout, "forward-timeout", 5*time.Second, "deadline for handing an event to peers and gateways, retries included")
+	fs.DurationVar(&f.rejoinInterval, "rejoin-interval", 30*time.Second, "how often --join is retried, so a node cut off comes back")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	return fs, f
@@ -76,7 +94,29 @@ func serveCommand(args []string, stderr io.Writer) error {
 		}
 		keys = append(keys, fileKeys...)
 	}
-	node, err := sidecar.New(sidecar.Config{
+	cfg, err := f.config(keys, logger)
+	if err != nil {
+		return err
+	}
+	node, err := sidecar.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signalContext(logger)
+	defer stop()
+	return node.Run(ctx)
+}
+
+// config turns the flags into a node configuration.
+func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config, error) {
+	var gossipKey []byte
+	if f.gossipKey != "" {
+		var err error
+		if gossipKey, err = membership.ParseGossipKey(f.gossipKey); err != nil {
+			return sidecar.Config{}, fmt.Errorf("%w: --gossip-key: %v", errUsage, err)
+		}
+	}
+	return sidecar.Config{
 		Listen:            f.listen,
 		AdvertiseURL:      f.advertiseURL,
 		NodeName:          f.nodeName,
@@ -93,15 +133,20 @@ func serveCommand(args []string, stderr io.Writer) error {
 		DrainTimeout:      f.drainTimeout,
 		ReadHeaderTimeout: f.readHeaderTimeout,
 		IdleTimeout:       f.idleTimeout,
-		Version:           versionString(),
-		Logger:            logger,
-	})
-	if err != nil {
-		return err
-	}
-	ctx, stop := signalContext(logger)
-	defer stop()
-	return node.Run(ctx)
+		ClusterKey:        f.clusterKey,
+		ExternalKey:       f.externalKey,
+		AllowGateways:     f.allowGateways,
+		ForwardTimeout:    f.forwardTimeout,
+		Gossip: &membership.GossipConfig{
+			Bind:           f.gossipBind,
+			Advertise:      f.gossipAdvertise,
+			Join:           f.join,
+			Key:            gossipKey,
+			RejoinInterval: f.rejoinInterval,
+		},
+		Version: versionString(),
+		Logger:  logger,
+	}, nil
 }
 
 // signalContext is cancelled by the first SIGINT or SIGTERM; a second one

@@ -1,0 +1,602 @@
+package membership
+
+import (
+	"cmp"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// GossipConfig configures a gossiping Cluster. A zero field takes the
+// default in its comment.
+type GossipConfig struct {
+	// NodeName is this node's unique name. Required.
+	NodeName string
+	// URL is this node's gateway URL, carried in its gossip metadata.
+	URL string
+	// Version is the software version, carried in the metadata.
+	Version string
+	// Bind is the gossip listen address host:port (--gossip-bind). Port 0
+	// picks a free port. Default 127.0.0.1:7946.
+	Bind string
+	// Advertise is the address peers reach the gossip port at
+	// (--gossip-advertise). Default: the bind address.
+	Advertise string
+	// Join lists peers to join: host:port pairs or DNS names (a headless
+	// Service name resolves to every pod). Joining is retried in the
+	// background until it succeeds, and repeated every RejoinInterval so a
+	// node cut off by a partition comes back.
+	Join []string
+	// Key is the AES gossip key (16, 24 or 32 bytes), decoded. Empty: gossip
+	// is not encrypted.
+	Key []byte
+	// Label tags every gossip packet; nodes with another label are ignored.
+	// Default "switchyard".
+	Label string
+	// RejoinInterval: how often Join is retried. Default 30s.
+	RejoinInterval time.Duration
+	// SyncTimeout bounds how long Sync waits for peers to hear of a local
+	// change (an attach waits for it before its welcome). Default 1s.
+	SyncTimeout time.Duration
+	// DepartedRetention: how long a dead or departed node stays listed by
+	// Members. Default 10m.
+	DepartedRetention time.Duration
+	// Memberlist, when set, adjusts memberlist's configuration (which
+	// starts from its LAN defaults) before the cluster is created; tests
+	// use it for fast timers.
+	Memberlist func(*memberlist.Config)
+	// Push, when set, sends a directory message to a peer's gateway URL and
+	// returns once the peer applied it (the sidecar posts it over its pooled
+	// HTTP connections). Without it, messages go over memberlist's TCP
+	// channel, which returns when the bytes are written, not applied.
+	Push func(ctx context.Context, peerURL string, msg []byte) error
+	// Transport replaces memberlist's network transport (tests inject
+	// faults with it). Its address must match Bind.
+	Transport memberlist.NodeAwareTransport
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// ParseGossipKey decodes a base64 AES key of 16, 24 or 32 bytes.
+func ParseGossipKey(s string) ([]byte, error) {
+	key, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("gossip key is not base64: %w", err)
+	}
+	if n := len(key); n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("gossip key is %d bytes; want 16, 24 or 32 (AES-128, -192 or -256)", n)
+	}
+	return key, nil
+}
+
+// Gossip broadcasts ride in UDP packets of about 1,400 bytes; a change that
+// does not fit is left to the direct push and push/pull. The queue keeps at
+// most maxQueuedBroadcasts (the oldest are dropped: each is also pushed).
+const (
+	maxBroadcastBytes   = 1200
+	maxQueuedBroadcasts = 4096
+)
+
+// meta is a node's gossip metadata (at most 512 bytes).
+type meta struct {
+	URL     string `json:"url"`
+	Version string `json:"v,omitempty"`
+	Epoch   int64  `json:"ep"`
+}
+
+// Gossip is a Cluster built on hashicorp/memberlist. Each node writes only
+// its own directory entries (PutLocal, DeleteLocal); every change gets a
+// version from the node's counter and reaches the peers three ways: pushed
+// to each live peer directly (so routing to a new participant works at
+// once), gossiped as a broadcast, and repaired by memberlist's periodic
+// full-state push/pull. When a node leaves or is declared dead its entries
+// are dropped.
+type Gossip struct {
+	cfg   GossipConfig
+	log   *slog.Logger
+	dir   *Directory
+	epoch int64
+	ml    *memberlist.Memberlist
+	// created is set once memberlist.Create returned: its goroutines may
+	// call our delegates (and numNodes) before g.ml is assigned.
+	created atomic.Bool
+	queue   *memberlist.TransmitLimitedQueue
+
+	mu       sync.Mutex
+	counter  uint64                  // this node's version counter
+	own      map[string]uint64       // own participant → version of its last change
+	pending  map[string]versioned    // own changes not yet pushed, by participant
+	fullTo   map[string]bool         // peers that need our full state (just joined)
+	peers    map[string]*peerState   // what we know of each peer's versions
+	nodes    map[string]meta         // metadata of live nodes
+	departed map[string]departedNode // dead or left, for Members and to refuse late messages
+	queued   uint64                  // sequence of the newest pending change
+	pushed   uint64                  // sequence of the newest change pushed to peers
+	pushedCh chan struct{}           // closed and replaced whenever pushed advances
+	wake     chan struct{}           // 1-slot: the pusher has work
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	closed   bool
+}
+
+type departedNode struct {
+	meta  meta
+	state string
+	at    time.Time
+}
+
+var _ Cluster = (*Gossip)(nil)
+
+// NewGossip starts gossiping on cfg.Bind and begins joining cfg.Join in the
+// background. Shutdown stops it.
+func NewGossip(cfg GossipConfig, dir *Directory) (*Gossip, error) {
+	if cfg.NodeName == "" {
+		return nil, errors.New("membership: a node name is required")
+	}
+	if cfg.Bind == "" {
+		cfg.Bind = "127.0.0.1:7946"
+	}
+	if cfg.Label == "" {
+		cfg.Label = "switchyard"
+	}
+	if cfg.RejoinInterval <= 0 {
+		cfg.RejoinInterval = 30 * time.Second
+	}
+	if cfg.SyncTimeout <= 0 {
+		cfg.SyncTimeout = time.Second
+	}
+	if cfg.DepartedRetention <= 0 {
+		cfg.DepartedRetention = 10 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.Join = slices.Clone(cfg.Join)
+	g := &Gossip{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "gossip"),
+		dir:      dir,
+		epoch:    time.Now().UnixNano(),
+		own:      map[string]uint64{},
+		pending:  map[string]versioned{},
+		fullTo:   map[string]bool{},
+		peers:    map[string]*peerState{},
+		nodes:    map[string]meta{},
+		departed: map[string]departedNode{},
+		pushedCh: make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+	}
+	mc, err := g.memberlistConfig()
+	if err != nil {
+		return nil, err
+	}
+	g.queue = &memberlist.TransmitLimitedQueue{NumNodes: g.numNodes, RetransmitMult: mc.RetransmitMult}
+	if g.ml, err = memberlist.Create(mc); err != nil {
+		return nil, fmt.Errorf("start gossip on %s: %w", cfg.Bind, err)
+	}
+	g.created.Store(true)
+	g.wg.Add(2)
+	go g.pushLoop()
+	go g.joinLoop()
+	return g, nil
+}
+
+func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = g.cfg.NodeName
+	host, port, err := splitHostPort(g.cfg.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("--gossip-bind %q: %w", g.cfg.Bind, err)
+	}
+	mc.BindAddr, mc.BindPort = host, port
+	if g.cfg.Advertise != "" {
+		if mc.AdvertiseAddr, mc.AdvertisePort, err = splitHostPort(g.cfg.Advertise); err != nil {
+			return nil, fmt.Errorf("--gossip-advertise %q: %w", g.cfg.Advertise, err)
+		}
+	}
+	mc.Label = g.cfg.Label
+	if len(g.cfg.Key) > 0 {
+		if mc.Keyring, err = memberlist.NewKeyring(nil, g.cfg.Key); err != nil {
+			return nil, fmt.Errorf("gossip key: %w", err)
+		}
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
+	mc.TCPTimeout = 2 * time.Second
+	mc.Delegate = &delegate{g}
+	mc.Events = &events{g}
+	mc.Logger = log.New(io.Discard, "", 0)
+	if g.cfg.Logger.Enabled(context.Background(), slog.LevelDebug) {
+		mc.Logger = slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)
+	}
+	if g.cfg.Transport != nil {
+		mc.Transport = g.cfg.Transport
+	}
+	if g.cfg.Memberlist != nil {
+		g.cfg.Memberlist(mc)
+	}
+	return mc, nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bad port %q", p)
+	}
+	return host, port, nil
+}
+
+// GossipAddr is the address peers reach this node's gossip at.
+func (g *Gossip) GossipAddr() string {
+	n := g.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+func (g *Gossip) numNodes() int {
+	if !g.created.Load() {
+		return 1
+	}
+	return g.ml.NumMembers()
+}
+
+// Directory is the cluster-wide participant directory.
+func (g *Gossip) Directory() *Directory { return g.dir }
+
+// Self is this node.
+func (g *Gossip) Self() Member {
+	return Member{Name: g.cfg.NodeName, URL: g.cfg.URL, State: StateAlive, Participants: g.dir.Count(g.cfg.NodeName), Self: true}
+}
+
+// Members lists live nodes (alive or suspect) and, for a while, the dead
+// and departed ones.
+func (g *Gossip) Members() []Member {
+	var out []Member
+	for _, n := range g.ml.Members() {
+		var m meta
+		_ = json.Unmarshal(n.Meta, &m)
+		state := StateAlive
+		if n.State == memberlist.StateSuspect {
+			state = StateSuspect
+		}
+		out = append(out, Member{Name: n.Name, URL: m.URL, State: state,
+			Participants: g.dir.Count(n.Name), Self: n.Name == g.cfg.NodeName})
+	}
+	g.mu.Lock()
+	for name, d := range g.departed {
+		if !slices.ContainsFunc(out, func(m Member) bool { return m.Name == name }) {
+			out = append(out, Member{Name: name, URL: d.meta.URL, State: d.state})
+		}
+	}
+	g.mu.Unlock()
+	slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+// NodeURL returns the gateway URL of a live node.
+func (g *Gossip) NodeURL(node string) (string, bool) {
+	if node == g.cfg.NodeName {
+		return g.cfg.URL, true
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m, ok := g.nodes[node]
+	return m.URL, ok && m.URL != ""
+}
+
+// PutLocal records a change to one of this node's participants and queues
+// it for the peers. It never blocks on the network.
+func (g *Gossip) PutLocal(e Entry) {
+	e.Node = g.cfg.NodeName
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.dir.Put(e)
+	g.changeLocked(e.Participant, &e)
+}
+
+// DeleteLocal records that one of this node's participants is gone.
+func (g *Gossip) DeleteLocal(participant string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.dir.Delete(g.cfg.NodeName, participant)
+	g.changeLocked(participant, nil)
+}
+
+func (g *Gossip) changeLocked(participant string, e *Entry) {
+	g.counter++
+	if e == nil {
+		delete(g.own, participant)
+	} else {
+		g.own[participant] = g.counter
+	}
+	c := versioned{Participant: participant, Version: g.counter}
+	if e != nil {
+		trimmed := *e
+		trimmed.Node, trimmed.Participant = "", "" // carried by the message
+		c.Entry = &trimmed
+	}
+	g.pending[participant] = c
+	g.queued++
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Sync waits until the local changes made so far have been pushed to every
+// live peer, or SyncTimeout or ctx ends. It reports whether they were.
+func (g *Gossip) Sync(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.SyncTimeout)
+	defer cancel()
+	g.mu.Lock()
+	target := g.queued
+	for g.pushed < target {
+		ch := g.pushedCh
+		g.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		case <-g.stop:
+			return false
+		}
+		g.mu.Lock()
+	}
+	g.mu.Unlock()
+	return true
+}
+
+// pushLoop sends pending local changes to every live peer directly (over
+// memberlist's TCP channel) and queues them for gossip, and sends the full
+// state to peers that just joined. It is the only goroutine that sends.
+func (g *Gossip) pushLoop() {
+	defer g.wg.Done()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-g.wake:
+		}
+		g.mu.Lock()
+		changes := make([]versioned, 0, len(g.pending))
+		for _, c := range g.pending {
+			changes = append(changes, c)
+		}
+		clear(g.pending)
+		fullTo := make([]string, 0, len(g.fullTo))
+		for n := range g.fullTo {
+			fullTo = append(fullTo, n)
+		}
+		clear(g.fullTo)
+		seq := g.queued
+		var full []byte
+		if len(fullTo) > 0 {
+			full = g.fullStateLocked()
+		}
+		g.mu.Unlock()
+
+		if len(changes) > 0 {
+			slices.SortFunc(changes, func(a, b versioned) int { return cmp.Compare(a.Version, b.Version) })
+			msg := encodeMessage(msgUpdates, nodeMessage{Node: g.cfg.NodeName, Epoch: g.epoch, Changes: changes})
+			for _, c := range changes {
+				one := encodeMessage(msgUpdates, nodeMessage{Node: g.cfg.NodeName, Epoch: g.epoch, Changes: []versioned{c}})
+				if len(one) <= maxBroadcastBytes { // larger ones travel by push and push/pull only
+					g.queue.QueueBroadcast(&broadcast{name: c.Participant, msg: one})
+				}
+			}
+			g.queue.Prune(maxQueuedBroadcasts)
+			g.sendToPeers(msg, nil)
+		}
+		if full != nil {
+			g.sendToPeers(full, fullTo)
+		}
+
+		g.mu.Lock()
+		if seq > g.pushed {
+			g.pushed = seq
+			close(g.pushedCh)
+			g.pushedCh = make(chan struct{})
+		}
+		g.mu.Unlock()
+	}
+}
+
+// sendToPeers sends msg to the named live peers (nil: all), in parallel,
+// and waits for them (bounded by SyncTimeout with Push, by memberlist's TCP
+// timeout without).
+func (g *Gossip) sendToPeers(msg []byte, only []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.SyncTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, n := range g.ml.Members() {
+		if n.Name == g.cfg.NodeName || (only != nil && !slices.Contains(only, n.Name)) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if url, ok := g.NodeURL(n.Name); ok && g.cfg.Push != nil {
+				err = g.cfg.Push(ctx, url, msg)
+			} else {
+				err = g.ml.SendReliable(n, msg)
+			}
+			if err != nil {
+				g.log.Debug("direct push failed; gossip and push/pull will repair", "peer", n.Name, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// fullStateLocked encodes every entry this node owns, with its counter.
+func (g *Gossip) fullStateLocked() []byte {
+	m := nodeMessage{Node: g.cfg.NodeName, Epoch: g.epoch, Counter: g.counter}
+	for _, e := range g.dir.NodeEntries(g.cfg.NodeName) {
+		c := versioned{Participant: e.Participant, Version: g.own[e.Participant]}
+		trimmed := e
+		trimmed.Node, trimmed.Participant = "", ""
+		c.Entry = &trimmed
+		m.Changes = append(m.Changes, c)
+	}
+	return encodeMessage(msgFullState, m)
+}
+
+// joinLoop joins the configured peers, retrying with backoff until one
+// answers, then again every RejoinInterval (a node cut off by a partition
+// comes back; new pods behind a DNS name are found).
+func (g *Gossip) joinLoop() {
+	defer g.wg.Done()
+	if len(g.cfg.Join) == 0 {
+		return
+	}
+	backoff := 200 * time.Millisecond
+	joined := false
+	for {
+		n, err := g.ml.Join(g.cfg.Join)
+		wait := g.cfg.RejoinInterval
+		switch {
+		case n > 0:
+			if !joined {
+				g.log.Info("joined the cluster", "contacted", n, "members", g.ml.NumMembers())
+			}
+			joined = true
+		case !joined:
+			g.log.Warn("joining the cluster failed; retrying", "join", g.cfg.Join, "err", err, "retry_in", backoff)
+			wait = backoff
+			backoff = min(2*backoff, g.cfg.RejoinInterval)
+		default:
+			g.log.Debug("rejoin contacted no peer", "err", err)
+		}
+		select {
+		case <-g.stop:
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// Leave tells the peers this node is leaving (they drop its routes at once)
+// and waits up to timeout for the message to spread.
+func (g *Gossip) Leave(timeout time.Duration) error {
+	return g.ml.Leave(timeout)
+}
+
+// Shutdown stops gossiping and the background goroutines. Call Leave first
+// for a graceful exit. Safe to call more than once.
+func (g *Gossip) Shutdown() error {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return nil
+	}
+	g.closed = true
+	close(g.stop)
+	g.mu.Unlock()
+	err := g.ml.Shutdown()
+	g.wg.Wait()
+	return err
+}
+
+// HandlePush applies a directory message a peer pushed (see
+// GossipConfig.Push).
+func (g *Gossip) HandlePush(data []byte) error {
+	kind, m, err := decodeMessage(data)
+	if err != nil {
+		return err
+	}
+	g.apply(kind, m)
+	return nil
+}
+
+// handleMessage applies a peer's message. It runs in memberlist's receive
+// path: it must not block and must not call into memberlist.
+func (g *Gossip) handleMessage(data []byte) {
+	kind, m, err := decodeMessage(data)
+	if err != nil {
+		g.log.Warn("dropped a gossip message that does not decode", "err", err, "bytes", len(data))
+		return
+	}
+	g.apply(kind, m)
+}
+
+func (g *Gossip) apply(kind byte, m nodeMessage) {
+	if m.Node == g.cfg.NodeName {
+		return // our own, echoed back
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, gone := g.departed[m.Node]; gone {
+		return // a late message from a node that left: its entries stay dropped
+	}
+	ps := g.peers[m.Node]
+	if ps == nil {
+		ps = &peerState{versions: map[string]uint64{}}
+		g.peers[m.Node] = ps
+	}
+	ps.merge(g.dir, kind, m)
+}
+
+func (g *Gossip) nodeJoined(n *memberlist.Node) {
+	var m meta
+	if err := json.Unmarshal(n.Meta, &m); err != nil {
+		g.log.Warn("a node's metadata does not decode", "peer", n.Name, "err", err)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.nodes[n.Name] = m
+	delete(g.departed, n.Name)
+	if n.Name != g.cfg.NodeName {
+		g.fullTo[n.Name] = true // it may not know our participants yet
+		select {
+		case g.wake <- struct{}{}:
+		default:
+		}
+		g.log.Info("node joined", "peer", n.Name, "url", m.URL)
+	}
+}
+
+func (g *Gossip) nodeLeft(n *memberlist.Node) {
+	state := StateDead
+	if n.State == memberlist.StateLeft {
+		state = StateLeft
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.departed[n.Name] = departedNode{meta: g.nodes[n.Name], state: state, at: time.Now()}
+	delete(g.nodes, n.Name)
+	delete(g.peers, n.Name)
+	g.dir.DropNode(n.Name)
+	for name, d := range g.departed { // prune the old ones
+		if time.Since(d.at) > g.cfg.DepartedRetention {
+			delete(g.departed, name)
+		}
+	}
+	g.log.Info("node left; its participants are no longer routed to", "peer", n.Name, "state", state)
+}
+
+func (g *Gossip) nodeUpdated(n *memberlist.Node) {
+	var m meta
+	if err := json.Unmarshal(n.Meta, &m); err != nil {
+		return
+	}
+	g.mu.Lock()
+	g.nodes[n.Name] = m
+	g.mu.Unlock()
+}

@@ -1,0 +1,136 @@
+package sidecar
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/switchyard-gw/switchyard/membership"
+)
+
+// fastGossip shortens memberlist's timers so tests see joins, failures and
+// anti-entropy in a fraction of a second.
+func fastGossip(c *memberlist.Config) {
+	c.ProbeInterval = 100 * time.Millisecond
+	c.ProbeTimeout = 50 * time.Millisecond
+	c.GossipInterval = 20 * time.Millisecond
+	c.PushPullInterval = 500 * time.Millisecond
+	c.SuspicionMult = 2
+	c.TCPTimeout = 500 * time.Millisecond
+	c.GossipToTheDeadTime = time.Second
+}
+
+// startCluster runs size nodes on 127.0.0.1 with random ports, every node
+// joining the first, and waits until every node sees all of them.
+func startCluster(t testing.TB, size int, cfg Config) []*Node {
+	t.Helper()
+	var nodes []*Node
+	var seed string
+	for i := range size {
+		c := cfg
+		c.NodeName = fmt.Sprintf("node-%d", i+1)
+		gc := membership.GossipConfig{Bind: "127.0.0.1:0", Memberlist: fastGossip, RejoinInterval: 500 * time.Millisecond}
+		if seed != "" {
+			gc.Join = []string{seed}
+		}
+		c.Gossip = &gc
+		n := startNode(t, c)
+		if seed == "" {
+			seed = n.gossip.GossipAddr()
+		}
+		nodes = append(nodes, n)
+	}
+	waitMembers(t, nodes, size)
+	return nodes
+}
+
+// waitMembers waits until every node counts want alive members.
+func waitMembers(t testing.TB, nodes []*Node, want int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		for _, n := range nodes {
+			alive := 0
+			for _, m := range n.cluster.Members() {
+				if m.State == membership.StateAlive {
+					alive++
+				}
+			}
+			if alive != want {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 10*time.Millisecond, "the cluster did not form")
+}
+
+func TestClusterSubmitReachesParticipantsOnOtherNodes(t *testing.T) {
+	nodes := startCluster(t, 3, Config{})
+	bob, _ := attach(t, nodes[1], "bob", sessionQuery("s1"), nil)
+	alice, _ := attach(t, nodes[2], "alice", sessionQuery("s1"), nil)
+
+	r := submit(t, nodes[0], event("carol", "s1", "hello cluster"))
+	assert.Equal(t, float64(2), r.Body["recipients"])
+	for _, c := range []*client{bob, alice} {
+		f := c.next()
+		assert.Equal(t, uint64(1), seqOf(f))
+		assert.Equal(t, "hello cluster", f["event"].(map[string]any)["message"])
+		assert.Equal(t, r.Body["event_id"], f["event_id"])
+	}
+
+	// A reply from bob (on node 2) reaches alice (node 3) only, once.
+	submit(t, nodes[1], event("bob", "s1", "reply"))
+	f := alice.next()
+	assert.Equal(t, uint64(2), seqOf(f))
+	assert.Equal(t, "reply", f["event"].(map[string]any)["message"])
+
+	// The session view on any node shows where everyone lives.
+	view := do(t, http.MethodGet, nodes[0].URL()+"/v1/gateway/sessions/s1", nil, nil)
+	require.Equal(t, http.StatusOK, view.Status)
+	parts := view.Body["participants"].([]any)
+	require.Len(t, parts, 2)
+	assert.Equal(t, "alice", parts[0].(map[string]any)["participant_id"])
+	assert.Equal(t, "node-3", parts[0].(map[string]any)["node"])
+	assert.Equal(t, "node-2", parts[1].(map[string]any)["node"])
+
+	members := do(t, http.MethodGet, nodes[0].URL()+"/v1/gateway/members", nil, nil)
+	list := members.Body["members"].([]any)
+	require.Len(t, list, 3)
+	for i, m := range list {
+		m := m.(map[string]any)
+		assert.Equal(t, fmt.Sprintf("node-%d", i+1), m["name"])
+		assert.Equal(t, nodes[i].URL(), m["url"])
+		assert.Equal(t, "alive", m["state"])
+		assert.Equal(t, i == 0, m["self"])
+	}
+}
+
+// TestClusterAttachThenSubmitElsewhereNeverMisses: a submit on another node
+// right after the welcome frame finds the new participant, every time.
+func TestClusterAttachThenSubmitElsewhereNeverMisses(t *testing.T) {
+	nodes := startCluster(t, 3, Config{})
+	for i := range 100 {
+		session := fmt.Sprint("race-", i)
+		p := fmt.Sprint("p", i)
+		c, _ := attach(t, nodes[1+i%2], p, sessionQuery(session), nil)
+		r := postJSON(t, nodes[0].URL()+"/v1/gateway/events", event("x", session, "now"), nil)
+		require.Equal(t, http.StatusOK, r.Status, "attempt %d: %s", i, r.Raw)
+		require.Equal(t, "now", c.next()["event"].(map[string]any)["message"])
+		require.NoError(t, c.conn.CloseNow())
+	}
+}
+
+func TestClusterRecipientIDOnAnotherNode(t *testing.T) {
+	nodes := startCluster(t, 2, Config{})
+	bob, _ := attach(t, nodes[1], "bob", url.Values{}, nil)
+	ev := event("alice", "", "direct")
+	delete(ev, "session_id")
+	ev["recipient_id"] = "bob"
+	submit(t, nodes[0], ev)
+	assert.Equal(t, "direct", bob.next()["event"].(map[string]any)["message"])
+}

@@ -1,0 +1,138 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// hopsHeader counts how many times a delivery has been forwarded. A node
+// forwards a delivery for a participant homed elsewhere only while it is
+// below maxHops, so no event travels more than two hops.
+const (
+	hopsHeader = "Switchyard-Hops"
+	maxHops    = 2
+)
+
+// peerClient posts deliveries to peers and external gateways over pooled
+// keep-alive connections, retrying with backoff within a deadline. It never
+// follows redirects.
+type peerClient struct {
+	http           *http.Client
+	attemptTimeout time.Duration
+}
+
+func newPeerClient(attemptTimeout time.Duration) *peerClient {
+	tr := &http.Transport{
+		Proxy:               nil, // peers are reached directly
+		DialContext:         (&net.Dialer{Timeout: attemptTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        512,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		ForceAttemptHTTP2:   false,
+	}
+	return &peerClient{
+		http: &http.Client{
+			Transport: tr,
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse // a redirect is an answer, never followed
+			},
+		},
+		attemptTimeout: attemptTimeout,
+	}
+}
+
+func (pc *peerClient) close() { pc.http.CloseIdleConnections() }
+
+// peerAnswer is what a peer or gateway answered.
+type peerAnswer struct {
+	Status int
+	Body   []byte
+}
+
+// post sends body to url until it gets an answer that is not a server
+// error, or ctx ends. Network errors and 5xx answers are retried with
+// exponential backoff (50 ms doubling, at most 1 s).
+func (pc *peerClient) post(ctx context.Context, url string, body []byte, bearer string, hops int) (peerAnswer, error) {
+	backoff := 50 * time.Millisecond
+	for {
+		ans, err := pc.attempt(ctx, url, body, bearer, hops)
+		if err == nil && ans.Status < 500 {
+			return ans, nil
+		}
+		if err == nil {
+			err = fmt.Errorf("answered %d", ans.Status)
+		}
+		select {
+		case <-ctx.Done():
+			return ans, fmt.Errorf("deliver to %s: %w (gave up: %v)", url, err, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// do sends one bodiless request (PUT or DELETE of a session participant).
+func (pc *peerClient) do(ctx context.Context, method, url, bearer string, hops int) (peerAnswer, error) {
+	return pc.send(ctx, method, url, nil, bearer, hops)
+}
+
+func (pc *peerClient) attempt(ctx context.Context, url string, body []byte, bearer string, hops int) (peerAnswer, error) {
+	return pc.send(ctx, http.MethodPost, url, body, bearer, hops)
+}
+
+func (pc *peerClient) send(ctx context.Context, method, url string, body []byte, bearer string, hops int) (peerAnswer, error) {
+	ctx, cancel := context.WithTimeout(ctx, pc.attemptTimeout)
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return peerAnswer{}, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	if hops > 0 {
+		req.Header.Set(hopsHeader, strconv.Itoa(hops))
+	}
+	resp, err := pc.http.Do(req)
+	if err != nil {
+		return peerAnswer{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return peerAnswer{}, err
+	}
+	return peerAnswer{Status: resp.StatusCode, Body: b}, nil
+}
+
+// hopsOf reads the hop count of an incoming delivery (0 when absent).
+func hopsOf(r *http.Request) int {
+	n, err := strconv.Atoi(r.Header.Get(hopsHeader))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
+// deliveriesURL is a gateway's deliveries endpoint.
+func deliveriesURL(base string) string {
+	return strings.TrimSuffix(base, "/") + "/v1/gateway/deliveries"
+}
+
+// pathEscape escapes an id as one URL path segment.
+func pathEscape(s string) string { return url.PathEscape(s) }

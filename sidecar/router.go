@@ -1,0 +1,348 @@
+package sidecar
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/switchyard-gw/switchyard/membership"
+	"github.com/switchyard-gw/switchyard/ws"
+)
+
+// route is where one event goes: participants homed here, participants
+// homed on peers (by node), and external participants behind gateways.
+type route struct {
+	local    []*ws.Participant
+	peers    map[string][]string
+	external []membership.Entry
+}
+
+func (r *route) empty() bool {
+	return len(r.local) == 0 && len(r.peers) == 0 && len(r.external) == 0
+}
+
+// resolve finds ev's recipients across the cluster: every participant of its
+// session but the sender, or its recipient_id alone.
+func (g *Gateway) resolve(ev Event) route {
+	var r route
+	r.local = g.localTargets(ev)
+	var entries []membership.Entry
+	if ev.RecipientID != "" {
+		for _, e := range g.cluster.Directory().Participant(ev.RecipientID) {
+			if ev.SessionID == "" || slices.Contains(e.Sessions, ev.SessionID) {
+				entries = append(entries, e)
+			}
+		}
+	} else {
+		entries = g.cluster.Directory().Session(ev.SessionID)
+	}
+	seenExternal := map[string]bool{}
+	for _, e := range entries {
+		switch {
+		case e.Participant == ev.SenderID && ev.RecipientID == "":
+			// the sender does not get its own event
+		case e.GatewayURL != "":
+			if !seenExternal[e.Participant] && g.hub.Lookup(e.Participant) == nil {
+				seenExternal[e.Participant] = true
+				r.external = append(r.external, e)
+			}
+		case e.Node != g.self:
+			if r.peers == nil {
+				r.peers = map[string][]string{}
+			}
+			r.peers[e.Node] = append(r.peers[e.Node], e.Participant)
+		}
+	}
+	return r
+}
+
+// outcome tallies what happened to one event.
+type outcome struct {
+	mu        sync.Mutex
+	delivered int
+	failed    []string
+}
+
+func (o *outcome) add(delivered int, failed []string) {
+	o.mu.Lock()
+	o.delivered += delivered
+	o.failed = append(o.failed, failed...)
+	o.mu.Unlock()
+}
+
+// dispatch hands ev to every recipient of r: local mailboxes at once, peers
+// with one request each carrying all their recipients, external gateways one
+// request per recipient, all in parallel within the forward deadline.
+func (g *Gateway) dispatch(ctx context.Context, r route, ev Event, body json.RawMessage, hops int) *outcome {
+	var out outcome
+	if len(r.local) > 0 {
+		shared := ws.NewEvent(ev.EventID, ev.SessionID, body, g.now())
+		n := 0
+		for _, p := range r.local {
+			if g.hub.Deliver(p, shared) {
+				n++
+			}
+		}
+		out.add(n, nil)
+		g.metrics.Deliveries.WithLabelValues("local").Add(float64(n))
+	}
+	if len(r.peers) == 0 && len(r.external) == 0 {
+		return &out
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.forwardTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for node, ids := range r.peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, failed := g.forwardToPeer(ctx, node, ids, ev, body, hops+1)
+			out.add(n, failed)
+			g.metrics.Deliveries.WithLabelValues("peer").Add(float64(n))
+		}()
+	}
+	for _, e := range r.external {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, failed := g.forwardToGateway(ctx, e, ev, body)
+			out.add(n, failed)
+			g.metrics.Deliveries.WithLabelValues("external").Add(float64(n))
+		}()
+	}
+	wg.Wait()
+	return &out
+}
+
+// peerDelivery is the body of a delivery between Switchyard nodes.
+type peerDelivery struct {
+	RecipientIDs []string        `json:"recipient_ids"`
+	SessionID    string          `json:"session_id,omitempty"`
+	Event        json.RawMessage `json:"event"`
+}
+
+// forwardToPeer posts one delivery carrying all of ids to node. It returns
+// how many got the event and which could not be reached.
+func (g *Gateway) forwardToPeer(ctx context.Context, node string, ids []string, ev Event, body json.RawMessage, hops int) (int, []string) {
+	url, ok := g.cluster.NodeURL(node)
+	if !ok {
+		g.log.Warn("no URL for a peer in the directory", "peer", node)
+		return 0, ids
+	}
+	req, _ := json.Marshal(peerDelivery{RecipientIDs: ids, SessionID: ev.SessionID, Event: body})
+	ans, err := g.peers.post(ctx, deliveriesURL(url), req, g.clusterKey, hops)
+	switch {
+	case err != nil:
+		g.log.Warn("a peer could not be reached", "peer", node, "recipients", len(ids), "err", err)
+		return 0, ids
+	case ans.Status == http.StatusOK:
+		var res DeliveryResult
+		_ = json.Unmarshal(ans.Body, &res)
+		return res.Recipients, nil
+	case ans.Status == http.StatusNotFound:
+		return 0, nil // the directory was stale: nobody there any more
+	default:
+		g.log.Warn("a peer refused a delivery", "peer", node, "status", ans.Status, "answer", truncate(ans.Body))
+		return 0, ids
+	}
+}
+
+// externalDelivery is a delivery to a gateway outside the cluster, shaped
+// exactly as the API reference shapes it.
+type externalDelivery struct {
+	RecipientID         string          `json:"recipient_id"`
+	SessionID           string          `json:"session_id,omitempty"`
+	RecipientGatewayURL string          `json:"recipient_gateway_url"`
+	Event               json.RawMessage `json:"event"`
+}
+
+func (g *Gateway) forwardToGateway(ctx context.Context, e membership.Entry, ev Event, body json.RawMessage) (int, []string) {
+	if !g.gatewayAllowed(e.GatewayURL) { // the allow-list may have shrunk since it was registered
+		return 0, []string{e.Participant}
+	}
+	req, _ := json.Marshal(externalDelivery{RecipientID: e.Participant, SessionID: ev.SessionID,
+		RecipientGatewayURL: e.GatewayURL, Event: body})
+	ans, err := g.peers.post(ctx, deliveriesURL(e.GatewayURL), req, g.externalKey, 0)
+	switch {
+	case err != nil:
+		g.log.Warn("an external gateway could not be reached", "participant", e.Participant, "err", err)
+		return 0, []string{e.Participant}
+	case ans.Status == http.StatusOK:
+		return 1, nil
+	case ans.Status == http.StatusNotFound:
+		return 0, nil
+	default:
+		g.log.Warn("an external gateway refused a delivery", "participant", e.Participant, "status", ans.Status)
+		return 0, []string{e.Participant}
+	}
+}
+
+func truncate(b []byte) string {
+	if len(b) > 200 {
+		return string(b[:200]) + "…"
+	}
+	return string(b)
+}
+
+// gatewayAllowed reports whether url may be followed: it starts with an
+// --allow-gateway prefix, or is a cluster member's own URL.
+func (g *Gateway) gatewayAllowed(url string) bool {
+	for _, prefix := range g.allowGateways {
+		if strings.HasPrefix(url, prefix) {
+			return true
+		}
+	}
+	for _, m := range g.cluster.Members() {
+		if m.URL != "" && strings.TrimSuffix(url, "/") == strings.TrimSuffix(m.URL, "/") {
+			return true
+		}
+	}
+	return false
+}
+
+// externals are the external participants this node registered (from
+// sender_gateway_url or a PUT with gateway_url). This node owns their
+// directory entries.
+type externals struct {
+	mu      sync.Mutex
+	entries map[string]membership.Entry
+	max     int
+}
+
+// register adds session to the external participant id at url and returns
+// the entry to publish, or false when the registry is full.
+func (x *externals) register(id, typ, url, session string) (membership.Entry, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	e, ok := x.entries[id]
+	if !ok && len(x.entries) >= x.max {
+		return e, false
+	}
+	e.Participant, e.GatewayURL, e.Online = id, url, true
+	if typ != "" {
+		e.Type = typ
+	}
+	if session != "" && !slices.Contains(e.Sessions, session) {
+		e.Sessions = append(slices.Clone(e.Sessions), session)
+		slices.Sort(e.Sessions)
+	}
+	x.entries[id] = e
+	return e, true
+}
+
+// remove takes session away from external participant id; it reports the
+// entry left (ok false: it had no such session) and whether any remains.
+func (x *externals) remove(id, session string) (e membership.Entry, ok, remains bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	e, found := x.entries[id]
+	if !found || !slices.Contains(e.Sessions, session) {
+		return e, false, found
+	}
+	e.Sessions = slices.DeleteFunc(slices.Clone(e.Sessions), func(s string) bool { return s == session })
+	if len(e.Sessions) == 0 {
+		delete(x.entries, id)
+		return e, true, false
+	}
+	x.entries[id] = e
+	return e, true, true
+}
+
+// addParticipant adds participant id to session where it lives: on this
+// node when it is homed here or nowhere yet (it is then created offline
+// here), otherwise on the peers that host it.
+func (g *Gateway) addParticipant(ctx context.Context, id, typ, session string, hops int) error {
+	homes := g.homesElsewhere(id)
+	if g.hub.Lookup(id) != nil || len(homes) == 0 || hops >= maxHops {
+		return g.join(id, typ, session)
+	}
+	return g.forwardMembership(ctx, http.MethodPut, homes, id, session, hops)
+}
+
+// removeParticipant takes participant id out of session here, on the peers
+// that host it, and from this node's external participants.
+func (g *Gateway) removeParticipant(ctx context.Context, id, session string, hops int) error {
+	removed := false
+	if e, ok, remains := g.externals.remove(id, session); ok {
+		removed = true
+		if remains {
+			g.cluster.PutLocal(e)
+		} else {
+			g.cluster.DeleteLocal(id)
+		}
+	}
+	if g.hub.Lookup(id) != nil {
+		if err := g.leave(id, session); err == nil {
+			removed = true
+		}
+	}
+	if homes := g.homesElsewhere(id); len(homes) > 0 && hops < maxHops {
+		if err := g.forwardMembership(ctx, http.MethodDelete, homes, id, session, hops); err == nil {
+			removed = true
+		} else if asError(err).Status != http.StatusNotFound {
+			return err
+		}
+	}
+	if !removed {
+		return newError(http.StatusNotFound, "participant_not_found", "", "the participant is not in that session")
+	}
+	return nil
+}
+
+// addExternal registers an external participant of session at url.
+func (g *Gateway) addExternal(id, typ, url, session string) error {
+	if !g.gatewayAllowed(url) {
+		return errGatewayNotAllowed("gateway_url")
+	}
+	e, ok := g.externals.register(id, typ, url, session)
+	if !ok {
+		return newError(http.StatusServiceUnavailable, "too_many_external_participants", "",
+			"this node holds its maximum of external participants")
+	}
+	g.cluster.PutLocal(e)
+	return nil
+}
+
+// homesElsewhere lists the peers hosting participant id.
+func (g *Gateway) homesElsewhere(id string) []string {
+	var nodes []string
+	for _, e := range g.cluster.Directory().Participant(id) {
+		if e.GatewayURL == "" && e.Node != g.self {
+			nodes = append(nodes, e.Node)
+		}
+	}
+	return nodes
+}
+
+// forwardMembership repeats a PUT or DELETE of a session participant on the
+// nodes that host it; it succeeds when one of them does.
+func (g *Gateway) forwardMembership(ctx context.Context, method string, nodes []string, id, session string, hops int) error {
+	ctx, cancel := context.WithTimeout(ctx, g.forwardTimeout)
+	defer cancel()
+	var last error = errNoRecipient
+	for _, node := range nodes {
+		base, ok := g.cluster.NodeURL(node)
+		if !ok {
+			continue
+		}
+		u := strings.TrimSuffix(base, "/") + "/v1/gateway/sessions/" + pathEscape(session) + "/participants/" + pathEscape(id)
+		ans, err := g.peers.do(ctx, method, u, g.clusterKey, hops+1)
+		switch {
+		case err != nil:
+			last = &Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", Failed: []string{id},
+				Detail: "the participant's node could not be reached"}
+		case ans.Status == http.StatusOK:
+			return nil
+		default:
+			var e Error
+			if json.Unmarshal(ans.Body, &e) == nil && e.Code != "" {
+				e.Status = ans.Status
+				last = &e
+			}
+		}
+	}
+	return last
+}
