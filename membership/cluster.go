@@ -123,6 +123,7 @@ type Gossip struct {
 	peers    map[string]*peerState   // what we know of each peer's versions
 	nodes    map[string]meta         // metadata of live nodes
 	departed map[string]departedNode // dead or left, for Members and to refuse late messages
+	leaving  map[string]bool         // nodes that said they are leaving
 	queued   uint64                  // sequence of the newest pending change
 	pushed   uint64                  // sequence of the newest change pushed to peers
 	pushedCh chan struct{}           // closed and replaced whenever pushed advances
@@ -176,6 +177,7 @@ func NewGossip(cfg GossipConfig, dir *Directory) (*Gossip, error) {
 		peers:    map[string]*peerState{},
 		nodes:    map[string]meta{},
 		departed: map[string]departedNode{},
+		leaving:  map[string]bool{},
 		pushedCh: make(chan struct{}),
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
@@ -271,11 +273,9 @@ func (g *Gossip) Members() []Member {
 	for _, n := range g.ml.Members() {
 		var m meta
 		_ = json.Unmarshal(n.Meta, &m)
-		state := StateAlive
-		if n.State == memberlist.StateSuspect {
-			state = StateSuspect
-		}
-		out = append(out, Member{Name: n.Name, URL: m.URL, State: state,
+		// memberlist's public API does not expose suspicion (Node.State is
+		// never set), so a live member is reported alive until declared dead.
+		out = append(out, Member{Name: n.Name, URL: m.URL, State: StateAlive,
 			Participants: g.dir.Count(n.Name), Self: n.Name == g.cfg.NodeName})
 	}
 	g.mu.Lock()
@@ -492,9 +492,11 @@ func (g *Gossip) joinLoop() {
 	}
 }
 
-// Leave tells the peers this node is leaving (they drop its routes at once)
-// and waits up to timeout for the message to spread.
+// Leave tells the peers this node is leaving, so they drop its routes at
+// once, and waits up to timeout for the message to spread. memberlist does
+// not tell a departure from a death, so the peers are told first directly.
 func (g *Gossip) Leave(timeout time.Duration) error {
+	g.sendToPeers(encodeMessage(msgLeaving, nodeMessage{Node: g.cfg.NodeName, Epoch: g.epoch}), nil)
 	return g.ml.Leave(timeout)
 }
 
@@ -545,6 +547,15 @@ func (g *Gossip) apply(kind byte, m nodeMessage) {
 	if _, gone := g.departed[m.Node]; gone {
 		return // a late message from a node that left: its entries stay dropped
 	}
+	if kind == msgLeaving {
+		g.leaving[m.Node] = true
+		delete(g.peers, m.Node)
+		g.dir.DropNode(m.Node)
+		return
+	}
+	if g.leaving[m.Node] {
+		return
+	}
 	ps := g.peers[m.Node]
 	if ps == nil {
 		ps = &peerState{versions: map[string]uint64{}}
@@ -562,6 +573,7 @@ func (g *Gossip) nodeJoined(n *memberlist.Node) {
 	defer g.mu.Unlock()
 	g.nodes[n.Name] = m
 	delete(g.departed, n.Name)
+	delete(g.leaving, n.Name)
 	if n.Name != g.cfg.NodeName {
 		g.fullTo[n.Name] = true // it may not know our participants yet
 		select {
@@ -573,12 +585,13 @@ func (g *Gossip) nodeJoined(n *memberlist.Node) {
 }
 
 func (g *Gossip) nodeLeft(n *memberlist.Node) {
-	state := StateDead
-	if n.State == memberlist.StateLeft {
-		state = StateLeft
-	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	state := StateDead
+	if g.leaving[n.Name] {
+		state = StateLeft
+	}
+	delete(g.leaving, n.Name)
 	g.departed[n.Name] = departedNode{meta: g.nodes[n.Name], state: state, at: time.Now()}
 	delete(g.nodes, n.Name)
 	delete(g.peers, n.Name)

@@ -11,6 +11,7 @@ import (
 const (
 	msgUpdates   byte = 'u' // a batch of one node's entry changes
 	msgFullState byte = 's' // one node's complete set of entries
+	msgLeaving   byte = 'l' // the node is leaving: drop its entries now
 )
 
 // versioned is one entry change as it travels: the owning node's counter
@@ -45,7 +46,7 @@ func decodeMessage(data []byte) (byte, nodeMessage, error) {
 	if len(data) < 2 {
 		return 0, m, fmt.Errorf("message of %d bytes is too short", len(data))
 	}
-	if data[0] != msgUpdates && data[0] != msgFullState {
+	if data[0] != msgUpdates && data[0] != msgFullState && data[0] != msgLeaving {
 		return 0, m, fmt.Errorf("unknown message kind %q", data[0])
 	}
 	if err := json.Unmarshal(data[1:], &m); err != nil {

@@ -1,0 +1,135 @@
+package membership
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func fastTimers(c *memberlist.Config) {
+	c.ProbeInterval = 100 * time.Millisecond
+	c.ProbeTimeout = 50 * time.Millisecond
+	c.GossipInterval = 20 * time.Millisecond
+	c.PushPullInterval = 300 * time.Millisecond
+	c.SuspicionMult = 2
+	c.TCPTimeout = 500 * time.Millisecond
+}
+
+// startGossips runs n Gossip nodes on 127.0.0.1 without the HTTP push, so
+// changes travel by memberlist alone (direct TCP, broadcasts, push/pull).
+func startGossips(t *testing.T, n int, key []byte) []*Gossip {
+	t.Helper()
+	var out []*Gossip
+	for i := range n {
+		cfg := GossipConfig{NodeName: fmt.Sprint("g", i+1), URL: fmt.Sprintf("http://127.0.0.1:%d", 9000+i),
+			Bind: "127.0.0.1:0", Key: key, Memberlist: fastTimers, RejoinInterval: 300 * time.Millisecond,
+			Logger: slog.New(slog.DiscardHandler)}
+		if len(out) > 0 {
+			cfg.Join = []string{out[0].GossipAddr()}
+		}
+		g, err := NewGossip(cfg, NewDirectory())
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = g.Shutdown() })
+		out = append(out, g)
+	}
+	require.Eventually(t, func() bool {
+		for _, g := range out {
+			if g.ml.NumMembers() != n {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 10*time.Millisecond)
+	return out
+}
+
+func TestGossipSpreadsLocalEntriesAndDropsLeavers(t *testing.T) {
+	key := make([]byte, 32)
+	gs := startGossips(t, 3, key)
+	gs[1].PutLocal(Entry{Participant: "bob", Type: "ai", Sessions: []string{"s1"}, Online: true})
+	require.True(t, gs[1].Sync(context.Background()))
+	for _, g := range gs {
+		require.Eventually(t, func() bool { return len(g.Directory().Session("s1")) == 1 }, 5*time.Second, 5*time.Millisecond)
+		e := g.Directory().Session("s1")[0]
+		assert.Equal(t, "g2", e.Node)
+		assert.Equal(t, "bob", e.Participant)
+	}
+	url, ok := gs[0].NodeURL("g2")
+	require.True(t, ok)
+	assert.Equal(t, "http://127.0.0.1:9001", url)
+
+	gs[1].DeleteLocal("bob")
+	for _, g := range gs {
+		require.Eventually(t, func() bool { return len(g.Directory().Participant("bob")) == 0 }, 5*time.Second, 5*time.Millisecond)
+	}
+
+	gs[2].PutLocal(Entry{Participant: "carol", Sessions: []string{"s2"}, Online: true})
+	require.Eventually(t, func() bool { return len(gs[0].Directory().Session("s2")) == 1 }, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, gs[2].Leave(time.Second))
+	require.NoError(t, gs[2].Shutdown())
+	require.Eventually(t, func() bool { return len(gs[0].Directory().Session("s2")) == 0 }, 5*time.Second, 5*time.Millisecond,
+		"a node that left loses its entries everywhere")
+	require.Eventually(t, func() bool {
+		for _, m := range gs[0].Members() {
+			if m.Name == "g3" {
+				return m.State == StateLeft
+			}
+		}
+		return false
+	}, 5*time.Second, 5*time.Millisecond)
+}
+
+func TestGossipNewcomerLearnsExistingEntries(t *testing.T) {
+	gs := startGossips(t, 2, nil)
+	gs[0].PutLocal(Entry{Participant: "early", Sessions: []string{"s"}, Online: true})
+	require.Eventually(t, func() bool { return len(gs[1].Directory().Session("s")) == 1 }, 5*time.Second, 5*time.Millisecond)
+
+	late, err := NewGossip(GossipConfig{NodeName: "late", Bind: "127.0.0.1:0", Join: []string{gs[1].GossipAddr()},
+		Memberlist: fastTimers, Logger: slog.New(slog.DiscardHandler)}, NewDirectory())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = late.Shutdown() })
+	require.Eventually(t, func() bool { return len(late.Directory().Session("s")) == 1 }, 5*time.Second, 5*time.Millisecond,
+		"a node that joins through a third learns the entries of every node")
+}
+
+func TestGossipDropsUndecodableMessages(t *testing.T) {
+	gs := startGossips(t, 2, nil)
+	gs[0].handleMessage([]byte("garbage"))
+	require.Error(t, gs[0].HandlePush([]byte{msgUpdates, '{'}))
+	// A raw UDP packet of garbage at the gossip port: memberlist drops it.
+	conn, err := net.Dial("udp", gs[0].GossipAddr())
+	require.NoError(t, err)
+	_, _ = conn.Write([]byte("\x00\x01 not a memberlist packet"))
+	require.NoError(t, conn.Close())
+	// Still working.
+	gs[1].PutLocal(Entry{Participant: "p", Sessions: []string{"s"}, Online: true})
+	require.Eventually(t, func() bool { return len(gs[0].Directory().Session("s")) == 1 }, 5*time.Second, 5*time.Millisecond)
+}
+
+func TestParseGossipKey(t *testing.T) {
+	_, err := ParseGossipKey("not base64!")
+	assert.Error(t, err)
+	_, err = ParseGossipKey("c2hvcnQ=") // "short"
+	assert.ErrorContains(t, err, "16, 24 or 32")
+	key, err := ParseGossipKey("MDEyMzQ1Njc4OWFiY2RlZg==") // 16 bytes
+	require.NoError(t, err)
+	assert.Len(t, key, 16)
+}
+
+func TestGossipWithDifferentKeysDoNotJoin(t *testing.T) {
+	a := startGossips(t, 1, []byte("0123456789abcdef"))[0]
+	b, err := NewGossip(GossipConfig{NodeName: "intruder", Bind: "127.0.0.1:0", Key: []byte("fedcba9876543210"),
+		Memberlist: fastTimers, Logger: slog.New(slog.DiscardHandler)}, NewDirectory())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Shutdown() })
+	_, err = b.ml.Join([]string{a.GossipAddr()})
+	assert.Error(t, err, "a node without the gossip key cannot join")
+	assert.Equal(t, 1, a.ml.NumMembers())
+}
