@@ -709,8 +709,6 @@ func TestAPIBadRequestsLoseNothingAccepted(t *testing.T) {
 }
 
 func TestAPIResubmitWithSameEventIDIsDeliveredOnce(t *testing.T) {
-	t.Skip("not built yet: idempotent retries (SPEC section 4, --dedupe-window) are the scope of issue 4; " +
-		"until then a retried (sender_id, event_id) is delivered again")
 	n := startNode(t, Config{})
 	bob, _ := attach(t, n, "bob", url.Values{"session_id": {"s"}}, nil)
 	for range 2 {

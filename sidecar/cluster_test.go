@@ -134,3 +134,31 @@ func TestClusterRecipientIDOnAnotherNode(t *testing.T) {
 	submit(t, nodes[0], ev)
 	assert.Equal(t, "direct", bob.next()["event"].(map[string]any)["message"])
 }
+
+// TestClusterRetryToAnotherNodeIsDeliveredOnce: the dedupe check lives on
+// the recipient's home node, so it holds whichever node a retry reaches.
+func TestClusterRetryToAnotherNodeIsDeliveredOnce(t *testing.T) {
+	nodes := startCluster(t, 3, Config{})
+	bob, _ := attach(t, nodes[2], "bob", sessionQuery("s1"), nil)
+	attach(t, nodes[2], "carol", sessionQuery("s1"), nil)    // online too
+	require.NoError(t, nodes[2].gw.join("dave", "ai", "s1")) // offline: queued
+
+	ev := event("alice", "s1", "only once")
+	ev["event_id"] = "idem-1"
+	first := submit(t, nodes[0], ev)
+	assert.Equal(t, float64(3), first.Body["recipients"])
+	assert.Equal(t, float64(2), first.Body["live"])
+	assert.Equal(t, float64(1), first.Body["queued"])
+	assert.Equal(t, float64(0), first.Body["duplicates"])
+
+	retry := submit(t, nodes[1], ev)
+	assert.Equal(t, "idem-1", retry.Body["event_id"])
+	assert.Equal(t, float64(3), retry.Body["recipients"], "the same 200")
+	assert.Equal(t, float64(3), retry.Body["duplicates"])
+
+	submit(t, nodes[1], event("alice", "s1", "next"))
+	assert.Equal(t, "only once", bob.next()["event"].(map[string]any)["message"])
+	f := bob.next()
+	assert.Equal(t, uint64(2), seqOf(f))
+	assert.Equal(t, "next", f["event"].(map[string]any)["message"], "the retry was not delivered again")
+}

@@ -44,6 +44,9 @@ type Config struct {
 	MailboxTTL time.Duration
 	// OfflineTTL: how long a detached participant stays routable. Default 2m.
 	OfflineTTL time.Duration
+	// DedupeWindow: how long a retried (sender_id, event_id) is recognised
+	// and not delivered again. Default 10m.
+	DedupeWindow time.Duration
 	// WriteQueueBytes: a connection's backlog bound before close 4000.
 	// Default 4 MiB.
 	WriteQueueBytes int

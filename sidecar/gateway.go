@@ -35,11 +35,14 @@ type Gateway struct {
 
 var _ ws.Backend = wsBackend{}
 
-// SubmitResult is the answer to an accepted submit.
+// SubmitResult is the answer to an accepted submit: how many recipients
+// have the event, and how: live (attached), queued (offline, within their
+// window), or duplicates (a retry they already had).
 type SubmitResult struct {
 	Status     string `json:"status"`
 	EventID    string `json:"event_id"`
 	Recipients int    `json:"recipients"`
+	deliveryCounts
 }
 
 // Submit routes ev to its recipients: every participant of its session but
@@ -73,10 +76,10 @@ func (g *Gateway) Submit(ctx context.Context, ev Event) (SubmitResult, error) {
 			Failed: out.failed, Detail: "some recipients' nodes or gateways could not be reached; the others got the event. " +
 				"Retry with the same event_id to reach those that missed it"}
 	}
-	if out.delivered == 0 { // every target went away between lookup and delivery
+	if out.counts.total() == 0 { // every target went away between lookup and delivery
 		return SubmitResult{}, errNoRecipient
 	}
-	return SubmitResult{Status: "ok", EventID: ev.EventID, Recipients: out.delivered}, nil
+	return SubmitResult{Status: "ok", EventID: ev.EventID, Recipients: out.counts.total(), deliveryCounts: out.counts}, nil
 }
 
 // registerSender makes the sender of ev an external participant of its
@@ -128,10 +131,11 @@ type DeliveryRequest struct {
 // DeliveryResult is the answer to a delivery: ok, with the recipients that
 // are not here when a batch named several and only some were found.
 type DeliveryResult struct {
-	Status     string   `json:"status"`
-	Recipients int      `json:"recipients"`
-	NotFound   []string `json:"not_found,omitempty"`
-	Failed     []string `json:"failed,omitempty"`
+	Status     string `json:"status"`
+	Recipients int    `json:"recipients"`
+	deliveryCounts
+	NotFound []string `json:"not_found,omitempty"`
+	Failed   []string `json:"failed,omitempty"`
 }
 
 // Deliver puts an event into the mailboxes of the named participants homed
@@ -176,11 +180,11 @@ func (g *Gateway) Deliver(ctx context.Context, req DeliveryRequest, hops int) (D
 		return DeliveryResult{}, err
 	}
 	out := g.dispatch(ctx, r, ev, body, hops)
-	res.Recipients, res.Failed = out.delivered, out.failed
-	if out.delivered == 0 && len(out.failed) == 0 {
+	res.Recipients, res.deliveryCounts, res.Failed = out.counts.total(), out.counts, out.failed
+	if res.Recipients == 0 && len(out.failed) == 0 {
 		return DeliveryResult{}, errNoRecipient
 	}
-	if out.delivered == 0 {
+	if res.Recipients == 0 {
 		return DeliveryResult{}, &Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", EventID: ev.EventID,
 			Failed: out.failed, Detail: "the recipients' node could not be reached"}
 	}

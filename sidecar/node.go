@@ -100,6 +100,7 @@ func New(cfg Config) (*Node, error) {
 		MailboxSize:     cfg.MailboxSize,
 		MailboxTTL:      cfg.MailboxTTL,
 		OfflineTTL:      cfg.OfflineTTL,
+		DedupeWindow:    cfg.DedupeWindow,
 		WriteQueueBytes: cfg.WriteQueueBytes,
 		WriteTimeout:    cfg.WriteTimeout,
 		MaxFrameBytes:   cfg.MaxFrameBytes,

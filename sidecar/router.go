@@ -61,14 +61,31 @@ func (g *Gateway) resolve(ev Event) route {
 
 // outcome tallies what happened to one event.
 type outcome struct {
-	mu        sync.Mutex
-	delivered int
-	failed    []string
+	mu     sync.Mutex
+	counts deliveryCounts
+	failed []string
 }
 
-func (o *outcome) add(delivered int, failed []string) {
+// deliveryCounts say how the recipients got an event: live (attached),
+// queued (offline, within their window) or earlier (a retry they already
+// had).
+type deliveryCounts struct {
+	Live       int `json:"live"`
+	Queued     int `json:"queued"`
+	Duplicates int `json:"duplicates"`
+}
+
+func (c deliveryCounts) total() int { return c.Live + c.Queued + c.Duplicates }
+
+func (c *deliveryCounts) add(o deliveryCounts) {
+	c.Live += o.Live
+	c.Queued += o.Queued
+	c.Duplicates += o.Duplicates
+}
+
+func (o *outcome) add(c deliveryCounts, failed []string) {
 	o.mu.Lock()
-	o.delivered += delivered
+	o.counts.add(c)
 	o.failed = append(o.failed, failed...)
 	o.mu.Unlock()
 }
@@ -79,15 +96,20 @@ func (o *outcome) add(delivered int, failed []string) {
 func (g *Gateway) dispatch(ctx context.Context, r route, ev Event, body json.RawMessage, hops int) *outcome {
 	var out outcome
 	if len(r.local) > 0 {
-		shared := ws.NewEvent(ev.EventID, ev.SessionID, body, g.now())
-		n := 0
+		shared := ws.NewEvent(ev.EventID, ev.SessionID, body, g.now()).WithSender(ev.SenderID)
+		var c deliveryCounts
 		for _, p := range r.local {
-			if g.hub.Deliver(p, shared) {
-				n++
+			switch g.hub.Deliver(p, shared) {
+			case ws.Live:
+				c.Live++
+			case ws.Queued:
+				c.Queued++
+			case ws.Duplicate:
+				c.Duplicates++
 			}
 		}
-		out.add(n, nil)
-		g.metrics.Deliveries.WithLabelValues("local").Add(float64(n))
+		out.add(c, nil)
+		g.metrics.Deliveries.WithLabelValues("local").Add(float64(c.Live + c.Queued))
 	}
 	if len(r.peers) == 0 && len(r.external) == 0 {
 		return &out
@@ -99,18 +121,18 @@ func (g *Gateway) dispatch(ctx context.Context, r route, ev Event, body json.Raw
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n, failed := g.forwardToPeer(ctx, node, ids, ev, body, hops+1)
-			out.add(n, failed)
-			g.metrics.Deliveries.WithLabelValues("peer").Add(float64(n))
+			c, failed := g.forwardToPeer(ctx, node, ids, ev, body, hops+1)
+			out.add(c, failed)
+			g.metrics.Deliveries.WithLabelValues("peer").Add(float64(c.Live + c.Queued))
 		}()
 	}
 	for _, e := range r.external {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n, failed := g.forwardToGateway(ctx, e, ev, body)
-			out.add(n, failed)
-			g.metrics.Deliveries.WithLabelValues("external").Add(float64(n))
+			c, failed := g.forwardToGateway(ctx, e, ev, body)
+			out.add(c, failed)
+			g.metrics.Deliveries.WithLabelValues("external").Add(float64(c.Live))
 		}()
 	}
 	wg.Wait()
@@ -125,28 +147,28 @@ type peerDelivery struct {
 }
 
 // forwardToPeer posts one delivery carrying all of ids to node. It returns
-// how many got the event and which could not be reached.
-func (g *Gateway) forwardToPeer(ctx context.Context, node string, ids []string, ev Event, body json.RawMessage, hops int) (int, []string) {
+// how the recipients got the event and which could not be reached.
+func (g *Gateway) forwardToPeer(ctx context.Context, node string, ids []string, ev Event, body json.RawMessage, hops int) (deliveryCounts, []string) {
 	url, ok := g.cluster.NodeURL(node)
 	if !ok {
 		g.log.Warn("no URL for a peer in the directory", "peer", node)
-		return 0, ids
+		return deliveryCounts{}, ids
 	}
 	req, _ := json.Marshal(peerDelivery{RecipientIDs: ids, SessionID: ev.SessionID, Event: body})
 	ans, err := g.peers.post(ctx, deliveriesURL(url), req, g.clusterKey, hops)
 	switch {
 	case err != nil:
 		g.log.Warn("a peer could not be reached", "peer", node, "recipients", len(ids), "err", err)
-		return 0, ids
+		return deliveryCounts{}, ids
 	case ans.Status == http.StatusOK:
 		var res DeliveryResult
 		_ = json.Unmarshal(ans.Body, &res)
-		return res.Recipients, nil
+		return res.deliveryCounts, res.Failed
 	case ans.Status == http.StatusNotFound:
-		return 0, nil // the directory was stale: nobody there any more
+		return deliveryCounts{}, nil // the directory was stale: nobody there any more
 	default:
 		g.log.Warn("a peer refused a delivery", "peer", node, "status", ans.Status, "answer", truncate(ans.Body))
-		return 0, ids
+		return deliveryCounts{}, ids
 	}
 }
 
@@ -159,9 +181,9 @@ type externalDelivery struct {
 	Event               json.RawMessage `json:"event"`
 }
 
-func (g *Gateway) forwardToGateway(ctx context.Context, e membership.Entry, ev Event, body json.RawMessage) (int, []string) {
+func (g *Gateway) forwardToGateway(ctx context.Context, e membership.Entry, ev Event, body json.RawMessage) (deliveryCounts, []string) {
 	if !g.gatewayAllowed(e.GatewayURL) { // the allow-list may have shrunk since it was registered
-		return 0, []string{e.Participant}
+		return deliveryCounts{}, []string{e.Participant}
 	}
 	req, _ := json.Marshal(externalDelivery{RecipientID: e.Participant, SessionID: ev.SessionID,
 		RecipientGatewayURL: e.GatewayURL, Event: body})
@@ -169,14 +191,14 @@ func (g *Gateway) forwardToGateway(ctx context.Context, e membership.Entry, ev E
 	switch {
 	case err != nil:
 		g.log.Warn("an external gateway could not be reached", "participant", e.Participant, "err", err)
-		return 0, []string{e.Participant}
+		return deliveryCounts{}, []string{e.Participant}
 	case ans.Status == http.StatusOK:
-		return 1, nil
+		return deliveryCounts{Live: 1}, nil // handed over: what it does next is its gateway's business
 	case ans.Status == http.StatusNotFound:
-		return 0, nil
+		return deliveryCounts{}, nil
 	default:
 		g.log.Warn("an external gateway refused a delivery", "participant", e.Participant, "status", ans.Status)
-		return 0, []string{e.Participant}
+		return deliveryCounts{}, []string{e.Participant}
 	}
 }
 

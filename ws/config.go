@@ -19,6 +19,13 @@ type Config struct {
 	// OfflineTTL is how long a participant with no connection stays
 	// routable, its events kept for its return (--offline-ttl). Default 2m.
 	OfflineTTL time.Duration
+	// DedupeWindow is how long a participant's mailbox remembers the
+	// (sender_id, event_id) of events it took, so that a retry is not
+	// delivered twice (--dedupe-window). Default 10m.
+	DedupeWindow time.Duration
+	// DedupeSize bounds the keys remembered per participant (the oldest
+	// are forgotten first). Default: MailboxSize.
+	DedupeSize int
 	// WriteQueueBytes bounds a connection's backlog: event bytes accepted for
 	// it and not yet handed to its socket. Past it the connection is closed
 	// with 4000 (slow consumer). Default 4 MiB.
@@ -70,6 +77,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.OfflineTTL <= 0 {
 		c.OfflineTTL = 2 * time.Minute
+	}
+	if c.DedupeWindow <= 0 {
+		c.DedupeWindow = 10 * time.Minute
+	}
+	if c.DedupeSize <= 0 {
+		c.DedupeSize = c.MailboxSize
 	}
 	if c.WriteQueueBytes <= 0 {
 		c.WriteQueueBytes = 4 << 20

@@ -2,6 +2,7 @@ package ws
 
 import (
 	"encoding/json"
+	"hash/fnv"
 	"strconv"
 	"time"
 )
@@ -15,6 +16,28 @@ type Event struct {
 	At time.Time // when this node accepted it; the mailbox TTL counts from here
 
 	tail []byte // `"event_id":…,"session_id":…,"event":{…}}`
+	// key identifies (sender_id, event_id) for idempotent retries; 0: none.
+	// FNV-1a, so that it is the same on every node.
+	key uint64
+}
+
+// WithSender sets the sender whose (sender_id, event_id) pair makes a retry
+// of this event recognisable: a participant's mailbox takes it only once
+// within the dedupe window. It returns e.
+func (e *Event) WithSender(senderID string) *Event {
+	e.key = dedupeKey(senderID, e.ID)
+	return e
+}
+
+func dedupeKey(senderID, eventID string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(senderID))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(eventID))
+	if k := h.Sum64(); k != 0 {
+		return k
+	}
+	return 1 // 0 means "no key"
 }
 
 const eventFramePrefix = `{"type":"event","seq":`

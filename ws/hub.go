@@ -57,6 +57,7 @@ type Participant struct {
 	typ          string
 	sessions     []string // sorted
 	box          mailbox
+	dedupe       dedupeIndex
 	conns        []*conn
 	lastWritten  uint64 // newest seq written to any connection
 	acked        uint64 // newest seq the client acknowledged
@@ -155,13 +156,33 @@ func (p *Participant) infoLocked() ParticipantInfo {
 	return ParticipantInfo{ID: p.id, Type: p.typ, Sessions: slices.Clone(p.sessions), Online: len(p.conns) > 0}
 }
 
-// Deliver appends ev to p's mailbox and wakes p's connections. It reports
-// false when p was removed meanwhile (the caller's pointer was stale).
-func (h *Hub) Deliver(p *Participant, ev *Event) bool {
+// Delivery is what happened to one event for one participant.
+type Delivery int
+
+const (
+	// Gone: the participant was removed meanwhile (a stale pointer).
+	Gone Delivery = iota
+	// Live: appended, and the participant has an open connection here.
+	Live
+	// Queued: appended for an offline participant, within its offline window.
+	Queued
+	// Duplicate: the mailbox already took this (sender_id, event_id) within
+	// the dedupe window; nothing was appended.
+	Duplicate
+)
+
+// Accepted reports whether the participant has the event (now or before).
+func (d Delivery) Accepted() bool { return d != Gone }
+
+// Deliver appends ev to p's mailbox and wakes p's connections.
+func (h *Hub) Deliver(p *Participant, ev *Event) Delivery {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.gone {
-		return false
+		return Gone
+	}
+	if ev.key != 0 && p.dedupe.seenOrAdd(ev.key, ev.At, h.cfg.DedupeWindow) {
+		return Duplicate
 	}
 	expired := p.box.expire(ev.At.Add(-h.cfg.MailboxTTL))
 	_, evicted := p.box.append(ev)
@@ -169,7 +190,10 @@ func (h *Hub) Deliver(p *Participant, ev *Event) bool {
 	for _, c := range p.conns {
 		c.notifyLocked(h)
 	}
-	return true
+	if len(p.conns) == 0 {
+		return Queued
+	}
+	return Live
 }
 
 // Join adds participant id (created offline when unknown here) to session.
@@ -261,7 +285,8 @@ func (h *Hub) getOrCreate(id, typ string) (*Participant, bool) {
 	if p := s.m[id]; p != nil {
 		return p, false
 	}
-	p := &Participant{id: id, typ: typ, box: newMailbox(h.cfg.MailboxSize), offlineSince: h.cfg.Now()}
+	p := &Participant{id: id, typ: typ, box: newMailbox(h.cfg.MailboxSize), offlineSince: h.cfg.Now(),
+		dedupe: dedupeIndex{max: h.cfg.DedupeSize}}
 	s.m[id] = p
 	h.cfg.Metrics.Participants.Inc()
 	return p, true
@@ -307,12 +332,14 @@ func (h *Hub) sweepLoop() {
 func (h *Hub) sweep(now time.Time) {
 	mailboxCutoff := now.Add(-h.cfg.MailboxTTL)
 	offlineCutoff := now.Add(-h.cfg.OfflineTTL)
+	dedupeCutoff := now.Add(-h.cfg.DedupeWindow)
 	for i := range h.shards {
 		s := &h.shards[i]
 		s.mu.Lock()
 		for id, p := range s.m {
 			p.mu.Lock()
 			h.cfg.Metrics.MailboxEvents.Sub(float64(p.box.expire(mailboxCutoff)))
+			p.dedupe.expire(dedupeCutoff)
 			if len(p.conns) == 0 && p.offlineSince.Before(offlineCutoff) {
 				h.removeLocked(s, id, p)
 			}

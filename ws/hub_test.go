@@ -334,7 +334,7 @@ func (th *testHub) deliver(id string, evs ...*Event) {
 	th.t.Helper()
 	p := th.participant(id)
 	for _, ev := range evs {
-		require.True(th.t, th.hub.Deliver(p, ev), "Deliver to %s", id)
+		require.True(th.t, th.hub.Deliver(p, ev).Accepted(), "Deliver to %s", id)
 	}
 }
 
@@ -1028,8 +1028,8 @@ func TestSlowConsumer(t *testing.T) {
 	for i := 1; i <= total; i++ {
 		ev := bodyEvent(fmt.Sprintf("e%d", i), "s1", fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
 		start := time.Now()
-		require.True(t, th.hub.Deliver(slowP, ev))
-		require.True(t, th.hub.Deliver(fastP, ev))
+		require.True(t, th.hub.Deliver(slowP, ev).Accepted())
+		require.True(t, th.hub.Deliver(fastP, ev).Accepted())
 		maxDeliver = max(maxDeliver, time.Since(start))
 		if i%25 == 0 {
 			waitFast(uint64(i)) // the fast one keeps up while the slow one reads nothing
@@ -1290,7 +1290,7 @@ func TestOfflineParticipantRemoved(t *testing.T) {
 
 	require.Eventually(t, func() bool { return th.hub.Lookup("offline") == nil }, 10*time.Second, time.Millisecond)
 	assert.True(t, th.listener.heardGone("offline"), "Listener heard LocalParticipantGone")
-	assert.False(t, th.hub.Deliver(offP, numberedEvent(1)), "Deliver to a removed participant reports false")
+	assert.False(t, th.hub.Deliver(offP, numberedEvent(1)).Accepted(), "Deliver to a removed participant reports false")
 	assert.NotContains(t, th.hub.SessionMembers("s1"), offP, "a removed participant leaves its sessions")
 
 	onP := th.hub.Lookup("online")
@@ -1449,7 +1449,7 @@ func TestOrderingUnderConcurrentDelivery(t *testing.T) {
 					defer wg.Done()
 					for n := 0; n < perG; n++ {
 						ev := bodyEvent(fmt.Sprintf("g%d-%d", g, n), "s1", fmt.Sprintf(`{"g":%d,"n":%d}`, g, n))
-						if !th.hub.Deliver(p, ev) {
+						if !th.hub.Deliver(p, ev).Accepted() {
 							failed.Store(true)
 						}
 					}

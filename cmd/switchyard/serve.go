@@ -26,6 +26,7 @@ type serveFlags struct {
 	maxMessageBytes, mailboxSize    int
 	maxConnections, writeQueueBytes int
 	mailboxTTL, offlineTTL          time.Duration
+	dedupeWindow                    time.Duration
 	drainTimeout, writeTimeout      time.Duration
 	readHeaderTimeout, idleTimeout  time.Duration
 	logLevel, logFormat             string
@@ -53,6 +54,7 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.IntVar(&f.mailboxSize, "mailbox-size", 1024, "events kept per participant for resumption")
 	fs.DurationVar(&f.mailboxTTL, "mailbox-ttl", 5*time.Minute, "how long an event stays in a mailbox")
 	fs.DurationVar(&f.offlineTTL, "offline-ttl", 2*time.Minute, "how long a detached participant stays routable")
+	fs.DurationVar(&f.dedupeWindow, "dedupe-window", 10*time.Minute, "how long a retried (sender_id, event_id) is not delivered again")
 	fs.IntVar(&f.maxConnections, "max-connections", 100000, "WebSocket connections per node (503 past it)")
 	fs.IntVar(&f.writeQueueBytes, "write-queue-bytes", 4<<20, "unsent bytes a connection may fall behind before close 4000")
 	fs.DurationVar(&f.writeTimeout, "write-timeout", 10*time.Second, "deadline of one WebSocket write")
@@ -127,6 +129,7 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 		MailboxSize:       f.mailboxSize,
 		MailboxTTL:        f.mailboxTTL,
 		OfflineTTL:        f.offlineTTL,
+		DedupeWindow:      f.dedupeWindow,
 		WriteQueueBytes:   f.writeQueueBytes,
 		WriteTimeout:      f.writeTimeout,
 		MaxConnections:    f.maxConnections,
