@@ -60,6 +60,8 @@ func (n *Node) routes() http.Handler {
 		r.Get("/members", serve(n.handleMembers))
 		r.Get("/ws", serve(n.handleAttach))
 		r.Post("/cluster/directory", serve(n.handleDirectoryPush))
+		r.Post("/cluster/release", serve(n.handleRelease))
+		r.Post("/cluster/takeover", serve(n.handleTakeover))
 	})
 	return r
 }
@@ -383,6 +385,17 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 		req.ResumeFrom = &seq
 	}
 	req.Credential = credentialFrom(r.Context())
+	if n.draining.Load() {
+		return newError(http.StatusServiceUnavailable, "draining", "", "this node is shutting down; attach to another node")
+	}
+	if n.hub.Lookup(req.ParticipantID) == nil {
+		if homes, sessions, typ := n.gw.otherHomes(req.ParticipantID); len(homes) > 0 {
+			if typ == "" {
+				typ = req.ParticipantType
+			}
+			n.gw.takeover(r.Context(), req.ParticipantID, typ, sessions, homes)
+		}
+	}
 	err := n.hub.Attach(w, r, req, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled}, n.cfg.MaxConnections)
 	switch {
 	case errors.Is(err, ws.ErrDraining):

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -21,8 +22,13 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// testLogger discards logs unless SWITCHYARD_TEST_LOGS is set.
+// testLogger discards logs unless SWITCHYARD_TEST_LOGS is set (to a level:
+// debug, info, warn or error).
 func testLogger() *slog.Logger {
+	var level slog.Level
+	if v := os.Getenv("SWITCHYARD_TEST_LOGS"); v != "" && level.UnmarshalText([]byte(v)) == nil {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	}
 	return slog.New(slog.DiscardHandler)
 }
 

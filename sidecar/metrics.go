@@ -16,6 +16,7 @@ type Metrics struct {
 	Submits         *prometheus.CounterVec
 	Deliveries      *prometheus.CounterVec
 	RequestDuration *prometheus.HistogramVec
+	Handoffs        *prometheus.CounterVec
 }
 
 func newMetrics() *Metrics {
@@ -30,13 +31,17 @@ func newMetrics() *Metrics {
 			Name: "switchyard_deliveries_total",
 			Help: "Events handed to recipients, by path: local (a mailbox on this node).",
 		}, []string{"path"}),
+		Handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_handoffs_total",
+			Help: "Participants taken over from another node, by result: taken, abandoned (another node had it), or failed (started afresh).",
+		}, []string{"result"}),
 		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "switchyard_http_request_duration_seconds",
 			Help:    "Latency of REST requests by route, method and status (WebSocket attaches excluded).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"route", "method", "status"}),
 	}
-	m.Registry.MustRegister(m.Submits, m.Deliveries, m.RequestDuration,
+	m.Registry.MustRegister(m.Submits, m.Deliveries, m.RequestDuration, m.Handoffs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Registry.MustRegister(m.Hub.Collectors()...)
 	return m

@@ -104,6 +104,7 @@ func New(cfg Config) (*Node, error) {
 		WriteQueueBytes: cfg.WriteQueueBytes,
 		WriteTimeout:    cfg.WriteTimeout,
 		MaxFrameBytes:   cfg.MaxFrameBytes,
+		DrainSpread:     cfg.DrainTimeout / 4,
 		Backend:         wsBackend{n.gw},
 		Listener:        directoryWriter{n.cluster},
 		BeforeWelcome:   func(ctx context.Context) { n.cluster.Sync(ctx) },
@@ -174,6 +175,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.shutdownOnce.Do(func() {
 		n.draining.Store(true)
 		n.log.Info("draining")
+		n.hub.Drain()        // 1001 to every client, spread over a quarter of the drain
+		if n.gossip != nil { // before leaving: what is here moves to successors
+			n.gw.handOff(ctx)
+		}
 		hubErr := n.hub.Shutdown(ctx)
 		var leaveErr error
 		if n.gossip != nil { // peers drop our routes at once

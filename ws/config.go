@@ -56,6 +56,9 @@ type Config struct {
 	// Listener hears of every change to local participants (the directory
 	// that gossips them). Optional.
 	Listener Listener
+	// DrainSpread spreads the 1001 closes of a drain over this time, so that
+	// clients do not all reconnect at once. Default 0: all at once.
+	DrainSpread time.Duration
 	// BeforeWelcome, when set, runs after a new connection's participant is
 	// registered and before its welcome frame is sent; the cluster uses it
 	// to let peers learn of the participant first. Optional.

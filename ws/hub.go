@@ -42,6 +42,10 @@ type Hub struct {
 	stopSweep chan struct{}
 	sweepDone chan struct{}
 	stopOnce  sync.Once
+
+	spreadDone chan struct{} // closed when Drain has asked every connection to close
+	stopSpread chan struct{} // cuts the spread short
+	spreadStop sync.Once
 }
 
 type shard struct {
@@ -63,6 +67,10 @@ type Participant struct {
 	acked        uint64 // newest seq the client acknowledged
 	offlineSince time.Time
 	gone         bool // removed from the hub; holders of a stale pointer must drop it
+	// pending: being taken over from another node; deliveries wait in
+	// buffered until Install (bounded by MailboxSize).
+	pending  bool
+	buffered []*Event
 }
 
 // ID is the participant id.
@@ -88,13 +96,15 @@ type ParticipantInfo struct {
 func NewHub(cfg Config) *Hub {
 	cfg = cfg.withDefaults()
 	h := &Hub{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		seed:      maphash.MakeSeed(),
-		sessions:  make(map[string][]*Participant),
-		conns:     make(map[*conn]struct{}),
-		stopSweep: make(chan struct{}),
-		sweepDone: make(chan struct{}),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		seed:       maphash.MakeSeed(),
+		sessions:   make(map[string][]*Participant),
+		conns:      make(map[*conn]struct{}),
+		stopSweep:  make(chan struct{}),
+		sweepDone:  make(chan struct{}),
+		spreadDone: make(chan struct{}),
+		stopSpread: make(chan struct{}),
 	}
 	for i := range h.shards {
 		h.shards[i].m = make(map[string]*Participant)
@@ -123,6 +133,20 @@ func (h *Hub) SessionMembers(session string) []*Participant {
 	m := h.sessions[session]
 	h.sessMu.RUnlock()
 	return m
+}
+
+// IDs lists the local participants.
+func (h *Hub) IDs() []string {
+	var ids []string
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.Lock()
+		for id := range s.m {
+			ids = append(ids, id)
+		}
+		s.mu.Unlock()
+	}
+	return ids
 }
 
 // Count returns the number of local participants, online or not.
@@ -181,6 +205,16 @@ func (h *Hub) Deliver(p *Participant, ev *Event) Delivery {
 	if p.gone {
 		return Gone
 	}
+	if p.pending {
+		if len(p.buffered) < h.cfg.MailboxSize {
+			p.buffered = append(p.buffered, ev)
+		}
+		return Queued
+	}
+	return h.deliverLocked(p, ev)
+}
+
+func (h *Hub) deliverLocked(p *Participant, ev *Event) Delivery {
 	if ev.key != 0 && p.dedupe.seenOrAdd(ev.key, ev.At, h.cfg.DedupeWindow) {
 		return Duplicate
 	}
@@ -340,7 +374,7 @@ func (h *Hub) sweep(now time.Time) {
 			p.mu.Lock()
 			h.cfg.Metrics.MailboxEvents.Sub(float64(p.box.expire(mailboxCutoff)))
 			p.dedupe.expire(dedupeCutoff)
-			if len(p.conns) == 0 && p.offlineSince.Before(offlineCutoff) {
+			if len(p.conns) == 0 && !p.pending && p.offlineSince.Before(offlineCutoff) {
 				h.removeLocked(s, id, p)
 			}
 			p.mu.Unlock()
@@ -381,30 +415,70 @@ func (h *Hub) removeLocked(s *shard, id string, p *Participant) {
 	}
 }
 
-// Shutdown closes every connection with 1001 (going away), letting each
-// flush what is queued for it, and waits for them until ctx ends; those left
-// then are cut. It stops the sweeper. It is safe to call more than once.
-func (h *Hub) Shutdown(ctx context.Context) error {
-	h.stopOnce.Do(func() { close(h.stopSweep) })
-	<-h.sweepDone
-
+// Drain starts a shutdown: new attaches are refused and every connection
+// is asked to close with 1001 (going away) once it has written what is
+// queued for it. With DrainSpread set, the requests are spread over that
+// time, so that clients do not all reconnect at once. Participants stay
+// (offline) and may be exported while the connections close. It returns at
+// once; Shutdown waits. Safe to call more than once.
+func (h *Hub) Drain() {
 	h.connMu.Lock()
+	if h.draining {
+		h.connMu.Unlock()
+		return
+	}
 	h.draining = true
 	conns := make([]*conn, 0, len(h.conns))
 	for c := range h.conns {
 		conns = append(conns, c)
 	}
 	h.connMu.Unlock()
-	for _, c := range conns {
-		c.requestClose(closeGoingAway)
+	if h.cfg.DrainSpread <= 0 || len(conns) < 2 {
+		for _, c := range conns {
+			c.requestClose(closeGoingAway)
+		}
+		close(h.spreadDone)
+		return
 	}
+	go func() { // owned by the hub: Shutdown waits for it
+		defer close(h.spreadDone)
+		const steps = 20
+		tick := time.NewTicker(h.cfg.DrainSpread / steps)
+		defer tick.Stop()
+		per := (len(conns) + steps - 1) / steps
+		for i := 0; i < len(conns); i += per {
+			for _, c := range conns[i:min(i+per, len(conns))] {
+				c.requestClose(closeGoingAway)
+			}
+			select {
+			case <-tick.C:
+			case <-h.stopSpread:
+				for _, c := range conns[min(i+per, len(conns)):] {
+					c.requestClose(closeGoingAway)
+				}
+				return
+			}
+		}
+	}()
+}
+
+// Shutdown drains (see Drain) and waits for the connections until ctx
+// ends; those left then are cut. It stops the sweeper. Safe to call more
+// than once.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.Drain()
+	h.stopOnce.Do(func() { close(h.stopSweep) })
+	<-h.sweepDone
 
 	done := make(chan struct{})
 	go func() { h.connWG.Wait(); close(done) }()
 	select {
 	case <-done:
+		<-h.spreadDone
 		return nil
 	case <-ctx.Done():
+		h.spreadStop.Do(func() { close(h.stopSpread) })
+		<-h.spreadDone
 		h.connMu.Lock()
 		for c := range h.conns {
 			_ = c.ws.CloseNow()

@@ -1,0 +1,159 @@
+package sidecar
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestSuccessorsAreStableAndSpread(t *testing.T) {
+	peers := []string{"a", "b", "c"}
+	assert.Equal(t, successors("bob", peers), successors("bob", []string{"c", "a", "b"}), "independent of order")
+	firsts := map[string]int{}
+	for i := range 300 {
+		firsts[successors(fmt.Sprint("p", i), peers)[0]]++
+	}
+	for _, p := range peers {
+		assert.Greater(t, firsts[p], 50, "every peer takes a share")
+	}
+}
+
+// TestReconnectToAnotherNodeResumesFromTheOldMailbox: bob leaves node 2,
+// five events wait for him there, he reconnects to node 3 with resume_from:
+// node 3 takes his mailbox over, he gets exactly those five, in order, with
+// his seq numbering continued, then new events once.
+func TestReconnectToAnotherNodeResumesFromTheOldMailbox(t *testing.T) {
+	nodes := startCluster(t, 3, Config{})
+	bob, _ := attach(t, nodes[1], "bob", sessionQuery("s1"), nil)
+	submit(t, nodes[0], event("alice", "s1", "first"))
+	last := seqOf(bob.next())
+	require.NoError(t, bob.conn.Close(websocket.StatusNormalClosure, ""))
+	// Wait until the cluster knows bob is offline (the takeover needs it).
+	require.Eventually(t, func() bool {
+		es := nodes[2].cluster.Directory().Participant("bob")
+		return len(es) == 1 && !es[0].Online
+	}, 5*time.Second, 5*time.Millisecond)
+
+	for i := 1; i <= 5; i++ {
+		r := submit(t, nodes[0], event("alice", "s1", fmt.Sprint("missed ", i)))
+		assert.Equal(t, float64(1), r.Body["queued"])
+	}
+	back, w := attach(t, nodes[2], "bob", url.Values{"resume_from": {strconv.FormatUint(last, 10)}}, nil)
+	assert.Equal(t, true, w["resumed"])
+	assert.Equal(t, float64(last+5), w["seq"], "the seq numbering moved with the mailbox")
+	assert.Equal(t, []any{"s1"}, w["sessions"], "the sessions moved too")
+	for i := 1; i <= 5; i++ {
+		f := back.next()
+		require.Equal(t, last+uint64(i), seqOf(f))
+		assert.Equal(t, fmt.Sprint("missed ", i), f["event"].(map[string]any)["message"])
+	}
+	// The old home forgot him: the directory has node 3 only, and a new event
+	// arrives once.
+	require.Eventually(t, func() bool {
+		es := nodes[0].cluster.Directory().Participant("bob")
+		return len(es) == 1 && es[0].Node == "node-3"
+	}, 5*time.Second, 5*time.Millisecond)
+	r := submit(t, nodes[0], event("alice", "s1", "after"))
+	assert.Equal(t, float64(1), r.Body["recipients"])
+	f := back.next()
+	assert.Equal(t, last+6, seqOf(f))
+	assert.Equal(t, "after", f["event"].(map[string]any)["message"])
+}
+
+// TestDrainHandsParticipantsOver: node 2 drains while events keep coming;
+// bob is told 1001, reconnects to node 3 with resume_from, and has every
+// event exactly once, in order.
+func TestDrainHandsParticipantsOver(t *testing.T) {
+	nodes := startCluster(t, 3, Config{})
+	bob, _ := attach(t, nodes[1], "bob", sessionQuery("s1"), nil)
+	carol, _ := attach(t, nodes[1], "carol", sessionQuery("s1"), nil) // never comes back: handed over offline
+
+	const total = 200
+	sent := make(chan error, 1)
+	go func() {
+		for i := 1; i <= total; i++ {
+			r := postJSON(t, nodes[0].URL()+"/v1/gateway/events", event("alice", "s1", strconv.Itoa(i)), nil)
+			if r.Status != 200 {
+				sent <- fmt.Errorf("submit %d answered %d: %s", i, r.Status, r.Raw)
+				return
+			}
+		}
+		sent <- nil
+	}()
+
+	// Read a while, then drain node 2 under load.
+	got := map[int]bool{}
+	var lastSeq uint64
+	readOne := func(c *client) (int, uint64) {
+		f := c.next()
+		require.Equal(t, "event", f["type"], "frame: %v", f)
+		n, err := strconv.Atoi(f["event"].(map[string]any)["message"].(string))
+		require.NoError(t, err)
+		return n, seqOf(f)
+	}
+	for range 20 {
+		n, seq := readOne(bob)
+		got[n] = true
+		lastSeq = seq
+	}
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		drained <- nodes[1].Shutdown(ctx)
+	}()
+	for {
+		_, data, err := bob.conn.Read(context.Background())
+		if err != nil {
+			require.Equal(t, websocket.StatusGoingAway, websocket.CloseStatus(err), "told to reconnect: %v", err)
+			break
+		}
+		var f struct {
+			Seq   uint64 `json:"seq"`
+			Event struct {
+				Message string `json:"message"`
+			} `json:"event"`
+		}
+		require.NoError(t, jsonUnmarshal(data, &f))
+		n, _ := strconv.Atoi(f.Event.Message)
+		require.False(t, got[n], "event %d twice", n)
+		require.Equal(t, lastSeq+1, f.Seq)
+		got[n], lastSeq = true, f.Seq
+	}
+	_ = carol
+
+	back, _ := attach(t, nodes[2], "bob", url.Values{"resume_from": {strconv.FormatUint(lastSeq, 10)}}, nil)
+	require.NoError(t, <-sent)
+	require.NoError(t, <-drained)
+	for len(got) < total {
+		if len(got) > total-5 {
+			var missing []int
+			for i := 1; i <= total; i++ {
+				if !got[i] {
+					missing = append(missing, i)
+				}
+			}
+			t.Logf("still missing %v", missing)
+		}
+		n, seq := readOne(back)
+		require.False(t, got[n], "event %d twice", n)
+		require.Equal(t, lastSeq+1, seq, "seq continues without a gap")
+		got[n], lastSeq = true, seq
+	}
+	for i := 1; i <= total; i++ {
+		require.True(t, got[i], "event %d lost", i)
+	}
+
+	// carol was handed to a successor while offline: her events wait there.
+	require.Eventually(t, func() bool {
+		es := nodes[0].cluster.Directory().Participant("carol")
+		return len(es) == 1 && es[0].Node != "node-2"
+	}, 5*time.Second, 5*time.Millisecond)
+}
