@@ -35,6 +35,9 @@ type Gateway struct {
 
 var _ ws.Backend = wsBackend{}
 
+// Members lists the cluster as this node sees it.
+func (g *Gateway) Members() []membership.Member { return g.cluster.Members() }
+
 // SubmitResult is the answer to an accepted submit: how many recipients
 // have the event, and how: live (attached), queued (offline, within their
 // window), or duplicates (a retry they already had).

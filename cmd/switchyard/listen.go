@@ -1,97 +1,68 @@
 package main
 
 import (
-	"bytes"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
-	"strconv"
-	"strings"
 
-	"github.com/coder/websocket"
+	"github.com/switchyard-gw/switchyard/client"
 )
+
+// errEnough stops the client once --count events were printed.
+var errEnough = fmt.Errorf("enough events")
 
 func listenCommand(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("listen", flag.ContinueOnError)
 	var c clientFlags
 	c.register(fs)
+	var urls listFlag
+	fs.Var(&urls, "also-url", "another node to reconnect to when --url is unreachable or draining (repeatable)")
 	participant := fs.String("participant-id", "", "who attaches (required)")
 	ptype := fs.String("participant-type", "ai", "human or ai")
 	var sessions listFlag
 	fs.Var(&sessions, "session-id", "session to join (repeatable)")
 	resumeFrom := fs.Int64("resume-from", -1, "last seq received; replay what came after it")
 	batch := fs.Bool("batch", false, "let the node pack several frames into one message")
-	count := fs.Int("count", 0, "exit after this many event frames (0: run until the connection closes)")
+	ack := fs.Bool("ack", false, "acknowledge received events")
+	count := fs.Int("count", 0, "exit after this many event frames (0: run until interrupted)")
 	if err := parseWithEnv(fs, args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if *participant == "" {
 		return fmt.Errorf("%w: --participant-id is required", errUsage)
 	}
-
-	u, err := url.Parse(strings.TrimSuffix(c.url, "/") + "/v1/gateway/ws")
-	if err != nil {
-		return fmt.Errorf("%w: --url: %v", errUsage, err)
+	cfg := client.Config{
+		URLs:            append([]string{c.url}, urls...),
+		Credential:      c.apiKey,
+		ParticipantID:   *participant,
+		ParticipantType: *ptype,
+		Sessions:        sessions,
+		Batch:           *batch,
+		Ack:             *ack,
 	}
-	u.Scheme = strings.Replace(u.Scheme, "http", "ws", 1)
-	q := url.Values{"participant_id": {*participant}, "participant_type": {*ptype}, "session_id": sessions}
 	if *resumeFrom >= 0 {
-		q.Set("resume_from", strconv.FormatInt(*resumeFrom, 10))
+		from := uint64(*resumeFrom)
+		cfg.ResumeFrom = &from
 	}
-	if *batch {
-		q.Set("batch", "1")
+	cl, err := client.New(cfg)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	u.RawQuery = q.Encode()
-
 	ctx, stop := signalContext(discardLogger())
 	defer stop()
-	header := http.Header{}
-	if c.apiKey != "" {
-		header.Set("Authorization", "Bearer "+c.apiKey)
-	}
-	conn, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{HTTPHeader: header})
-	if err != nil {
-		if resp != nil {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			return fmt.Errorf("attach refused (%d): %s", resp.StatusCode, bytes.TrimSpace(body))
-		}
-		return fmt.Errorf("attach: %w", err)
-	}
-	defer conn.CloseNow()
-	conn.SetReadLimit(-1)
-
 	events := 0
-	for {
-		_, data, err := conn.Read(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				_ = conn.Close(websocket.StatusNormalClosure, "")
-				return nil
-			}
-			if status := websocket.CloseStatus(err); status != -1 {
-				return fmt.Errorf("the node closed the connection: %d %s", status, closeReason(err))
-			}
-			return fmt.Errorf("read: %w", err)
-		}
-		for _, frame := range bytes.Split(data, []byte("\n")) { // batch=1 packs frames by lines
-			fmt.Fprintf(stdout, "%s\n", frame)
-			if bytes.HasPrefix(frame, []byte(`{"type":"event"`)) {
-				events++
+	err = cl.Run(ctx, func(f client.Frame) error {
+		fmt.Fprintf(stdout, "%s\n", f.Raw)
+		if f.Type == "event" {
+			events++
+			if *count > 0 && events >= *count {
+				return errEnough
 			}
 		}
-		if *count > 0 && events >= *count {
-			return conn.Close(websocket.StatusNormalClosure, "")
-		}
+		return nil
+	})
+	if err == errEnough || err == nil || ctx.Err() != nil {
+		return nil
 	}
-}
-
-func closeReason(err error) string {
-	var ce websocket.CloseError
-	if errors.As(err, &ce) {
-		return ce.Reason
-	}
-	return ""
+	return err
 }
