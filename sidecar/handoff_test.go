@@ -157,3 +157,35 @@ func TestDrainHandsParticipantsOver(t *testing.T) {
 		return len(es) == 1 && es[0].Node != "node-2"
 	}, 5*time.Second, 5*time.Millisecond)
 }
+
+// BenchmarkResumeElsewhere measures how long a participant that reconnects
+// to another node takes to receive 1,000 events it missed: the takeover
+// (announce, release, install) plus the replay.
+func BenchmarkResumeElsewhere(b *testing.B) {
+	const missed = 1000
+	nodes := startCluster(b, 2, Config{MailboxSize: 2 * missed})
+	b.StopTimer()
+	var total time.Duration
+	for i := range b.N {
+		id := fmt.Sprint("p", i)
+		require.NoError(b, nodes[0].gw.join(id, "ai", "s"+id))
+		for j := 1; j <= missed; j++ {
+			ev := Event{SenderID: "src", SenderType: "ai", EventType: "message", SessionID: "s" + id, Message: strconv.Itoa(j)}
+			_, err := nodes[0].gw.Submit(context.Background(), ev)
+			require.NoError(b, err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		c, _, err := dial(nodes[1], id, url.Values{"resume_from": {"0"}, "batch": {"1"}}, nil)
+		require.NoError(b, err)
+		cl := &client{t: b, conn: c}
+		require.Equal(b, "welcome", cl.next()["type"])
+		for j := uint64(1); j <= missed; j++ {
+			require.Equal(b, j, seqOf(cl.next()))
+		}
+		total += time.Since(start)
+		b.StopTimer()
+		_ = c.CloseNow()
+	}
+	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/resume")
+}
