@@ -51,19 +51,36 @@ func (n *Node) routes() http.Handler {
 	r.Get("/readyz", n.handleReady)
 	r.Handle("/metrics", promhttp.HandlerFor(n.metrics.Registry, promhttp.HandlerOpts{}))
 	r.Route("/v1/gateway", func(r chi.Router) {
-		r.Use(n.keys.authenticate)
-		r.Post("/events", serve(n.handleSubmit))
-		r.Post("/deliveries", serve(n.handleDeliver))
+		r.Use(n.auth.authenticate)
+		r.Group(func(r chi.Router) { // what clients do, rate-limited per credential
+			r.Use(n.auth.rateLimited)
+			r.Post("/events", serve(n.handleSubmit))
+			r.Put("/sessions/{session_id}/participants/{participant_id}", serve(n.handlePutParticipant))
+			r.Delete("/sessions/{session_id}/participants/{participant_id}", serve(n.handleDeleteParticipant))
+			r.Get("/ws", serve(n.handleAttach))
+		})
 		r.Get("/sessions/{session_id}", serve(n.handleGetSession))
-		r.Put("/sessions/{session_id}/participants/{participant_id}", serve(n.handlePutParticipant))
-		r.Delete("/sessions/{session_id}/participants/{participant_id}", serve(n.handleDeleteParticipant))
 		r.Get("/members", serve(n.handleMembers))
-		r.Get("/ws", serve(n.handleAttach))
-		r.Post("/cluster/directory", serve(n.handleDirectoryPush))
-		r.Post("/cluster/release", serve(n.handleRelease))
-		r.Post("/cluster/takeover", serve(n.handleTakeover))
+		r.Group(func(r chi.Router) { // between nodes: API keys (the cluster key) only
+			r.Use(needFullRights)
+			r.Post("/deliveries", serve(n.handleDeliver))
+			r.Post("/cluster/directory", serve(n.handleDirectoryPush))
+			r.Post("/cluster/release", serve(n.handleRelease))
+			r.Post("/cluster/takeover", serve(n.handleTakeover))
+		})
 	})
 	return r
+}
+
+// needFullRights refuses participant tokens.
+func needFullRights(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := credentialFrom(r.Context()).fullRights(); err != nil {
+			writeError(w, err)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // measure records the latency of every request but WebSocket attaches
@@ -146,7 +163,7 @@ func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 	body, err := readBody(w, r, n.cfg.MaxBodyBytes)
 	if err == nil {
 		var res SubmitResult
-		res, err = n.gw.submitJSON(r.Context(), body, nil)
+		res, err = n.gw.submitJSON(r.Context(), body, credentialFrom(r.Context()), nil)
 		if err == nil {
 			n.metrics.recordSubmit(nil)
 			return respond(w, res)
@@ -269,6 +286,10 @@ func (n *Node) handlePutParticipant(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
+	cred := credentialFrom(r.Context())
+	if err := firstError(cred.actAs(participantID, "participant_id"), cred.useSession(sessionID)); err != nil {
+		return err
+	}
 	body, err := readBody(w, r, n.cfg.MaxBodyBytes)
 	if err != nil {
 		return err
@@ -290,6 +311,9 @@ func (n *Node) handlePutParticipant(w http.ResponseWriter, r *http.Request) erro
 		if err := checkGatewayURL(*pb.GatewayURL, "gateway_url"); err != nil {
 			return err
 		}
+		if err := cred.fullRights(); err != nil {
+			return err
+		}
 		if err := n.gw.addExternal(participantID, ptype, *pb.GatewayURL, sessionID); err != nil {
 			return err
 		}
@@ -306,6 +330,10 @@ func (n *Node) handleDeleteParticipant(w http.ResponseWriter, r *http.Request) e
 	}
 	participantID, err := pathID(r, "participant_id", ident.MaxParticipantID)
 	if err != nil {
+		return err
+	}
+	cred := credentialFrom(r.Context())
+	if err := firstError(cred.actAs(participantID, "participant_id"), cred.useSession(sessionID)); err != nil {
 		return err
 	}
 	if err := n.gw.removeParticipant(r.Context(), participantID, sessionID, hopsOf(r)); err != nil {
@@ -330,6 +358,9 @@ type participantView struct {
 func (n *Node) handleGetSession(w http.ResponseWriter, r *http.Request) error {
 	sessionID, err := pathID(r, "session_id", ident.MaxSessionID)
 	if err != nil {
+		return err
+	}
+	if err := credentialFrom(r.Context()).useSession(sessionID); err != nil {
 		return err
 	}
 	entries := n.cluster.Directory().Session(sessionID)
@@ -384,7 +415,19 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 		}
 		req.ResumeFrom = &seq
 	}
-	req.Credential = credentialFrom(r.Context())
+	cred := credentialFrom(r.Context())
+	req.Credential = cred
+	opts := &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled, OriginPatterns: n.cfg.AllowedOrigins}
+	policy := cred.actAs(req.ParticipantID, "participant_id")
+	for _, s := range req.Sessions {
+		policy = firstError(policy, cred.useSession(s))
+	}
+	if policy != nil { // a browser cannot read an HTTP status: close 1008 says why
+		if c, err := websocket.Accept(w, r, opts); err == nil {
+			_ = c.Close(websocket.StatusPolicyViolation, truncateReason(policy.Detail))
+		}
+		return nil
+	}
 	if n.draining.Load() {
 		return newError(http.StatusServiceUnavailable, "draining", "", "this node is shutting down; attach to another node")
 	}
@@ -396,7 +439,7 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 			n.gw.takeover(r.Context(), req.ParticipantID, typ, sessions, homes)
 		}
 	}
-	err := n.hub.Attach(w, r, req, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled}, n.cfg.MaxConnections)
+	err := n.hub.Attach(w, r, req, opts, n.cfg.MaxConnections)
 	switch {
 	case errors.Is(err, ws.ErrDraining):
 		return newError(http.StatusServiceUnavailable, "draining", "", "this node is shutting down; attach to another node")
@@ -425,4 +468,22 @@ func (n *Node) handleDirectoryPush(w http.ResponseWriter, r *http.Request) error
 	}
 	writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
 	return nil
+}
+
+// firstError returns the first non-nil error.
+func firstError(errs ...*Error) *Error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// truncateReason fits a close reason in the 123 bytes a close frame allows.
+func truncateReason(s string) string {
+	if len(s) <= 120 {
+		return s
+	}
+	return s[:120]
 }

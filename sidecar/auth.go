@@ -4,8 +4,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"net/http"
+	"slices"
 	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/switchyard-gw/switchyard/internal/ident"
 )
 
 // keyring holds the accepted API keys as SHA-256 digests, so comparing a
@@ -22,9 +29,6 @@ func newKeyring(keys []string) *keyring {
 	return k
 }
 
-// enabled reports whether any key is configured (authentication is on).
-func (k *keyring) enabled() bool { return len(k.digests) > 0 }
-
 // valid reports whether key is one of the keys, in constant time.
 func (k *keyring) valid(key string) bool {
 	d := sha256.Sum256([]byte(key))
@@ -35,15 +39,76 @@ func (k *keyring) valid(key string) bool {
 	return ok == 1
 }
 
+// Credential kinds.
+const (
+	credNone   = "none"    // authentication is off (loopback, no keys)
+	credAPIKey = "api_key" // full rights
+	credToken  = "token"   // a participant token: rights of its subject only
+)
+
 // Credential is what authenticated a request.
 type Credential struct {
-	Kind string // "api_key", or "none" when authentication is off
+	Kind string
+	// For a participant token: the participant it speaks for, and the
+	// sessions it may use (nil: any).
+	Subject  string
+	Sessions []string
+}
+
+// rateKey names the credential for the rate limiter without holding the
+// secret itself.
+func (c Credential) rateKey(r *http.Request, presented string) string {
+	switch c.Kind {
+	case credToken:
+		return "token:" + c.Subject
+	case credAPIKey:
+		d := sha256.Sum256([]byte(presented))
+		return "key:" + string(d[:8])
+	}
+	host := r.RemoteAddr
+	if i := strings.LastIndexByte(host, ':'); i > 0 {
+		host = host[:i]
+	}
+	return "addr:" + host
+}
+
+var errForbidden = func(field, detail string) *Error {
+	return newError(http.StatusForbidden, "forbidden", field, detail)
+}
+
+// actAs checks that c may speak for participant (field names where it came
+// from: sender_id, participant_id).
+func (c Credential) actAs(participant, field string) *Error {
+	if c.Kind == credToken && c.Subject != participant {
+		return errForbidden(field, "a participant token may only act as its own participant ("+c.Subject+")")
+	}
+	return nil
+}
+
+// useSession checks that c may use session.
+func (c Credential) useSession(session string) *Error {
+	if c.Kind == credToken && c.Sessions != nil && !slices.Contains(c.Sessions, session) {
+		return errForbidden("session_id", "this participant token does not allow the session "+quote(session))
+	}
+	return nil
+}
+
+// fullRights checks that c is an API key (or authentication is off): the
+// endpoints between nodes and those that act for others need one.
+func (c Credential) fullRights() *Error {
+	if c.Kind == credToken {
+		return errForbidden("", "this endpoint needs an API key, not a participant token")
+	}
+	return nil
 }
 
 type credentialKey struct{}
 
 func credentialFrom(ctx context.Context) Credential {
-	c, _ := ctx.Value(credentialKey{}).(Credential)
+	c, ok := ctx.Value(credentialKey{}).(Credential)
+	if !ok {
+		return Credential{Kind: credNone}
+	}
 	return c
 }
 
@@ -56,26 +121,113 @@ func bearer(r *http.Request) string {
 	return ""
 }
 
-// authenticate requires a valid credential on every request it wraps. The
-// WebSocket attach may carry it as access_token in the query, for browsers.
-func (k *keyring) authenticate(next http.Handler) http.Handler {
+// tokenVerifier checks participant tokens: HS256 JWTs with sub (the
+// participant), exp (required), optional nbf and sessions.
+type tokenVerifier struct {
+	secret []byte
+	leeway time.Duration
+}
+
+type tokenClaims struct {
+	Sessions []string `json:"sessions,omitempty"`
+	jwt.RegisteredClaims
+}
+
+var errTokenExpired = errors.New("the token has expired or is not valid yet")
+
+func (v *tokenVerifier) verify(raw string) (Credential, error) {
+	var claims tokenClaims
+	_, err := jwt.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return v.secret, nil },
+		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithLeeway(v.leeway))
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired), errors.Is(err, jwt.ErrTokenNotValidYet):
+		return Credential{}, errTokenExpired
+	case err != nil:
+		return Credential{}, err
+	case ident.Problem(claims.Subject, ident.MaxParticipantID) != "":
+		return Credential{}, errors.New("the token's sub is not a valid participant id")
+	}
+	return Credential{Kind: credToken, Subject: claims.Subject, Sessions: claims.Sessions}, nil
+}
+
+// authenticator decides who a request is.
+type authenticator struct {
+	keys   *keyring
+	tokens *tokenVerifier // nil: no token secret
+	limit  *rateLimiter   // nil: no rate limit
+}
+
+func (a *authenticator) enabled() bool { return len(a.keys.digests) > 0 || a.tokens != nil }
+
+// presented is the credential a request carries. The WebSocket attach may
+// carry it as access_token in the query, for browsers; it is never logged.
+func presented(r *http.Request) string {
+	if b := bearer(r); b != "" || r.URL.Path != wsPath {
+		return b
+	}
+	return r.URL.Query().Get("access_token")
+}
+
+// authenticate requires a valid credential on every request it wraps (when
+// authentication is on) and puts it in the request's context.
+func (a *authenticator) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !k.enabled() {
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), credentialKey{}, Credential{Kind: "none"})))
+		cred := Credential{Kind: credNone}
+		if a.enabled() {
+			var err *Error
+			if cred, err = a.identify(presented(r)); err != nil {
+				writeError(w, err)
+				return
+			}
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), credentialKey{}, cred)))
+	})
+}
+
+// rateLimited applies the per-credential rate limit (429 with Retry-After)
+// to what clients do: submits, attaches, session changes. Traffic between
+// nodes (deliveries, directory, hand-off) is not limited: a busy cluster
+// must not throttle itself.
+func (a *authenticator) rateLimited(next http.Handler) http.Handler {
+	if a.limit == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := credentialFrom(r.Context()).rateKey(r, presented(r))
+		if wait, ok := a.limit.allow(key); !ok {
+			w.Header().Set("Retry-After", retryAfter(wait))
+			writeError(w, newError(http.StatusTooManyRequests, "rate_limited", "",
+				"too many requests for this credential; retry after the time in Retry-After"))
 			return
 		}
-		token := bearer(r)
-		if token == "" && r.URL.Path == wsPath {
-			token = r.URL.Query().Get("access_token")
-		}
-		switch {
-		case token == "":
-			writeError(w, newError(http.StatusUnauthorized, "unauthorized", "",
-				"send a credential: Authorization: Bearer <api key>"))
-		case !k.valid(token):
-			writeError(w, newError(http.StatusUnauthorized, "unauthorized", "", "the credential is not valid"))
-		default:
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), credentialKey{}, Credential{Kind: "api_key"})))
-		}
+		next.ServeHTTP(w, r)
 	})
+}
+
+func (a *authenticator) identify(presented string) (Credential, *Error) {
+	switch {
+	case presented == "":
+		return Credential{}, newError(http.StatusUnauthorized, "unauthorized", "",
+			"send a credential: Authorization: Bearer <api key or participant token>")
+	case a.keys.valid(presented):
+		return Credential{Kind: credAPIKey}, nil
+	case a.tokens != nil && strings.Count(presented, ".") == 2:
+		cred, err := a.tokens.verify(presented)
+		if errors.Is(err, errTokenExpired) {
+			return Credential{}, newError(http.StatusUnauthorized, "token_expired", "", "the participant token has expired or is not valid yet")
+		}
+		if err != nil {
+			return Credential{}, newError(http.StatusUnauthorized, "unauthorized", "", "the participant token is not valid")
+		}
+		return cred, nil
+	}
+	return Credential{}, newError(http.StatusUnauthorized, "unauthorized", "", "the credential is not valid")
+}
+
+// MintToken makes a participant token (for tests and `switchyard token`).
+func MintToken(secret []byte, participant string, sessions []string, ttl time.Duration) (string, error) {
+	now := time.Now()
+	claims := tokenClaims{Sessions: sessions, RegisteredClaims: jwt.RegisteredClaims{
+		Subject: participant, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(ttl))}}
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
 }

@@ -30,6 +30,23 @@ type Config struct {
 	APIKeys []string
 	// Insecure allows serving a non-loopback address without API keys.
 	Insecure bool
+	// TokenSecret verifies participant tokens (HS256 JWTs) when set
+	// (--token-secret). Empty: only API keys are accepted.
+	TokenSecret []byte
+	// TokenLeeway is the clock skew allowed on a token's exp and nbf.
+	// Default 30s.
+	TokenLeeway time.Duration
+	// RateLimit is the requests per second one credential may make to the
+	// client endpoints (submit, attach, session changes); 429 past it
+	// (--rate-limit). Default 10000; negative: no limit.
+	RateLimit float64
+	// RateBurst is the bucket size of the rate limit. Default 2×RateLimit.
+	RateBurst int
+	// AllowedOrigins are the Origin host patterns a browser's WebSocket may
+	// come from (--allowed-origins), as coder/websocket matches them
+	// (path.Match on the host, e.g. "*.example.com"). Empty: same origin
+	// only.
+	AllowedOrigins []string
 
 	// MaxBodyBytes bounds a request body (413 past it). Default 1 MiB.
 	MaxBodyBytes int64
@@ -128,6 +145,19 @@ func (c Config) withDefaults() Config {
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 120 * time.Second
 	}
+	if c.TokenLeeway <= 0 {
+		c.TokenLeeway = 30 * time.Second
+	}
+	switch {
+	case c.RateLimit == 0:
+		c.RateLimit = 10000
+	case c.RateLimit < 0:
+		c.RateLimit = 0 // off
+	}
+	if c.RateBurst <= 0 {
+		c.RateBurst = int(2 * c.RateLimit)
+	}
+	c.AllowedOrigins = append([]string(nil), c.AllowedOrigins...)
 	if c.ClusterKey == "" && len(c.APIKeys) > 0 {
 		c.ClusterKey = c.APIKeys[0]
 	}

@@ -225,9 +225,10 @@ func (g *Gateway) leave(participantID, sessionID string) error {
 	return nil
 }
 
-// submitJSON decodes, validates and submits one event body. who, when set,
-// supplies sender_id and sender_type that the body leaves out.
-func (g *Gateway) submitJSON(ctx context.Context, raw []byte, who *ws.Identity) (SubmitResult, error) {
+// submitJSON decodes, validates, authorises and submits one event body.
+// who, when set, supplies sender_id and sender_type that the body leaves
+// out.
+func (g *Gateway) submitJSON(ctx context.Context, raw []byte, cred Credential, who *ws.Identity) (SubmitResult, error) {
 	var w wireEvent
 	if err := decodeJSON(raw, &w); err != nil {
 		return SubmitResult{}, err
@@ -244,7 +245,26 @@ func (g *Gateway) submitJSON(ctx context.Context, raw []byte, who *ws.Identity) 
 	if verr != nil {
 		return SubmitResult{}, verr
 	}
+	if err := authorizeSubmit(cred, ev); err != nil {
+		return SubmitResult{}, err
+	}
 	return g.Submit(ctx, ev)
+}
+
+// authorizeSubmit checks that a participant token submits only as its own
+// participant, to its sessions; a direct message without a session needs a
+// token without a sessions claim.
+func authorizeSubmit(cred Credential, ev Event) *Error {
+	if err := cred.actAs(ev.SenderID, "sender_id"); err != nil {
+		return err
+	}
+	if ev.SessionID != "" {
+		return cred.useSession(ev.SessionID)
+	}
+	if cred.Kind == credToken && cred.Sessions != nil {
+		return errForbidden("session_id", "this participant token allows only its sessions: give a session_id")
+	}
+	return nil
 }
 
 // The ws.Backend side: client frames answered as their REST twins.
@@ -252,7 +272,7 @@ func (g *Gateway) submitJSON(ctx context.Context, raw []byte, who *ws.Identity) 
 // Submit handles a submit frame; sender_id and sender_type default to the
 // connection's participant.
 func (g *Gateway) wsSubmit(ctx context.Context, who ws.Identity, raw json.RawMessage) ws.Reply {
-	res, err := g.submitJSON(ctx, raw, &who)
+	res, err := g.submitJSON(ctx, raw, credOf(who), &who)
 	g.metrics.recordSubmit(err)
 	if err != nil {
 		return replyError(err)
@@ -267,6 +287,9 @@ func (b wsBackend) Submit(ctx context.Context, who ws.Identity, raw json.RawMess
 }
 
 func (b wsBackend) Join(ctx context.Context, who ws.Identity, session string) ws.Reply {
+	if err := credOf(who).useSession(session); err != nil {
+		return replyError(err)
+	}
 	if err := b.g.join(who.ParticipantID, who.ParticipantType, session); err != nil {
 		return replyError(err)
 	}
@@ -278,6 +301,14 @@ func (b wsBackend) Leave(ctx context.Context, who ws.Identity, session string) w
 		return replyError(err)
 	}
 	return replyOK(sessionChange{Status: "ok", SessionID: session})
+}
+
+// credOf is the credential a connection attached with.
+func credOf(who ws.Identity) Credential {
+	if c, ok := who.Credential.(Credential); ok {
+		return c
+	}
+	return Credential{Kind: credNone}
 }
 
 type sessionChange struct {

@@ -22,7 +22,7 @@ import (
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
-	keys    *keyring
+	auth    *authenticator
 	metrics *Metrics
 	cluster membership.Cluster
 	gossip  *membership.Gossip // nil for a one-node cluster
@@ -67,7 +67,13 @@ func New(cfg Config) (*Node, error) {
 	if cfg.ClusterKey != "" && len(keys) > 0 {
 		keys = append(slices.Clone(keys), cfg.ClusterKey)
 	}
-	n.keys = newKeyring(keys)
+	n.auth = &authenticator{keys: newKeyring(keys)}
+	if len(cfg.TokenSecret) > 0 {
+		n.auth.tokens = &tokenVerifier{secret: cfg.TokenSecret, leeway: cfg.TokenLeeway}
+	}
+	if cfg.RateLimit > 0 {
+		n.auth.limit = newRateLimiter(cfg.RateLimit, cfg.RateBurst, time.Now)
+	}
 	n.peers = newPeerClient(cfg.PeerAttemptTimeout) // before gossip starts: it pushes through it
 	if cfg.Gossip == nil {
 		n.cluster = membership.NewLocal(cfg.NodeName, n.url)
@@ -155,7 +161,7 @@ func (n *Node) Start() {
 		}
 	}()
 	n.log.Info("serving", "url", n.url, "listen", n.ln.Addr().String(), "version", n.cfg.Version,
-		"auth", n.keys.enabled())
+		"auth", n.auth.enabled())
 }
 
 // Run starts the node, serves until ctx ends, then shuts down gracefully

@@ -148,3 +148,34 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+func TestTokenCommandReadsTheSecretFromEnvOrFile(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	assert.Equal(t, 2, run([]string{"token", "--participant-id", "alice"}, nil, &stdout, &stderr), "no secret anywhere")
+
+	t.Setenv("SWITCHYARD_TOKEN_SECRET", "env-secret-env-secret-env-secret")
+	require.Equal(t, 0, run([]string{"token", "--participant-id", "alice", "--session-id", "s1"}, nil, &stdout, &stderr), stderr.String())
+	tok := strings.TrimSpace(stdout.String())
+	assert.Equal(t, 2, strings.Count(tok, "."), "a JWT")
+
+	// The token works against a node with the same secret, as alice only.
+	node, err := sidecar.New(sidecar.Config{Listen: "127.0.0.1:0", APIKeys: []string{"admin"},
+		TokenSecret: []byte("env-secret-env-secret-env-secret"), Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	node.Start()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, node.Shutdown(ctx))
+	}()
+	stdout.Reset()
+	code := run([]string{"send", "--url", node.URL(), "--api-key", tok, "--sender-id", "mallory", "--session-id", "s1"}, nil, &stdout, &stderr)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stdout.String(), `"forbidden"`)
+
+	path := filepath.Join(t.TempDir(), "secret")
+	require.NoError(t, os.WriteFile(path, []byte("file-secret\n"), 0o600))
+	stdout.Reset()
+	require.Equal(t, 0, run([]string{"token", "--participant-id", "bob", "--secret-file", path}, nil, &stdout, &stderr))
+	assert.NotEqual(t, tok, strings.TrimSpace(stdout.String()))
+}

@@ -38,6 +38,12 @@ type serveFlags struct {
 	allowGateways               listFlag
 	forwardTimeout              time.Duration
 	rejoinInterval              time.Duration
+
+	tokenSecret, tokenSecretFile string
+	tokenLeeway                  time.Duration
+	rateLimit                    float64
+	rateBurst                    int
+	allowedOrigins               listFlag
 }
 
 func newServeFlags() (*flag.FlagSet, *serveFlags) {
@@ -70,6 +76,12 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.Var(&f.allowGateways, "allow-gateway", "URL prefix an external gateway URL must start with (repeatable)")
 	fs.DurationVar(&f.forwardTimeout, "forward-timeout", 5*time.Second, "deadline for handing an event to peers and gateways, retries included")
 	fs.DurationVar(&f.rejoinInterval, "rejoin-interval", 30*time.Second, "how often --join is retried, so a node cut off comes back")
+	fs.StringVar(&f.tokenSecret, "token-secret", "", "secret that verifies participant tokens (HS256); prefer SWITCHYARD_TOKEN_SECRET or --token-secret-file")
+	fs.StringVar(&f.tokenSecretFile, "token-secret-file", "", "file holding the participant token secret")
+	fs.DurationVar(&f.tokenLeeway, "token-leeway", 30*time.Second, "clock skew allowed on a token's exp and nbf")
+	fs.Float64Var(&f.rateLimit, "rate-limit", 10000, "requests per second per credential on submit, attach and session changes (429 past it; -1: off)")
+	fs.IntVar(&f.rateBurst, "rate-burst", 0, "burst of the rate limit (default: twice --rate-limit)")
+	fs.Var(&f.allowedOrigins, "allowed-origins", "Origin host pattern a browser WebSocket may come from, e.g. app.example.com or *.example.com (repeatable)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	return fs, f
@@ -118,6 +130,14 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 			return sidecar.Config{}, fmt.Errorf("%w: --gossip-key: %v", errUsage, err)
 		}
 	}
+	secret := []byte(f.tokenSecret)
+	if f.tokenSecretFile != "" {
+		b, err := os.ReadFile(f.tokenSecretFile)
+		if err != nil {
+			return sidecar.Config{}, fmt.Errorf("read --token-secret-file: %w", err)
+		}
+		secret = []byte(strings.TrimSpace(string(b)))
+	}
 	return sidecar.Config{
 		Listen:            f.listen,
 		AdvertiseURL:      f.advertiseURL,
@@ -136,6 +156,11 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 		DrainTimeout:      f.drainTimeout,
 		ReadHeaderTimeout: f.readHeaderTimeout,
 		IdleTimeout:       f.idleTimeout,
+		TokenSecret:       secret,
+		TokenLeeway:       f.tokenLeeway,
+		RateLimit:         f.rateLimit,
+		RateBurst:         f.rateBurst,
+		AllowedOrigins:    f.allowedOrigins,
 		ClusterKey:        f.clusterKey,
 		ExternalKey:       f.externalKey,
 		AllowGateways:     f.allowGateways,

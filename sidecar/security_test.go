@@ -1,0 +1,271 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var testSecret = []byte("a-test-secret-of-enough-length-32b")
+
+func bearerHeader(cred string) map[string]string { return map[string]string{"Authorization": "Bearer " + cred} }
+
+func mint(t *testing.T, sub string, sessions []string, ttl time.Duration) string {
+	t.Helper()
+	tok, err := MintToken(testSecret, sub, sessions, ttl)
+	require.NoError(t, err)
+	return tok
+}
+
+func secureNode(t *testing.T) *Node {
+	return startNode(t, Config{APIKeys: []string{"admin-key"}, TokenSecret: testSecret})
+}
+
+func TestTokenSubmitsOnlyAsItselfToItsSessions(t *testing.T) {
+	n := secureNode(t)
+	bob, _ := attach(t, n, "bob", sessionQuery("s1", "s2"), http.Header{"Authorization": {"Bearer admin-key"}})
+	alice := mint(t, "alice", []string{"s1"}, time.Hour)
+	eventsURL := n.URL() + "/v1/gateway/events"
+
+	r := postJSON(t, eventsURL, event("alice", "s1", "mine"), bearerHeader(alice))
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Raw)
+	assert.Equal(t, "mine", bob.next()["event"].(map[string]any)["message"])
+
+	cases := map[string]struct {
+		ev    map[string]any
+		field string
+	}{
+		"as someone else":    {event("mallory", "s1", "x"), "sender_id"},
+		"to another session": {event("alice", "s2", "x"), "session_id"},
+		"direct, no session": {map[string]any{"sender_id": "alice", "sender_type": "ai", "event_type": "m", "recipient_id": "bob"}, "session_id"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := postJSON(t, eventsURL, tc.ev, bearerHeader(alice))
+			assert.Equal(t, http.StatusForbidden, r.Status, "%s", r.Raw)
+			assert.Equal(t, "forbidden", r.Body["code"])
+			assert.Equal(t, tc.field, r.Body["field"])
+		})
+	}
+
+	// Nothing a token may not do reached bob.
+	submit2 := postJSON(t, eventsURL, event("carol", "s1", "next"), bearerHeader("admin-key"))
+	require.Equal(t, http.StatusOK, submit2.Status)
+	assert.Equal(t, "next", bob.next()["event"].(map[string]any)["message"])
+
+	// A token may not use the endpoints between nodes, nor act for others.
+	r = postJSON(t, n.URL()+"/v1/gateway/deliveries", map[string]any{"recipient_id": "bob",
+		"event": event("alice", "s1", "sneaky")}, bearerHeader(alice))
+	assert.Equal(t, http.StatusForbidden, r.Status)
+	r = do(t, http.MethodPut, n.URL()+"/v1/gateway/sessions/s1/participants/bob", nil, bearerHeader(alice))
+	assert.Equal(t, http.StatusForbidden, r.Status)
+	r = do(t, http.MethodGet, n.URL()+"/v1/gateway/sessions/s2", nil, bearerHeader(alice))
+	assert.Equal(t, http.StatusForbidden, r.Status)
+	r = do(t, http.MethodGet, n.URL()+"/v1/gateway/sessions/s1", nil, bearerHeader(alice))
+	assert.Equal(t, http.StatusOK, r.Status)
+}
+
+func TestBadTokensAre401(t *testing.T) {
+	n := secureNode(t)
+	expired := mint(t, "alice", nil, -time.Hour)
+	otherSecret, err := MintToken([]byte("another-secret-another-secret-xx"), "alice", nil, time.Hour)
+	require.NoError(t, err)
+	noExp, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice"}).SignedString(testSecret)
+	require.NoError(t, err)
+	noneAlg, err := jwt.NewWithClaims(jwt.SigningMethodNone, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix()}).
+		SignedString(jwt.UnsafeAllowNoneSignatureType)
+	require.NoError(t, err)
+	future, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice",
+		"exp": time.Now().Add(2 * time.Hour).Unix(), "nbf": time.Now().Add(time.Hour).Unix()}).SignedString(testSecret)
+	require.NoError(t, err)
+
+	for name, tc := range map[string]struct{ tok, code string }{
+		"expired":           {expired, "token_expired"},
+		"not valid yet":     {future, "token_expired"},
+		"wrong secret":      {otherSecret, "unauthorized"},
+		"no exp":            {noExp, "unauthorized"},
+		"alg none":          {noneAlg, "unauthorized"},
+		"garbage with dots": {"a.b.c", "unauthorized"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := postJSON(t, n.URL()+"/v1/gateway/events", event("alice", "s1", "x"), bearerHeader(tc.tok))
+			assert.Equal(t, http.StatusUnauthorized, r.Status)
+			assert.Equal(t, tc.code, r.Body["code"])
+			assert.NotContains(t, string(r.Raw), tc.tok, "a token is never echoed")
+			_, resp, err := dial(n, "alice", nil, http.Header{"Authorization": {"Bearer " + tc.tok}})
+			require.Error(t, err)
+			require.NotNil(t, resp)
+			assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+		})
+	}
+
+	// Within the leeway, a just-expired token still works.
+	leeway, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "alice",
+		"exp": time.Now().Add(-5 * time.Second).Unix()}).SignedString(testSecret)
+	require.NoError(t, err)
+	r := do(t, http.MethodGet, n.URL()+"/v1/gateway/members", nil, bearerHeader(leeway))
+	assert.Equal(t, http.StatusOK, r.Status)
+}
+
+func TestTokenAttachesOnlyAsItself(t *testing.T) {
+	n := secureNode(t)
+	alice := mint(t, "alice", []string{"s1"}, time.Hour)
+
+	// As itself, via the query for browsers: welcome.
+	c, w := attach(t, n, "alice", url.Values{"session_id": {"s1"}, "access_token": {alice}}, nil)
+	assert.Equal(t, "alice", w["participant_id"])
+
+	// Joining a session the token does not allow: a 403 result, still open.
+	c.send(map[string]any{"type": "join", "id": "j", "session_id": "s9"})
+	res := c.next()
+	assert.Equal(t, float64(403), res["status"])
+	// Submitting as someone else over the socket: 403 result.
+	c.send(map[string]any{"type": "submit", "id": "c", "event": map[string]any{"sender_id": "bob", "event_type": "m", "session_id": "s1"}})
+	assert.Equal(t, float64(403), c.next()["status"])
+
+	// Attaching as someone else, or to a session not allowed: close 1008.
+	for name, q := range map[string]url.Values{
+		"as bob":       {"participant_id": {"bob"}, "access_token": {alice}},
+		"into session": {"participant_id": {"alice"}, "session_id": {"s2"}, "access_token": {alice}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			conn, resp, err := dial(n, "", q, nil)
+			if resp != nil && resp.Body != nil {
+				_ = resp.Body.Close()
+			}
+			require.NoError(t, err)
+			defer conn.CloseNow()
+			_, _, err = conn.Read(context.Background())
+			assert.Equal(t, websocket.StatusPolicyViolation, websocket.CloseStatus(err))
+		})
+	}
+	// And bob was never created by those attempts.
+	r := do(t, http.MethodGet, n.URL()+"/v1/gateway/sessions/s2", nil, bearerHeader("admin-key"))
+	assert.Equal(t, http.StatusNotFound, r.Status)
+}
+
+func TestAllowedOrigins(t *testing.T) {
+	n := startNode(t, Config{AllowedOrigins: []string{"app.example.com"}})
+	for origin, ok := range map[string]bool{
+		"https://app.example.com":  true,
+		"https://evil.example.com": false,
+	} {
+		conn, resp, err := dial(n, "p", nil, http.Header{"Origin": {origin}})
+		if ok {
+			require.NoError(t, err, origin)
+			_ = conn.CloseNow()
+		} else {
+			require.Error(t, err, origin)
+			require.NotNil(t, resp)
+			assert.Equal(t, http.StatusForbidden, resp.StatusCode)
+		}
+	}
+	// No Origin header (not a browser): allowed.
+	conn, _, err := dial(n, "q", nil, nil)
+	require.NoError(t, err)
+	_ = conn.CloseNow()
+}
+
+func TestRateLimitPerCredential(t *testing.T) {
+	n := startNode(t, Config{APIKeys: []string{"k1", "k2"}, RateLimit: 1, RateBurst: 3})
+	attach(t, n, "bob", sessionQuery("s1"), http.Header{"Authorization": {"Bearer k2"}}) // one of k2's tokens
+	eventsURL := n.URL() + "/v1/gateway/events"
+	for i := range 3 - 0 {
+		r := postJSON(t, eventsURL, event("a", "s1", strconv.Itoa(i)), bearerHeader("k1"))
+		require.Equal(t, http.StatusOK, r.Status, "request %d within the burst", i)
+	}
+	r := postJSON(t, eventsURL, event("a", "s1", "over"), bearerHeader("k1"))
+	require.Equal(t, http.StatusTooManyRequests, r.Status)
+	assert.Equal(t, "rate_limited", r.Body["code"])
+	secs, err := strconv.Atoi(r.Header.Get("Retry-After"))
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, secs, 1)
+	// Another credential has its own bucket; health and reads are not limited.
+	assert.Equal(t, http.StatusOK, postJSON(t, eventsURL, event("a", "s1", "k2"), bearerHeader("k2")).Status)
+	assert.Equal(t, http.StatusOK, do(t, http.MethodGet, n.URL()+"/healthz", nil, nil).Status)
+	assert.Equal(t, http.StatusOK, do(t, http.MethodGet, n.URL()+"/v1/gateway/members", nil, bearerHeader("k1")).Status)
+}
+
+func TestRateLimiterRefills(t *testing.T) {
+	now := time.Unix(0, 0)
+	l := newRateLimiter(10, 2, func() time.Time { return now })
+	_, ok := l.allow("k")
+	assert.True(t, ok)
+	_, ok = l.allow("k")
+	assert.True(t, ok)
+	wait, ok := l.allow("k")
+	assert.False(t, ok)
+	assert.Equal(t, 100*time.Millisecond, wait)
+	now = now.Add(100 * time.Millisecond)
+	_, ok = l.allow("k")
+	assert.True(t, ok, "one token refilled")
+	now = now.Add(time.Hour)
+	_, _ = l.allow("other")
+	assert.Len(t, l.buckets, 1, "idle full buckets are forgotten")
+}
+
+// TestSlowlorisDoesNotStopTheNode: 500 connections that send headers a byte
+// at a time, or nothing, do not keep the node from serving others, and the
+// header timeout cuts them.
+func TestSlowlorisDoesNotStopTheNode(t *testing.T) {
+	n := startNode(t, Config{ReadHeaderTimeout: 500 * time.Millisecond, IdleTimeout: time.Second})
+	const conns = 500
+	var wg sync.WaitGroup
+	cut := make(chan struct{}, conns)
+	for i := range conns {
+		c, err := net.Dial("tcp", n.Addr().String())
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i%2 == 0 { // a byte now and then, never a whole header
+				for _, b := range []byte("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ") {
+					if _, err := c.Write([]byte{b}); err != nil {
+						break
+					}
+					time.Sleep(50 * time.Millisecond) // the attack's pace, not a wait for a condition
+				}
+			}
+			// The node must close it (EOF or reset), not our deadline.
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err := io.ReadAll(c)
+			var ne net.Error
+			if !(errors.As(err, &ne) && ne.Timeout()) {
+				cut <- struct{}{}
+			}
+		}()
+	}
+	// Meanwhile the node serves others.
+	for range 20 {
+		r := do(t, http.MethodGet, n.URL()+"/healthz", nil, nil)
+		require.Equal(t, http.StatusOK, r.Status)
+	}
+	wg.Wait()
+	assert.Len(t, cut, conns, "every slow connection was cut by the node")
+}
+
+func TestSecretsStayOutOfMetricsAndErrors(t *testing.T) {
+	n := secureNode(t)
+	alice := mint(t, "alice", nil, time.Hour)
+	postJSON(t, n.URL()+"/v1/gateway/events", event("alice", "nobody-here", "x"), bearerHeader(alice))
+	postJSON(t, n.URL()+"/v1/gateway/events", event("alice", "s", "x"), bearerHeader("wrong-key"))
+	m := do(t, http.MethodGet, n.URL()+"/metrics", nil, nil)
+	body := string(m.Raw)
+	for _, secret := range []string{"admin-key", alice, "wrong-key", string(testSecret)} {
+		assert.False(t, strings.Contains(body, secret), "metrics leak a secret")
+	}
+}
