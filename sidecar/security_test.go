@@ -21,7 +21,9 @@ import (
 
 var testSecret = []byte("a-test-secret-of-enough-length-32b")
 
-func bearerHeader(cred string) map[string]string { return map[string]string{"Authorization": "Bearer " + cred} }
+func bearerHeader(cred string) map[string]string {
+	return map[string]string{"Authorization": "Bearer " + cred}
+}
 
 func mint(t *testing.T, sub string, sessions []string, ttl time.Duration) string {
 	t.Helper()
