@@ -544,8 +544,12 @@ func (g *Gossip) apply(kind byte, m nodeMessage) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if _, gone := g.departed[m.Node]; gone {
-		return // a late message from a node that left: its entries stay dropped
+	if _, member := g.nodes[m.Node]; !member {
+		// Not (or no longer) a member: a late message from a node that left,
+		// or one from a stranger. A node that joins sends its full state
+		// once it is a member.
+		g.log.Debug("ignored a directory message from a non-member", "peer", m.Node)
+		return
 	}
 	if kind == msgLeaving {
 		g.leaving[m.Node] = true

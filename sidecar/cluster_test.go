@@ -162,3 +162,22 @@ func TestClusterRetryToAnotherNodeIsDeliveredOnce(t *testing.T) {
 	assert.Equal(t, uint64(2), seqOf(f))
 	assert.Equal(t, "next", f["event"].(map[string]any)["message"], "the retry was not delivered again")
 }
+
+func TestURLUnderAllowPrefix(t *testing.T) {
+	for _, tc := range []struct {
+		url, prefix string
+		want        bool
+	}{
+		{"https://gw.example.com", "https://gw.example.com", true},
+		{"https://gw.example.com/", "https://gw.example.com", true},
+		{"https://gw.example.com/team/a", "https://gw.example.com/team", true},
+		{"https://GW.example.com/team", "https://gw.example.com/team/", true},
+		{"https://gw.example.com.evil.net", "https://gw.example.com", false},
+		{"https://gw.example.com:8443", "https://gw.example.com", false},
+		{"http://gw.example.com", "https://gw.example.com", false},
+		{"https://gw.example.com/teamster", "https://gw.example.com/team", false},
+		{"https://user@gw.example.com", "https://gw.example.com", false},
+	} {
+		assert.Equal(t, tc.want, urlUnder(tc.url, tc.prefix), "%s under %s", tc.url, tc.prefix)
+	}
+}

@@ -83,6 +83,13 @@ type Config struct {
 	// IdleTimeout closes idle keep-alive HTTP connections. Default 120s.
 	IdleTimeout time.Duration
 
+	// TLSCert and TLSKey are PEM files; when both are set the listener
+	// serves HTTPS (and WSS) and the default advertise URL is https://.
+	TLSCert, TLSKey string
+	// PeerCA is a PEM file of CA certificates trusted, besides the system's,
+	// for https peers and gateways (a cluster on a private CA).
+	PeerCA string
+
 	// Gossip, when set, makes this node a member of a memberlist cluster
 	// (NodeName, URL, Version and Logger are filled in by New). Nil: a
 	// cluster of one node, without gossip.
@@ -185,6 +192,9 @@ func (c Config) withDefaults() Config {
 var ErrInsecureListen = errors.New("refusing to serve without authentication on a non-loopback address")
 
 func (c Config) check() error {
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key go together: give both or neither")
+	}
 	if len(c.APIKeys) > 0 || c.Insecure {
 		return nil
 	}

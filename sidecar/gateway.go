@@ -28,6 +28,7 @@ type Gateway struct {
 	allowGateways  []string // URL prefixes external gateways must match
 	forwardTimeout time.Duration
 	externals      externals
+	moved          movedTo
 	metrics        *Metrics
 	log            *slog.Logger
 	now            func() time.Time
@@ -194,8 +195,12 @@ func (g *Gateway) Deliver(ctx context.Context, req DeliveryRequest, hops int) (D
 	return res, nil
 }
 
-// homeElsewhere is a peer the directory says hosts participant id, or "".
+// homeElsewhere is a peer that hosts participant id, or "": where this
+// node released it to lately, else what the directory says.
 func (g *Gateway) homeElsewhere(id string) string {
+	if node := g.moved.lookup(id, g.now()); node != "" {
+		return node
+	}
 	for _, e := range g.cluster.Directory().Participant(id) {
 		if e.GatewayURL == "" && e.Node != g.self {
 			return e.Node

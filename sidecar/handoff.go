@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/switchyard-gw/switchyard/internal/ident"
 	"github.com/switchyard-gw/switchyard/membership"
@@ -38,6 +39,48 @@ const (
 	handoffWorkers = 16
 )
 
+// movedTo remembers, for a while, where this node released participants
+// to, so that deliveries reaching it from peers whose directory lags are
+// forwarded to the new home instead of refused.
+type movedTo struct {
+	mu      sync.Mutex
+	entries map[string]movedEntry
+}
+
+type movedEntry struct {
+	node  string
+	until time.Time
+}
+
+// movedMemory is how long a release is remembered: far longer than the
+// directory takes to converge.
+const movedMemory = time.Minute
+
+func (m *movedTo) note(id, node string, now time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.entries == nil {
+		m.entries = map[string]movedEntry{}
+	}
+	if len(m.entries) >= 1024 { // keep it small: drop what expired
+		for k, e := range m.entries {
+			if now.After(e.until) {
+				delete(m.entries, k)
+			}
+		}
+	}
+	m.entries[id] = movedEntry{node: node, until: now.Add(movedMemory)}
+}
+
+func (m *movedTo) lookup(id string, now time.Time) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.entries[id]; ok && now.Before(e.until) {
+		return e.node
+	}
+	return ""
+}
+
 type participantRef struct {
 	ParticipantID string `json:"participant_id"`
 	From          string `json:"from,omitempty"`
@@ -66,9 +109,13 @@ func (g *Gateway) takeover(ctx context.Context, id, typ string, sessions []strin
 	if !created {
 		return
 	}
-	g.cluster.Sync(ctx) // every peer now routes to this node too
 	ctx, cancel := context.WithTimeout(ctx, g.forwardTimeout)
 	defer cancel()
+	// Every peer should route to this node too before the old home lets go;
+	// a few tries of Sync (1 s each) cover a slow peer. Past that, the old
+	// home still forwards what reaches it (movedTo).
+	for try := 0; try < 3 && ctx.Err() == nil && !g.cluster.Sync(ctx); try++ {
+	}
 	attachedElsewhere := false
 	for _, node := range from {
 		st, status := g.release(ctx, node, id)
@@ -154,6 +201,10 @@ func (g *Gateway) askTakeover(ctx context.Context, node, id string) bool {
 		return false
 	}
 	req, _ := json.Marshal(participantRef{ParticipantID: id, From: g.self})
+	// Each successor gets at most the forward timeout, so that a dead one
+	// leaves time for the next within the drain.
+	ctx, cancel := context.WithTimeout(ctx, g.forwardTimeout)
+	defer cancel()
 	ans, err := g.peers.post(ctx, strings.TrimSuffix(base, "/")+takeoverPath, req, g.clusterKey, 0)
 	if err != nil || ans.Status != http.StatusOK {
 		g.log.Warn("handing a participant over failed", "participant", id, "successor", node, "status", ans.Status, "err", err)
@@ -203,6 +254,7 @@ func (n *Node) handleRelease(w http.ResponseWriter, r *http.Request) error {
 	case ws.BeingMoved: // a 503 is retried by the asking peer, with backoff
 		return newError(http.StatusServiceUnavailable, "participant_moving", "", "this node is taking the participant over; ask again")
 	}
+	n.gw.moved.note(ref.ParticipantID, ref.From, n.gw.now())
 	n.log.Debug("released a participant", "participant", ref.ParticipantID, "to", ref.From, "events", len(st.Events))
 	return respond(w, st)
 }

@@ -2,11 +2,14 @@ package sidecar
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -39,6 +42,12 @@ type Node struct {
 
 	shutdownOnce sync.Once
 	shutdownErr  error
+
+	// newConns are connections that have not sent a request yet; at
+	// shutdown they are closed at once instead of waited for (net/http
+	// waits up to 5 s for them).
+	connMu   sync.Mutex
+	newConns map[net.Conn]struct{}
 }
 
 // New checks cfg, binds the listener (so the node's URL is known and a busy
@@ -61,7 +70,25 @@ func New(cfg Config) (*Node, error) {
 		serveDone: make(chan struct{}),
 	}
 	if n.url == "" {
-		n.url = "http://" + ln.Addr().String()
+		scheme := "http://"
+		if cfg.TLSCert != "" {
+			scheme = "https://"
+		}
+		n.url = scheme + ln.Addr().String()
+	}
+	roots, err := peerRoots(cfg.PeerCA)
+	if err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	var tlsConfig *tls.Config
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			_ = ln.Close()
+			return nil, fmt.Errorf("load --tls-cert and --tls-key: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	keys := cfg.APIKeys
 	if cfg.ClusterKey != "" && len(keys) > 0 {
@@ -74,7 +101,7 @@ func New(cfg Config) (*Node, error) {
 	if cfg.RateLimit > 0 {
 		n.auth.limit = newRateLimiter(cfg.RateLimit, cfg.RateBurst, time.Now)
 	}
-	n.peers = newPeerClient(cfg.PeerAttemptTimeout) // before gossip starts: it pushes through it
+	n.peers = newPeerClient(cfg.PeerAttemptTimeout, roots) // before gossip starts: it pushes through it
 	if cfg.Gossip == nil {
 		n.cluster = membership.NewLocal(cfg.NodeName, n.url)
 	} else {
@@ -118,7 +145,10 @@ func New(cfg Config) (*Node, error) {
 		Logger:          n.log,
 	})
 	n.gw.hub = n.hub
+	n.newConns = map[net.Conn]struct{}{}
 	n.srv = &http.Server{
+		ConnState:         n.trackConn,
+		TLSConfig:         tlsConfig,
 		Handler:           n.routes(),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
@@ -126,6 +156,43 @@ func New(cfg Config) (*Node, error) {
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
 	return n, nil
+}
+
+func (n *Node) trackConn(c net.Conn, state http.ConnState) {
+	n.connMu.Lock()
+	defer n.connMu.Unlock()
+	if state == http.StateNew {
+		n.newConns[c] = struct{}{}
+	} else {
+		delete(n.newConns, c)
+	}
+}
+
+func (n *Node) closeNewConns() {
+	n.connMu.Lock()
+	defer n.connMu.Unlock()
+	for c := range n.newConns {
+		_ = c.Close()
+	}
+}
+
+// peerRoots is the system's CA pool plus the PEM file path, if any.
+func peerRoots(path string) (*x509.CertPool, error) {
+	if path == "" {
+		return nil, nil // the system's
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read the peer CA file: %w", err)
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("the peer CA file %s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
 
 // URL is the base URL clients and peers reach this node at.
@@ -156,7 +223,13 @@ func (n *Node) Start() {
 	}
 	go func() {
 		defer close(n.serveDone)
-		if err := n.srv.Serve(n.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		var err error
+		if n.srv.TLSConfig != nil {
+			err = n.srv.ServeTLS(n.ln, "", "") // the certificate was loaded by New
+		} else {
+			err = n.srv.Serve(n.ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("http server stopped", "err", err)
 		}
 	}()
@@ -190,7 +263,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if n.gossip != nil { // peers drop our routes at once
 			leaveErr = n.gossip.Leave(leaveTimeout(ctx))
 		}
-		srvErr := n.srv.Shutdown(ctx) // waits for in-flight requests and their forwards
+		shut := make(chan error, 1)
+		go func() { shut <- n.srv.Shutdown(ctx) }() // waits for in-flight requests and their forwards
+		n.closeNewConns()
+		srvErr := <-shut
 		if srvErr != nil {
 			_ = n.srv.Close()
 		}

@@ -3,6 +3,8 @@ package sidecar
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -29,8 +31,9 @@ type peerClient struct {
 	attemptTimeout time.Duration
 }
 
-func newPeerClient(attemptTimeout time.Duration) *peerClient {
+func newPeerClient(attemptTimeout time.Duration, roots *x509.CertPool) *peerClient {
 	tr := &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		Proxy:               nil, // peers are reached directly
 		DialContext:         (&net.Dialer{Timeout: attemptTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        512,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -211,18 +212,35 @@ func truncate(b []byte) string {
 
 // gatewayAllowed reports whether url may be followed: it starts with an
 // --allow-gateway prefix, or is a cluster member's own URL.
-func (g *Gateway) gatewayAllowed(url string) bool {
+func (g *Gateway) gatewayAllowed(raw string) bool {
 	for _, prefix := range g.allowGateways {
-		if strings.HasPrefix(url, prefix) {
+		if urlUnder(raw, prefix) {
 			return true
 		}
 	}
 	for _, m := range g.cluster.Members() {
-		if m.URL != "" && strings.TrimSuffix(url, "/") == strings.TrimSuffix(m.URL, "/") {
+		if m.URL != "" && strings.TrimSuffix(raw, "/") == strings.TrimSuffix(m.URL, "/") {
 			return true
 		}
 	}
 	return false
+}
+
+// urlUnder reports whether raw is under prefix: the same scheme and host
+// (port included) exactly, and a path that continues prefix's path at a
+// segment boundary. A plain string prefix would let
+// "https://gw.example.com.evil.net" pass for "https://gw.example.com".
+func urlUnder(raw, prefix string) bool {
+	u, err1 := url.Parse(raw)
+	p, err2 := url.Parse(prefix)
+	if err1 != nil || err2 != nil || u.User != nil {
+		return false
+	}
+	if !strings.EqualFold(u.Scheme, p.Scheme) || !strings.EqualFold(u.Host, p.Host) {
+		return false
+	}
+	base := strings.TrimSuffix(p.Path, "/")
+	return u.Path == base || strings.HasPrefix(u.Path, base+"/") || base == ""
 }
 
 // externals are the external participants this node registered (from

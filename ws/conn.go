@@ -93,6 +93,9 @@ func (h *Hub) Attach(w http.ResponseWriter, r *http.Request, req AttachRequest, 
 	h.connMu.Unlock()
 	defer h.connWG.Done()
 
+	if p := h.Lookup(req.ParticipantID); p != nil {
+		p.awaitTakeover(r.Context())
+	}
 	ws, err := websocket.Accept(w, r, opts)
 	if err != nil {
 		h.connMu.Lock()

@@ -98,6 +98,7 @@ func (h *Hub) Abandon(p *Participant) {
 		return
 	}
 	p.buffered = nil
+	close(p.ready)
 	h.removeLocked(s, p.id, p)
 }
 
@@ -112,7 +113,7 @@ func (h *Hub) Prepare(id, typ string, sessions []string) (*Participant, bool) {
 		return p, false
 	}
 	p := &Participant{id: id, typ: typ, box: newMailbox(h.cfg.MailboxSize), offlineSince: h.cfg.Now(),
-		dedupe: dedupeIndex{max: h.cfg.DedupeSize}, pending: true}
+		dedupe: dedupeIndex{max: h.cfg.DedupeSize}, pending: true, ready: make(chan struct{})}
 	s.m[id] = p
 	h.cfg.Metrics.Participants.Inc()
 	p.mu.Lock()
@@ -156,6 +157,7 @@ func (h *Hub) Install(p *Participant, st *ParticipantState) {
 		}
 	}
 	p.pending = false
+	close(p.ready)
 	buffered := p.buffered
 	p.buffered = nil
 	for _, ev := range buffered {

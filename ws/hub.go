@@ -71,6 +71,23 @@ type Participant struct {
 	// buffered until Install (bounded by MailboxSize).
 	pending  bool
 	buffered []*Event
+	ready    chan struct{} // closed when a takeover ends (Install or Abandon)
+}
+
+// awaitTakeover waits until a takeover of p in progress has ended, or ctx
+// ends: a connection must not start on a mailbox that is about to be
+// replaced.
+func (p *Participant) awaitTakeover(ctx context.Context) {
+	p.mu.Lock()
+	ready := p.ready
+	p.mu.Unlock()
+	if ready == nil {
+		return
+	}
+	select {
+	case <-ready:
+	case <-ctx.Done():
+	}
 }
 
 // ID is the participant id.

@@ -44,6 +44,7 @@ type serveFlags struct {
 	rateLimit                    float64
 	rateBurst                    int
 	allowedOrigins               listFlag
+	tlsCert, tlsKey, peerCA      string
 }
 
 func newServeFlags() (*flag.FlagSet, *serveFlags) {
@@ -82,6 +83,9 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.Float64Var(&f.rateLimit, "rate-limit", 10000, "requests per second per credential on submit, attach and session changes (429 past it; -1: off)")
 	fs.IntVar(&f.rateBurst, "rate-burst", 0, "burst of the rate limit (default: twice --rate-limit)")
 	fs.Var(&f.allowedOrigins, "allowed-origins", "Origin host pattern a browser WebSocket may come from, e.g. app.example.com or *.example.com (repeatable)")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate: serve HTTPS and WSS (with --tls-key)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&f.peerCA, "peer-ca", "", "PEM CA certificates trusted for https peers and gateways, besides the system's")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	return fs, f
@@ -161,6 +165,9 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 		RateLimit:         f.rateLimit,
 		RateBurst:         f.rateBurst,
 		AllowedOrigins:    f.allowedOrigins,
+		TLSCert:           f.tlsCert,
+		TLSKey:            f.tlsKey,
+		PeerCA:            f.peerCA,
 		ClusterKey:        f.clusterKey,
 		ExternalKey:       f.externalKey,
 		AllowGateways:     f.allowGateways,
