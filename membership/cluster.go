@@ -43,6 +43,9 @@ type GossipConfig struct {
 	// Key is the AES gossip key (16, 24 or 32 bytes), decoded. Empty: gossip
 	// is not encrypted.
 	Key []byte
+	// ExtraKeys are further gossip keys accepted but not used to send: for
+	// rotating the key without downtime (see docs/SECURITY.md).
+	ExtraKeys [][]byte
 	// Label tags every gossip packet; nodes with another label are ignored.
 	// Default "switchyard".
 	Label string
@@ -212,7 +215,7 @@ func (g *Gossip) memberlistConfig() (*memberlist.Config, error) {
 	}
 	mc.Label = g.cfg.Label
 	if len(g.cfg.Key) > 0 {
-		if mc.Keyring, err = memberlist.NewKeyring(nil, g.cfg.Key); err != nil {
+		if mc.Keyring, err = memberlist.NewKeyring(g.cfg.ExtraKeys, g.cfg.Key); err != nil {
 			return nil, fmt.Errorf("gossip key: %w", err)
 		}
 		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true

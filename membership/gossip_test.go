@@ -133,3 +133,26 @@ func TestGossipWithDifferentKeysDoNotJoin(t *testing.T) {
 	assert.Error(t, err, "a node without the gossip key cannot join")
 	assert.Equal(t, 1, a.ml.NumMembers())
 }
+
+// TestGossipKeyRotation: the three steps of docs/SECURITY.md overlap: a
+// node on the old key alone, one sending the old key and accepting the new,
+// and one sending the new key and accepting the old are one cluster.
+func TestGossipKeyRotation(t *testing.T) {
+	oldKey, newKey := []byte("0123456789abcdef"), []byte("fedcba9876543210")
+	a := startGossips(t, 1, oldKey)[0]
+	start := func(name string, key []byte, extra []byte) *Gossip {
+		g, err := NewGossip(GossipConfig{NodeName: name, Bind: "127.0.0.1:0", Key: key, ExtraKeys: [][]byte{extra},
+			Join: []string{a.GossipAddr()}, Memberlist: fastTimers, Logger: slog.New(slog.DiscardHandler)}, NewDirectory())
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = g.Shutdown() })
+		return g
+	}
+	b := start("step1", oldKey, newKey)
+	require.Eventually(t, func() bool { return a.ml.NumMembers() == 2 }, 5*time.Second, 10*time.Millisecond)
+	c, err := NewGossip(GossipConfig{NodeName: "step2", Bind: "127.0.0.1:0", Key: newKey, ExtraKeys: [][]byte{oldKey},
+		Join: []string{b.GossipAddr()}, Memberlist: fastTimers, Logger: slog.New(slog.DiscardHandler)}, NewDirectory())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Shutdown() })
+	require.Eventually(t, func() bool { return b.ml.NumMembers() == 3 && c.ml.NumMembers() >= 2 },
+		5*time.Second, 10*time.Millisecond, "the step-1 and step-2 nodes understand each other")
+}

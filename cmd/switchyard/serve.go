@@ -33,7 +33,7 @@ type serveFlags struct {
 
 	gossipBind, gossipAdvertise string
 	join                        listFlag
-	gossipKey                   string
+	gossipKeys                  listFlag
 	clusterKey, externalKey     string
 	allowGateways               listFlag
 	forwardTimeout              time.Duration
@@ -71,7 +71,7 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.gossipBind, "gossip-bind", "127.0.0.1:7946", "gossip (memberlist) listen address, TCP and UDP")
 	fs.StringVar(&f.gossipAdvertise, "gossip-advertise", "", "address peers reach the gossip port at (default: the bind address)")
 	fs.Var(&f.join, "join", "peer to join: host:port or a DNS name such as a headless Service (repeatable)")
-	fs.StringVar(&f.gossipKey, "gossip-key", "", "base64 AES key (16, 24 or 32 bytes) that encrypts gossip")
+	fs.Var(&f.gossipKeys, "gossip-key", "base64 AES key (16, 24 or 32 bytes) that encrypts gossip; repeat to also accept older or newer keys while rotating (the first encrypts)")
 	fs.StringVar(&f.clusterKey, "cluster-key", "", "bearer token between peers (default: the first API key)")
 	fs.StringVar(&f.externalKey, "external-key", "", "bearer token sent to external gateways")
 	fs.Var(&f.allowGateways, "allow-gateway", "URL prefix an external gateway URL must start with (repeatable)")
@@ -127,12 +127,17 @@ func serveCommand(args []string, stderr io.Writer) error {
 
 // config turns the flags into a node configuration.
 func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config, error) {
-	var gossipKey []byte
-	if f.gossipKey != "" {
-		var err error
-		if gossipKey, err = membership.ParseGossipKey(f.gossipKey); err != nil {
+	var gossipKeys [][]byte
+	for _, k := range f.gossipKeys {
+		key, err := membership.ParseGossipKey(k)
+		if err != nil {
 			return sidecar.Config{}, fmt.Errorf("%w: --gossip-key: %v", errUsage, err)
 		}
+		gossipKeys = append(gossipKeys, key)
+	}
+	var gossipKey []byte
+	if len(gossipKeys) > 0 {
+		gossipKey = gossipKeys[0]
 	}
 	secret := []byte(f.tokenSecret)
 	if f.tokenSecretFile != "" {
@@ -177,6 +182,7 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 			Advertise:      f.gossipAdvertise,
 			Join:           f.join,
 			Key:            gossipKey,
+			ExtraKeys:      gossipKeys[min(1, len(gossipKeys)):],
 			RejoinInterval: f.rejoinInterval,
 		},
 		Version: versionString(),
