@@ -41,7 +41,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var err error
 	switch args[0] {
 	case "serve":
-		err = serveCommand(args[1:], stderr)
+		err = serveCommand(args[1:], stdout, stderr)
 	case "dev":
 		err = devCommand(args[1:], stdout, stderr)
 	case "token":

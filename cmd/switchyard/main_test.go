@@ -179,3 +179,52 @@ func TestTokenCommandReadsTheSecretFromEnvOrFile(t *testing.T) {
 	require.Equal(t, 0, run([]string{"token", "--participant-id", "bob", "--secret-file", path}, nil, &stdout, &stderr))
 	assert.NotEqual(t, tok, strings.TrimSpace(stdout.String()))
 }
+
+func TestConfigFilePrecedenceAndPrintConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "switchyard.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`
+listen: 127.0.0.1:0
+mailbox-size: 64
+mailbox-ttl: 1m
+offline-ttl: 30s
+api-key: [from-file-1, from-file-2]
+allow-gateway:
+  - https://gw.example.com
+gossip-key: MDEyMzQ1Njc4OWFiY2RlZg==
+insecure: false
+`), 0o600))
+	t.Setenv("SWITCHYARD_MAILBOX_TTL", "2m") // environment beats the file
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"serve", "--config", path, "--offline-ttl", "45s", "--print-config"}, nil, &stdout, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	out := stdout.String()
+	assert.Contains(t, out, "mailbox-size: \"64\"", "the file fills what nobody else set")
+	assert.Contains(t, out, "mailbox-ttl: 2m0s", "environment > file")
+	assert.Contains(t, out, "offline-ttl: 45s", "flag > environment > file")
+	assert.Contains(t, out, "https://gw.example.com")
+	assert.Contains(t, out, "drain-timeout: 10s", "defaults for the rest")
+	for _, secret := range []string{"from-file-1", "from-file-2", "MDEyMzQ1Njc4OWFiY2RlZg=="} {
+		assert.NotContains(t, out, secret, "secrets are masked")
+	}
+	assert.Contains(t, out, "api-key: '********'")
+}
+
+func TestConfigFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	for name, tc := range map[string]struct{ body, want string }{
+		"unknown key":   {"mailbox-size: 5\nmailbox-sise: 6\n", `unknown key "mailbox-sise"`},
+		"bad value":     {"mailbox-size: lots\n", `key "mailbox-size"`},
+		"list for one":  {"listen: [a, b]\n", `key "listen" takes one value`},
+		"not yaml":      {"listen: [\n", "--config"},
+		"config itself": {"config: other.yaml\n", `unknown key "config"`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".yaml")
+			require.NoError(t, os.WriteFile(path, []byte(tc.body), 0o600))
+			var stderr bytes.Buffer
+			code := run([]string{"serve", "--config", path, "--print-config"}, nil, &bytes.Buffer{}, &stderr)
+			assert.Equal(t, 2, code)
+			assert.Contains(t, stderr.String(), tc.want)
+		})
+	}
+}

@@ -45,6 +45,8 @@ type serveFlags struct {
 	rateBurst                    int
 	allowedOrigins               listFlag
 	tlsCert, tlsKey, peerCA      string
+	configFile                   string
+	printConfig                  bool
 }
 
 func newServeFlags() (*flag.FlagSet, *serveFlags) {
@@ -86,25 +88,42 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate: serve HTTPS and WSS (with --tls-key)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&f.peerCA, "peer-ca", "", "PEM CA certificates trusted for https peers and gateways, besides the system's")
+	fs.StringVar(&f.configFile, "config", "", "YAML file with serve flags as keys (flags > environment > file > defaults)")
+	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration (secrets masked) and exit")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	return fs, f
 }
 
-func serveCommand(args []string, stderr io.Writer) error {
+func serveCommand(args []string, stdout, stderr io.Writer) error {
 	fs, f := newServeFlags()
 	fs.SetOutput(stderr)
 	if err := parseWithEnv(fs, args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if f.configFile != "" {
+		if err := applyConfigFile(fs, f.configFile, flagsSet(fs)); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+	}
+	if os.Getenv("SWITCHYARD_API_KEYS") != "" && len(f.apiKeys) == 0 {
+		for _, k := range splitList(os.Getenv("SWITCHYARD_API_KEYS")) {
+			_ = f.apiKeys.Set(k)
+		}
+	}
+	if f.printConfig {
+		out, err := printConfig(fs)
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(out)
+		return err
 	}
 	logger, err := newLogger(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	keys := append([]string(nil), f.apiKeys...)
-	if os.Getenv("SWITCHYARD_API_KEYS") != "" && len(f.apiKeys) == 0 {
-		keys = splitList(os.Getenv("SWITCHYARD_API_KEYS"))
-	}
 	if f.apiKeysFile != "" {
 		fileKeys, err := readKeysFile(f.apiKeysFile)
 		if err != nil {
