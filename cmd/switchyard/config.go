@@ -126,4 +126,3 @@ func flagsSet(fs *flag.FlagSet) map[string]bool {
 	}
 	return set
 }
-
