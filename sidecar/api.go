@@ -40,7 +40,7 @@ func serve(fn handlerFunc) http.HandlerFunc {
 
 func (n *Node) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(n.measure)
+	r.Use(withRequestID, n.measure)
 	r.NotFound(serve(func(http.ResponseWriter, *http.Request) error {
 		return newError(http.StatusNotFound, "not_found", "", "no such endpoint; see the API reference")
 	}))

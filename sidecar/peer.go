@@ -111,6 +111,9 @@ func (pc *peerClient) send(ctx context.Context, method, url string, body []byte,
 	if hops > 0 {
 		req.Header.Set(hopsHeader, strconv.Itoa(hops))
 	}
+	if tp := traceparentFrom(ctx); tp != "" {
+		req.Header.Set(traceparentHeader, tp)
+	}
 	resp, err := pc.http.Do(req)
 	if err != nil {
 		return peerAnswer{}, err

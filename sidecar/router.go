@@ -96,8 +96,12 @@ func (o *outcome) add(c deliveryCounts, failed []string) {
 // request per recipient, all in parallel within the forward deadline.
 func (g *Gateway) dispatch(ctx context.Context, r route, ev Event, body json.RawMessage, hops int) *outcome {
 	var out outcome
+	tp := traceparentFrom(ctx)
+	if tp == "" {
+		tp = newTraceparent()
+	}
 	if len(r.local) > 0 {
-		shared := ws.NewEvent(ev.EventID, ev.SessionID, body, g.now()).WithSender(ev.SenderID)
+		shared := ws.NewTracedEvent(ev.EventID, ev.SessionID, tp, body, g.now()).WithSender(ev.SenderID)
 		var c deliveryCounts
 		for _, p := range r.local {
 			switch g.hub.Deliver(p, shared) {
@@ -117,6 +121,7 @@ func (g *Gateway) dispatch(ctx context.Context, r route, ev Event, body json.Raw
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.forwardTimeout)
 	defer cancel()
+	ctx = context.WithValue(ctx, traceKey{}, childTraceparent(tp)) // the hop's span
 	var wg sync.WaitGroup
 	for node, ids := range r.peers {
 		wg.Add(1)
@@ -159,7 +164,7 @@ func (g *Gateway) forwardToPeer(ctx context.Context, node string, ids []string, 
 	ans, err := g.peers.post(ctx, deliveriesURL(url), req, g.clusterKey, hops)
 	switch {
 	case err != nil:
-		g.log.Warn("a peer could not be reached", "peer", node, "recipients", len(ids), "err", err)
+		g.log.Warn("a peer could not be reached", append(traceAttrs(ctx, traceparentFrom(ctx)), "peer", node, "recipients", len(ids), "err", err)...)
 		return deliveryCounts{}, ids
 	case ans.Status == http.StatusOK:
 		var res DeliveryResult
@@ -168,7 +173,7 @@ func (g *Gateway) forwardToPeer(ctx context.Context, node string, ids []string, 
 	case ans.Status == http.StatusNotFound:
 		return deliveryCounts{}, nil // the directory was stale: nobody there any more
 	default:
-		g.log.Warn("a peer refused a delivery", "peer", node, "status", ans.Status, "answer", truncate(ans.Body))
+		g.log.Warn("a peer refused a delivery", append(traceAttrs(ctx, traceparentFrom(ctx)), "peer", node, "status", ans.Status, "answer", truncate(ans.Body))...)
 		return deliveryCounts{}, ids
 	}
 }
@@ -191,14 +196,14 @@ func (g *Gateway) forwardToGateway(ctx context.Context, e membership.Entry, ev E
 	ans, err := g.peers.post(ctx, deliveriesURL(e.GatewayURL), req, g.externalKey, 0)
 	switch {
 	case err != nil:
-		g.log.Warn("an external gateway could not be reached", "participant", e.Participant, "err", err)
+		g.log.Warn("an external gateway could not be reached", append(traceAttrs(ctx, traceparentFrom(ctx)), "participant", e.Participant, "err", err)...)
 		return deliveryCounts{}, []string{e.Participant}
 	case ans.Status == http.StatusOK:
 		return deliveryCounts{Live: 1}, nil // handed over: what it does next is its gateway's business
 	case ans.Status == http.StatusNotFound:
 		return deliveryCounts{}, nil
 	default:
-		g.log.Warn("an external gateway refused a delivery", "participant", e.Participant, "status", ans.Status)
+		g.log.Warn("an external gateway refused a delivery", append(traceAttrs(ctx, traceparentFrom(ctx)), "participant", e.Participant, "status", ans.Status)...)
 		return deliveryCounts{}, []string{e.Participant}
 	}
 }

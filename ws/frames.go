@@ -45,9 +45,19 @@ const eventFramePrefix = `{"type":"event","seq":`
 // NewEvent encodes the shared part of an event frame. body is the event
 // object as JSON; sessionID may be empty.
 func NewEvent(eventID, sessionID string, body json.RawMessage, at time.Time) *Event {
-	tail := make([]byte, 0, len(body)+len(eventID)+len(sessionID)+48)
+	return NewTracedEvent(eventID, sessionID, "", body, at)
+}
+
+// NewTracedEvent is NewEvent with a W3C traceparent in the frame's envelope,
+// so one event can be followed from its submit to its delivery.
+func NewTracedEvent(eventID, sessionID, traceparent string, body json.RawMessage, at time.Time) *Event {
+	tail := make([]byte, 0, len(body)+len(eventID)+len(sessionID)+len(traceparent)+64)
 	tail = append(tail, `"event_id":`...)
 	tail = appendJSONString(tail, eventID)
+	if traceparent != "" {
+		tail = append(tail, `,"traceparent":`...)
+		tail = appendJSONString(tail, traceparent)
+	}
 	if sessionID != "" {
 		tail = append(tail, `,"session_id":`...)
 		tail = appendJSONString(tail, sessionID)
