@@ -1,0 +1,83 @@
+// Command switchyard-bench is Switchyard's load generator. It talks to
+// running nodes like any client (REST submits, WebSocket participants),
+// measures deliveries, latency, loss and duplicates, and reads the server's
+// CPU time and memory from /proc. See docs/BENCHMARKS.md.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+type options struct {
+	scenario     string
+	url, subURL  string
+	pids         []string
+	subscribers  int
+	pairs        int
+	connections  int
+	rate         float64
+	duration     time.Duration
+	concurrency  int
+	batch        bool
+	apiKey       string
+	sources      int
+	messageBytes int
+	drainWait    time.Duration
+	jsonOnly     bool
+}
+
+func main() {
+	var o options
+	var pids string
+	flag.StringVar(&o.scenario, "scenario", "fanout", "fanout, pairs, cross-node or idle")
+	flag.StringVar(&o.url, "url", "http://127.0.0.1:8787", "node that takes the submits")
+	flag.StringVar(&o.subURL, "sub-url", "", "node the subscribers attach to (default --url; cross-node: another node)")
+	flag.StringVar(&pids, "pid", "", "server process id(s), comma-separated, for CPU and memory from /proc")
+	flag.IntVar(&o.subscribers, "subscribers", 1000, "fanout: subscribers of the one session")
+	flag.IntVar(&o.pairs, "pairs", 1000, "pairs: sessions of two subscribers")
+	flag.IntVar(&o.connections, "connections", 10000, "idle: connections to hold")
+	flag.Float64Var(&o.rate, "rate", 0, "submits per second (0: as fast as possible)")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "how long to submit")
+	flag.IntVar(&o.concurrency, "concurrency", 16, "submits in flight when going as fast as possible")
+	flag.BoolVar(&o.batch, "batch", false, "subscribers attach with batch=1")
+	flag.StringVar(&o.apiKey, "api-key", "", "API key")
+	flag.IntVar(&o.sources, "sources", 16, "source addresses 127.0.0.1.. to spread connections over (port exhaustion)")
+	flag.IntVar(&o.messageBytes, "message-bytes", 64, "message size")
+	flag.DurationVar(&o.drainWait, "drain-wait", 5*time.Second, "how long to wait for deliveries after the last submit")
+	flag.BoolVar(&o.jsonOnly, "json", false, "print only the JSON line")
+	flag.Parse()
+	if o.subURL == "" {
+		o.subURL = o.url
+	}
+	if pids != "" {
+		o.pids = strings.Split(pids, ",")
+	}
+	ctx := context.Background()
+	var res result
+	var err error
+	switch o.scenario {
+	case "fanout", "cross-node":
+		res, err = runFanout(ctx, o)
+	case "pairs":
+		res, err = runPairs(ctx, o)
+	case "idle":
+		res, err = runIdle(ctx, o)
+	default:
+		err = fmt.Errorf("unknown scenario %q", o.scenario)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "switchyard-bench:", err)
+		os.Exit(1)
+	}
+	b, _ := json.Marshal(res)
+	fmt.Println(string(b))
+	if !o.jsonOnly {
+		res.print(os.Stdout)
+	}
+}

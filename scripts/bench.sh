@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs the load scenarios of docs/BENCHMARKS.md against freshly started nodes
+# on loopback and prints one JSON line per scenario (and a table on stderr).
+# Usage: scripts/bench.sh [duration]   (default 10s)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dur=${1:-10s}
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+
+go build -o "$work/switchyard" ./cmd/switchyard
+go build -o "$work/switchyard-bench" ./cmd/switchyard-bench
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(go version | cut -d' ' -f3)" >&2
+
+# start_node PORT [JOIN_GOSSIP_PORT]: a node on 127.0.0.1:PORT, gossip on PORT+1000.
+start_node() {
+  local port=$1 join=${2:-}
+  local args=(serve --listen "127.0.0.1:$port" --gossip-bind "127.0.0.1:$((port + 1000))"
+    --rate-limit -1 --max-connections 200000 --log-level warn)
+  [ -n "$join" ] && args+=(--join "127.0.0.1:$join")
+  "$work/switchyard" "${args[@]}" 2>>"$work/node-$port.log" &
+  local pid=$!
+  for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+  echo "$pid"
+}
+
+run() { # run NAME ARGS...: one scenario on a fresh node
+  local name=$1; shift
+  local pid; pid=$(start_node 18787)
+  echo "== $name" >&2
+  "$work/switchyard-bench" --url http://127.0.0.1:18787 --pid "$pid" --duration "$dur" "$@" | tee -a "$work/results.jsonl" | head -n1
+  kill -TERM "$pid"; wait "$pid" || true
+}
+
+run fanout-batch      --scenario fanout --subscribers 1000 --batch
+run fanout-nobatch    --scenario fanout --subscribers 1000
+run fanout-100-per-s  --scenario fanout --subscribers 1000 --batch --rate 100
+run pairs             --scenario pairs --pairs 1000 --concurrency 32
+run idle-10k          --scenario idle --connections 9000
+run sidecar-1000-per-s --scenario pairs --pairs 1 --rate 1000 --concurrency 4
+
+# cross-node: submits to node A, subscribers on node B
+a=$(start_node 18787); b=$(start_node 18788 19787)
+for _ in $(seq 100); do
+  curl -fsS http://127.0.0.1:18787/v1/gateway/members | grep -q 127.0.0.1:18788 && break; sleep 0.1
+done
+echo "== cross-node-batch" >&2
+"$work/switchyard-bench" --scenario cross-node --url http://127.0.0.1:18787 --sub-url http://127.0.0.1:18788 \
+  --pid "$a,$b" --duration "$dur" --subscribers 1000 --batch | head -n1
+kill -TERM "$a" "$b"; wait "$a" "$b" || true
