@@ -134,20 +134,24 @@ func readInOrder(c *client, total int) error {
 	return nil
 }
 
-// readSeqs reads total event frames and checks their seqs are 1..total.
+// readSeqs reads total event frames (batched or not) and checks their seqs
+// are 1..total.
 func readSeqs(c *client, total int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	for want := uint64(1); want <= uint64(total); want++ {
+	for want := uint64(1); want <= uint64(total); {
 		_, data, err := c.conn.Read(ctx)
 		if err != nil {
 			return fmt.Errorf("after seq %d: %w", want-1, err)
 		}
-		var f struct {
-			Seq uint64 `json:"seq"`
-		}
-		if err := jsonUnmarshal(data, &f); err != nil || f.Seq != want {
-			return fmt.Errorf("want seq %d, got %s", want, data[:min(len(data), 80)])
+		for _, frame := range strings.Split(string(data), "\n") {
+			var f struct {
+				Seq uint64 `json:"seq"`
+			}
+			if err := jsonUnmarshal([]byte(frame), &f); err != nil || f.Seq != want {
+				return fmt.Errorf("want seq %d, got %s", want, frame[:min(len(frame), 80)])
+			}
+			want++
 		}
 	}
 	return nil
@@ -233,11 +237,22 @@ func smallBufferClient() *http.Client {
 // reading never delays another one; it is closed with 4000 and resumes from
 // its mailbox without loss.
 func TestSlowConsumerDoesNotDelayOthersAndResumes(t *testing.T) {
+	for _, batch := range []bool{false, true} {
+		t.Run(fmt.Sprint("batch=", batch), func(t *testing.T) { testSlowConsumer(t, batch) })
+	}
+}
+
+func testSlowConsumer(t *testing.T, batch bool) {
 	const total = 1000
 	n := startNode(t, Config{WriteQueueBytes: 256 << 10, MailboxSize: 2 * total})
-	fast, _ := attach(t, n, "fast", sessionQuery("s1"), nil)
-
+	fastQuery := sessionQuery("s1")
 	q := url.Values{"participant_id": {"slow"}, "session_id": {"s1"}}
+	if batch {
+		fastQuery.Set("batch", "1")
+		q.Set("batch", "1")
+	}
+	fast, _ := attach(t, n, "fast", fastQuery, nil)
+
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	hc := smallBufferClient()
@@ -260,7 +275,8 @@ func TestSlowConsumerDoesNotDelayOthersAndResumes(t *testing.T) {
 	}
 	require.NoError(t, <-fastDone, "the fast participant gets the whole burst while the slow one is stalled")
 
-	// Now the slow client reads: frames in order, then close 4000.
+	// Now the slow client reads: frames in order (never split across
+	// messages when batched), then close 4000.
 	lastSeq := uint64(0)
 	for {
 		_, data, err := slowConn.Read(ctx)
@@ -268,16 +284,22 @@ func TestSlowConsumerDoesNotDelayOthersAndResumes(t *testing.T) {
 			require.Equal(t, websocket.StatusCode(4000), websocket.CloseStatus(err), "closed as a slow consumer: %v", err)
 			break
 		}
-		var f struct {
-			Seq uint64 `json:"seq"`
+		for _, frame := range strings.Split(string(data), "\n") {
+			var f struct {
+				Seq uint64 `json:"seq"`
+			}
+			require.NoError(t, jsonUnmarshal([]byte(frame), &f), "every frame is whole JSON")
+			require.Equal(t, lastSeq+1, f.Seq)
+			lastSeq = f.Seq
 		}
-		require.NoError(t, jsonUnmarshal(data, &f))
-		require.Equal(t, lastSeq+1, f.Seq)
-		lastSeq = f.Seq
 	}
 	require.Less(t, lastSeq, uint64(total), "the slow consumer must have been cut before the end of the burst")
 
-	back, w := attach(t, n, "slow", url.Values{"resume_from": {strconv.FormatUint(lastSeq, 10)}}, nil)
+	resume := url.Values{"resume_from": {strconv.FormatUint(lastSeq, 10)}}
+	if batch {
+		resume.Set("batch", "1")
+	}
+	back, w := attach(t, n, "slow", resume, nil)
 	assert.Equal(t, true, w["resumed"])
 	for want := lastSeq + 1; want <= total; want++ {
 		require.Equal(t, want, seqOf(back.next()), "nothing lost that is still in the mailbox")
