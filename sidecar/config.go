@@ -72,6 +72,9 @@ type Config struct {
 	// MaxFrameBytes: the largest client WebSocket frame (close 1009 past
 	// it). Default MaxBodyBytes + 64 KiB.
 	MaxFrameBytes int64
+	// MaxSessionsPerParticipant bounds the sessions one participant joins
+	// (422 too_many_sessions past it). Default 128.
+	MaxSessionsPerParticipant int
 	// MaxConnections: WebSocket connections this node holds at most (503
 	// past it). Default 100000.
 	MaxConnections int

@@ -27,6 +27,8 @@ type serveFlags struct {
 	maxConnections, writeQueueBytes int
 	mailboxTTL, offlineTTL          time.Duration
 	dedupeWindow                    time.Duration
+	maxMetadataKeys, maxSessions    int
+	maxFrameBytes                   int64
 	drainTimeout, writeTimeout      time.Duration
 	readHeaderTimeout, idleTimeout  time.Duration
 	logLevel, logFormat             string
@@ -60,6 +62,9 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.BoolVar(&f.insecure, "insecure", false, "allow a non-loopback --listen without API keys")
 	fs.Int64Var(&f.maxBodyBytes, "max-body-bytes", 1<<20, "largest request body in bytes (413 past it)")
 	fs.IntVar(&f.maxMessageBytes, "max-message-bytes", 256<<10, "largest event message in bytes (422 past it)")
+	fs.IntVar(&f.maxMetadataKeys, "max-metadata-keys", 50, "most keys in an event's metadata (422 past it)")
+	fs.IntVar(&f.maxSessions, "max-sessions-per-participant", 128, "most sessions one participant joins (422 past it)")
+	fs.Int64Var(&f.maxFrameBytes, "max-frame-bytes", 0, "largest WebSocket client frame, close 1009 past it (default: --max-body-bytes + 64 KiB)")
 	fs.IntVar(&f.mailboxSize, "mailbox-size", 1024, "events kept per participant for resumption")
 	fs.DurationVar(&f.mailboxTTL, "mailbox-ttl", 5*time.Minute, "how long an event stays in a mailbox")
 	fs.DurationVar(&f.offlineTTL, "offline-ttl", 2*time.Minute, "how long a detached participant stays routable")
@@ -167,35 +172,38 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 		secret = []byte(strings.TrimSpace(string(b)))
 	}
 	return sidecar.Config{
-		Listen:            f.listen,
-		AdvertiseURL:      f.advertiseURL,
-		NodeName:          f.nodeName,
-		APIKeys:           keys,
-		Insecure:          f.insecure,
-		MaxBodyBytes:      f.maxBodyBytes,
-		MaxMessageBytes:   f.maxMessageBytes,
-		MailboxSize:       f.mailboxSize,
-		MailboxTTL:        f.mailboxTTL,
-		OfflineTTL:        f.offlineTTL,
-		DedupeWindow:      f.dedupeWindow,
-		WriteQueueBytes:   f.writeQueueBytes,
-		WriteTimeout:      f.writeTimeout,
-		MaxConnections:    f.maxConnections,
-		DrainTimeout:      f.drainTimeout,
-		ReadHeaderTimeout: f.readHeaderTimeout,
-		IdleTimeout:       f.idleTimeout,
-		TokenSecret:       secret,
-		TokenLeeway:       f.tokenLeeway,
-		RateLimit:         f.rateLimit,
-		RateBurst:         f.rateBurst,
-		AllowedOrigins:    f.allowedOrigins,
-		TLSCert:           f.tlsCert,
-		TLSKey:            f.tlsKey,
-		PeerCA:            f.peerCA,
-		ClusterKey:        f.clusterKey,
-		ExternalKey:       f.externalKey,
-		AllowGateways:     f.allowGateways,
-		ForwardTimeout:    f.forwardTimeout,
+		Listen:                    f.listen,
+		AdvertiseURL:              f.advertiseURL,
+		NodeName:                  f.nodeName,
+		APIKeys:                   keys,
+		Insecure:                  f.insecure,
+		MaxBodyBytes:              f.maxBodyBytes,
+		MaxMessageBytes:           f.maxMessageBytes,
+		MaxMetadataKeys:           f.maxMetadataKeys,
+		MaxFrameBytes:             f.maxFrameBytes,
+		MaxSessionsPerParticipant: f.maxSessions,
+		MailboxSize:               f.mailboxSize,
+		MailboxTTL:                f.mailboxTTL,
+		OfflineTTL:                f.offlineTTL,
+		DedupeWindow:              f.dedupeWindow,
+		WriteQueueBytes:           f.writeQueueBytes,
+		WriteTimeout:              f.writeTimeout,
+		MaxConnections:            f.maxConnections,
+		DrainTimeout:              f.drainTimeout,
+		ReadHeaderTimeout:         f.readHeaderTimeout,
+		IdleTimeout:               f.idleTimeout,
+		TokenSecret:               secret,
+		TokenLeeway:               f.tokenLeeway,
+		RateLimit:                 f.rateLimit,
+		RateBurst:                 f.rateBurst,
+		AllowedOrigins:            f.allowedOrigins,
+		TLSCert:                   f.tlsCert,
+		TLSKey:                    f.tlsKey,
+		PeerCA:                    f.peerCA,
+		ClusterKey:                f.clusterKey,
+		ExternalKey:               f.externalKey,
+		AllowGateways:             f.allowGateways,
+		ForwardTimeout:            f.forwardTimeout,
 		Gossip: &membership.GossipConfig{
 			Bind:           f.gossipBind,
 			Advertise:      f.gossipAdvertise,
