@@ -63,8 +63,8 @@ type GossipConfig struct {
 	Memberlist func(*memberlist.Config)
 	// Push, when set, sends a directory message to a peer's gateway URL and
 	// returns once the peer applied it (the sidecar posts it over its pooled
-	// HTTP connections). Without it, messages go over memberlist's TCP
-	// channel, which returns when the bytes are written, not applied.
+	// HTTP connections). Without it, changes travel by gossip broadcast and
+	// push/pull only, and Sync does not wait for peers.
 	Push func(ctx context.Context, peerURL string, msg []byte) error
 	// Transport replaces memberlist's network transport (tests inject
 	// faults with it). Its address must match Bind.
@@ -420,28 +420,33 @@ func (g *Gossip) pushLoop() {
 	}
 }
 
-// sendToPeers sends msg to the named live peers (nil: all), in parallel,
-// and waits for them (bounded by SyncTimeout with Push, by memberlist's TCP
-// timeout without).
+// sendToPeers pushes msg to the named live peers (nil: all) with Push, in
+// parallel, and waits for them (bounded by SyncTimeout). Peers whose URL is
+// not known yet are skipped: they get our full state when they join.
+// Without Push nothing is sent directly; broadcasts and push/pull carry
+// the change. (memberlist's SendReliable takes a *Node from Members(),
+// whose address memberlist rewrites concurrently: not safe to use.)
 func (g *Gossip) sendToPeers(msg []byte, only []string) {
+	if g.cfg.Push == nil {
+		return
+	}
+	g.mu.Lock()
+	targets := map[string]string{}
+	for name, m := range g.nodes {
+		if name != g.cfg.NodeName && m.URL != "" && (only == nil || slices.Contains(only, name)) {
+			targets[name] = m.URL
+		}
+	}
+	g.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.SyncTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, n := range g.ml.Members() {
-		if n.Name == g.cfg.NodeName || (only != nil && !slices.Contains(only, n.Name)) {
-			continue
-		}
+	for name, url := range targets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var err error
-			if url, ok := g.NodeURL(n.Name); ok && g.cfg.Push != nil {
-				err = g.cfg.Push(ctx, url, msg)
-			} else {
-				err = g.ml.SendReliable(n, msg)
-			}
-			if err != nil {
-				g.log.Debug("direct push failed; gossip and push/pull will repair", "peer", n.Name, "err", err)
+			if err := g.cfg.Push(ctx, url, msg); err != nil {
+				g.log.Debug("direct push failed; gossip and push/pull will repair", "peer", name, "err", err)
 			}
 		}()
 	}
@@ -499,7 +504,15 @@ func (g *Gossip) joinLoop() {
 // once, and waits up to timeout for the message to spread. memberlist does
 // not tell a departure from a death, so the peers are told first directly.
 func (g *Gossip) Leave(timeout time.Duration) error {
-	g.sendToPeers(encodeMessage(msgLeaving, nodeMessage{Node: g.cfg.NodeName, Epoch: g.epoch}), nil)
+	g.mu.Lock()
+	closed := g.closed
+	g.mu.Unlock()
+	if closed {
+		return nil // memberlist panics on a leave after shutdown
+	}
+	msg := encodeMessage(msgLeaving, nodeMessage{Node: g.cfg.NodeName, Epoch: g.epoch})
+	g.queue.QueueBroadcast(&broadcast{name: "leaving:" + g.cfg.NodeName, msg: msg})
+	g.sendToPeers(msg, nil)
 	return g.ml.Leave(timeout)
 }
 
@@ -547,6 +560,11 @@ func (g *Gossip) apply(kind byte, m nodeMessage) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if d, gone := g.departed[m.Node]; gone && kind == msgLeaving {
+		d.state = StateLeft // memberlist's own leave message came first
+		g.departed[m.Node] = d
+		return
+	}
 	if _, member := g.nodes[m.Node]; !member {
 		// Not (or no longer) a member: a late message from a node that left,
 		// or one from a stranger. A node that joins sends its full state

@@ -201,11 +201,11 @@ func (g *Gateway) askTakeover(ctx context.Context, node, id string) bool {
 		return false
 	}
 	req, _ := json.Marshal(participantRef{ParticipantID: id, From: g.self})
-	// Each successor gets at most the forward timeout, so that a dead one
-	// leaves time for the next within the drain.
+	// One request, at most the forward timeout: a successor that is dead,
+	// or draining too (503), leaves time for the next within the drain.
 	ctx, cancel := context.WithTimeout(ctx, g.forwardTimeout)
 	defer cancel()
-	ans, err := g.peers.post(ctx, strings.TrimSuffix(base, "/")+takeoverPath, req, g.clusterKey, 0)
+	ans, err := g.peers.postOnce(ctx, strings.TrimSuffix(base, "/")+takeoverPath, req, g.clusterKey)
 	if err != nil || ans.Status != http.StatusOK {
 		g.log.Warn("handing a participant over failed", "participant", id, "successor", node, "status", ans.Status, "err", err)
 		return false

@@ -82,6 +82,13 @@ func (pc *peerClient) post(ctx context.Context, url string, body []byte, bearer 
 	}
 }
 
+// postOnce sends body to url once, bounded by ctx alone (no attempt
+// timeout, no retry): for calls that take a while and must not be repeated
+// against a peer that refused.
+func (pc *peerClient) postOnce(ctx context.Context, url string, body []byte, bearer string) (peerAnswer, error) {
+	return pc.sendWithin(ctx, http.MethodPost, url, body, bearer, 0)
+}
+
 // do sends one bodiless request (PUT or DELETE of a session participant).
 func (pc *peerClient) do(ctx context.Context, method, url, bearer string, hops int) (peerAnswer, error) {
 	return pc.send(ctx, method, url, nil, bearer, hops)
@@ -94,6 +101,10 @@ func (pc *peerClient) attempt(ctx context.Context, url string, body []byte, bear
 func (pc *peerClient) send(ctx context.Context, method, url string, body []byte, bearer string, hops int) (peerAnswer, error) {
 	ctx, cancel := context.WithTimeout(ctx, pc.attemptTimeout)
 	defer cancel()
+	return pc.sendWithin(ctx, method, url, body, bearer, hops)
+}
+
+func (pc *peerClient) sendWithin(ctx context.Context, method, url string, body []byte, bearer string, hops int) (peerAnswer, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
