@@ -48,6 +48,7 @@ func (n *Node) routes() http.Handler {
 		return newError(http.StatusMethodNotAllowed, "method_not_allowed", "", "this endpoint does not take that method")
 	}))
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, []byte(`{"status":"ok"}`)) })
+	r.Get("/openapi.json", n.handleOpenAPI)
 	r.Get("/readyz", n.handleReady)
 	r.Handle("/metrics", promhttp.HandlerFor(n.metrics.Registry, promhttp.HandlerOpts{}))
 	r.Route("/v1/gateway", func(r chi.Router) {
