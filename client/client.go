@@ -248,6 +248,11 @@ func (c *Client) session(ctx context.Context, base string, resume bool, handle f
 			switch f.Type {
 			case "welcome":
 				connected = true
+				if f.Seq < c.lastSeq.Load() {
+					// The node's numbering for this participant restarted (its
+					// mailbox could not be had): events from now on are new.
+					c.lastSeq.Store(f.Seq)
+				}
 			case "event":
 				if f.Seq <= c.lastSeq.Load() && resume {
 					continue // replayed twice (a race at reconnect): already handled

@@ -58,6 +58,9 @@ func startNodes(t *testing.T, n int, cfg sidecar.Config) []*sidecar.Node {
 	}
 	require.Eventually(t, func() bool {
 		for _, node := range nodes {
+			if !node.Settled() {
+				return false
+			}
 			alive := 0
 			for _, m := range node.Gateway().Members() {
 				if m.State == membership.StateAlive {

@@ -116,6 +116,7 @@ type Gossip struct {
 	// created is set once memberlist.Create returned: its goroutines may
 	// call our delegates (and numNodes) before g.ml is assigned.
 	created atomic.Bool
+	settled atomic.Bool // see Settled
 	queue   *memberlist.TransmitLimitedQueue
 
 	mu       sync.Mutex
@@ -127,6 +128,7 @@ type Gossip struct {
 	nodes    map[string]meta         // metadata of live nodes
 	departed map[string]departedNode // dead or left, for Members and to refuse late messages
 	leaving  map[string]bool         // nodes that said they are leaving
+	fullFrom map[string]bool         // nodes whose full state has arrived
 	queued   uint64                  // sequence of the newest pending change
 	pushed   uint64                  // sequence of the newest change pushed to peers
 	pushedCh chan struct{}           // closed and replaced whenever pushed advances
@@ -181,6 +183,7 @@ func NewGossip(cfg GossipConfig, dir *Directory) (*Gossip, error) {
 		nodes:    map[string]meta{},
 		departed: map[string]departedNode{},
 		leaving:  map[string]bool{},
+		fullFrom: map[string]bool{},
 		pushedCh: make(chan struct{}),
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
@@ -469,15 +472,51 @@ func (g *Gossip) fullStateLocked() []byte {
 // joinLoop joins the configured peers, retrying with backoff until one
 // answers, then again every RejoinInterval (a node cut off by a partition
 // comes back; new pods behind a DNS name are found).
+// Settled reports whether the first join attempt is over and every member
+// found has sent its full state (or SettleTimeout passed).
+func (g *Gossip) Settled() bool { return g.settled.Load() }
+
+// settle waits, after the first join attempt, for the full state of every
+// member it found, at most SettleTimeout.
+func (g *Gossip) settle() {
+	deadline := time.Now().Add(settleTimeout)
+	for time.Now().Before(deadline) {
+		g.mu.Lock()
+		missing := 0
+		for name := range g.nodes {
+			if name != g.cfg.NodeName && !g.fullFrom[name] {
+				missing++
+			}
+		}
+		g.mu.Unlock()
+		if missing == 0 {
+			break
+		}
+		select {
+		case <-g.stop:
+			return
+		case <-time.After(10 * time.Millisecond): // polling a few maps until they fill, at most settleTimeout
+		}
+	}
+	g.settled.Store(true)
+}
+
+// settleTimeout bounds how long a joining node waits for its peers' state.
+const settleTimeout = 2 * time.Second
+
 func (g *Gossip) joinLoop() {
 	defer g.wg.Done()
 	if len(g.cfg.Join) == 0 {
+		g.settled.Store(true)
 		return
 	}
 	backoff := 200 * time.Millisecond
 	joined := false
 	for {
 		n, err := g.ml.Join(g.cfg.Join)
+		if !g.settled.Load() {
+			g.settle() // the first attempt, successful or not, is over
+		}
 		wait := g.cfg.RejoinInterval
 		switch {
 		case n > 0:
@@ -572,6 +611,9 @@ func (g *Gossip) apply(kind byte, m nodeMessage) {
 		g.log.Debug("ignored a directory message from a non-member", "peer", m.Node)
 		return
 	}
+	if kind == msgFullState {
+		g.fullFrom[m.Node] = true
+	}
 	if kind == msgLeaving {
 		g.leaving[m.Node] = true
 		delete(g.peers, m.Node)
@@ -620,6 +662,7 @@ func (g *Gossip) nodeLeft(n *memberlist.Node) {
 	g.departed[n.Name] = departedNode{meta: g.nodes[n.Name], state: state, at: time.Now()}
 	delete(g.nodes, n.Name)
 	delete(g.peers, n.Name)
+	delete(g.fullFrom, n.Name)
 	g.dir.DropNode(n.Name)
 	for name, d := range g.departed { // prune the old ones
 		if time.Since(d.at) > g.cfg.DepartedRetention {

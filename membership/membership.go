@@ -42,6 +42,11 @@ type Cluster interface {
 	Sync(ctx context.Context) bool
 	// NodeURL is the gateway URL of a live node.
 	NodeURL(node string) (string, bool)
+	// Settled reports whether this node has heard from the cluster: its
+	// first join attempt is over and the members it found have sent their
+	// state (or a short wait passed). Until then its directory may be
+	// partial, so it answers submits with 503 and /readyz with 503.
+	Settled() bool
 }
 
 // Local is a cluster of one node: no gossip, no peers.
@@ -79,6 +84,9 @@ func (l *Local) DeleteLocal(participant string) { l.dir.Delete(l.name, participa
 
 // Sync has no peers to wait for.
 func (l *Local) Sync(context.Context) bool { return true }
+
+// Settled: a node alone has nothing to learn.
+func (l *Local) Settled() bool { return true }
 
 // NodeURL knows only this node.
 func (l *Local) NodeURL(node string) (string, bool) { return l.url, node == l.name }

@@ -115,7 +115,7 @@ func (s *statusWriter) WriteHeader(code int) {
 }
 
 func (n *Node) handleReady(w http.ResponseWriter, _ *http.Request) {
-	if n.draining.Load() || !n.started.Load() {
+	if n.draining.Load() || !n.started.Load() || !n.cluster.Settled() {
 		writeJSON(w, http.StatusServiceUnavailable, []byte(`{"status":"draining"}`))
 		return
 	}
@@ -437,7 +437,9 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 			if typ == "" {
 				typ = req.ParticipantType
 			}
-			n.gw.takeover(r.Context(), req.ParticipantID, typ, sessions, homes)
+			if err := n.gw.takeover(r.Context(), req.ParticipantID, typ, sessions, homes, true); err != nil {
+				return err
+			}
 		}
 	}
 	err := n.hub.Attach(w, r, req, opts, n.cfg.MaxConnections)

@@ -50,11 +50,15 @@ func startCluster(t testing.TB, size int, cfg Config) []*Node {
 	return nodes
 }
 
-// waitMembers waits until every node counts want alive members.
+// waitMembers waits until every node counts want alive members and has
+// settled (learnt the others' participants).
 func waitMembers(t testing.TB, nodes []*Node, want int) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		for _, n := range nodes {
+			if !n.Settled() {
+				return false
+			}
 			alive := 0
 			for _, m := range n.cluster.Members() {
 				if m.State == membership.StateAlive {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/internal/ident"
@@ -29,9 +30,12 @@ type Gateway struct {
 	forwardTimeout time.Duration
 	externals      externals
 	moved          movedTo
-	metrics        *Metrics
-	log            *slog.Logger
-	now            func() time.Time
+	// closed is set when the node starts draining: it takes no more
+	// submits (its directory stops being kept up to date once it leaves).
+	closed  atomic.Bool
+	metrics *Metrics
+	log     *slog.Logger
+	now     func() time.Time
 }
 
 var _ ws.Backend = wsBackend{}
@@ -54,6 +58,14 @@ type SubmitResult struct {
 // When some recipient's node or gateway cannot be reached it answers 502
 // naming them; the others did get the event.
 func (g *Gateway) Submit(ctx context.Context, ev Event) (SubmitResult, error) {
+	if g.closed.Load() {
+		return SubmitResult{}, newError(http.StatusServiceUnavailable, "draining", "",
+			"this node is shutting down; submit to another node (with the same event_id)")
+	}
+	if !g.cluster.Settled() {
+		return SubmitResult{}, newError(http.StatusServiceUnavailable, "not_ready", "",
+			"this node is still learning the cluster; submit to another node or retry in a moment")
+	}
 	if ev.SessionID == "" && ev.RecipientID == "" {
 		return SubmitResult{}, fieldError(codeMissingField, "session_id", "session_id or recipient_id is required")
 	}

@@ -102,12 +102,21 @@ func (g *Gateway) otherHomes(id string) (nodes []string, sessions []string, typ 
 	return nodes, sessions, typ
 }
 
+// errMoving answers an attach whose participant is being moved between
+// other nodes right now; the client retries (the Go client does) and finds
+// it settled.
+var errMoving = newError(http.StatusServiceUnavailable, "participant_moving", "",
+	"the participant is moving between nodes; attach again in a moment")
+
 // takeover moves participant id here from the nodes in from (tried in
-// order). It is a no-op when the participant is already here.
-func (g *Gateway) takeover(ctx context.Context, id, typ string, sessions []string, from []string) {
+// order). It is a no-op when the participant is already here. forAttach
+// says a client is waiting to attach: when another node won a race for the
+// participant, it follows it there (a few rounds) rather than give up, and
+// fails with errMoving rather than start the participant afresh.
+func (g *Gateway) takeover(ctx context.Context, id, typ string, sessions []string, from []string, forAttach bool) error {
 	p, created := g.hub.Prepare(id, typ, sessions)
 	if !created {
-		return
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.forwardTimeout)
 	defer cancel()
@@ -117,29 +126,45 @@ func (g *Gateway) takeover(ctx context.Context, id, typ string, sessions []strin
 	for try := 0; try < 3 && ctx.Err() == nil && !g.cluster.Sync(ctx); try++ {
 	}
 	attachedElsewhere := false
-	for _, node := range from {
-		st, status := g.release(ctx, node, id)
-		attachedElsewhere = attachedElsewhere || status == http.StatusConflict
-		if st != nil {
-			g.hub.Install(p, st)
-			g.metrics.Handoffs.WithLabelValues("taken").Inc()
-			return
+	rounds := 1
+	if forAttach {
+		rounds = 3
+	}
+	for round := 0; round < rounds && ctx.Err() == nil; round++ {
+		if round > 0 {
+			from = g.homesElsewhere(id) // where the winner of a race has it now
+		}
+		for _, node := range from {
+			st, status := g.release(ctx, node, id)
+			attachedElsewhere = attachedElsewhere || status == http.StatusConflict
+			if st != nil {
+				g.hub.Install(p, st)
+				g.metrics.Handoffs.WithLabelValues("taken").Inc()
+				return nil
+			}
+		}
+		if attachedElsewhere || len(g.homesElsewhere(id)) == 0 {
+			break
 		}
 	}
-	if len(g.homesElsewhere(id)) > 0 && !attachedElsewhere {
-		// Another node took it first (a successor and a reconnect raced):
-		// that node has it, and every delivery buffered here reached it too.
+	switch {
+	case attachedElsewhere: // it lives on both nodes, each with its own seq
+		g.hub.Install(p, nil)
+		return nil
+	case len(g.homesElsewhere(id)) > 0:
+		// Another node has it (a successor and a reconnect raced): every
+		// delivery buffered here reached it too.
 		g.hub.Abandon(p)
 		g.metrics.Handoffs.WithLabelValues("abandoned").Inc()
-		return
-	}
-	if attachedElsewhere { // it lives on both nodes, each with its own seq
-		g.hub.Install(p, nil)
-		return
+		if forAttach {
+			return errMoving
+		}
+		return nil
 	}
 	g.log.Warn("taking a participant over failed; it starts afresh here", "participant", id, "from", from)
 	g.metrics.Handoffs.WithLabelValues("failed").Inc()
 	g.hub.Install(p, nil)
+	return nil
 }
 
 // release asks node to hand participant id over; it returns the state, or
@@ -278,7 +303,7 @@ func (n *Node) handleTakeover(w http.ResponseWriter, r *http.Request) error {
 			sessions, typ = e.Sessions, e.Type
 		}
 	}
-	n.gw.takeover(r.Context(), ref.ParticipantID, typ, sessions, []string{ref.From})
+	_ = n.gw.takeover(r.Context(), ref.ParticipantID, typ, sessions, []string{ref.From}, false)
 	writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
 	return nil
 }

@@ -205,6 +205,10 @@ func (n *Node) Name() string { return n.cfg.NodeName }
 // Addr is the address the listener is bound to.
 func (n *Node) Addr() net.Addr { return n.ln.Addr() }
 
+// Settled reports whether the node has learnt the cluster (see
+// membership.Cluster.Settled); until then it is not ready.
+func (n *Node) Settled() bool { return n.cluster.Settled() }
+
 // GossipAddr is the address peers reach this node's gossip at, or "" for a
 // node without gossip.
 func (n *Node) GossipAddr() string {
@@ -254,6 +258,7 @@ func (n *Node) Run(ctx context.Context) error {
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.shutdownOnce.Do(func() {
 		n.draining.Store(true)
+		n.gw.closed.Store(true)
 		n.log.Info("draining")
 		n.hub.Drain()        // 1001 to every client, spread over a quarter of the drain
 		if n.gossip != nil { // before leaving: what is here moves to successors

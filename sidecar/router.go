@@ -103,6 +103,7 @@ func (g *Gateway) dispatch(ctx context.Context, r route, ev Event, body json.Raw
 	if len(r.local) > 0 {
 		shared := ws.NewTracedEvent(ev.EventID, ev.SessionID, tp, body, g.now()).WithSender(ev.SenderID)
 		var c deliveryCounts
+		var moved []string
 		for _, p := range r.local {
 			switch g.hub.Deliver(p, shared) {
 			case ws.Live:
@@ -111,9 +112,22 @@ func (g *Gateway) dispatch(ctx context.Context, r route, ev Event, body json.Raw
 				c.Queued++
 			case ws.Duplicate:
 				c.Duplicates++
+			case ws.Gone: // moved to another node between lookup and delivery
+				moved = append(moved, p.ID())
 			}
 		}
-		out.add(c, nil)
+		var lost []string
+		for _, id := range moved {
+			if node := g.homeElsewhere(id); node != "" && hops < maxHops {
+				if r.peers == nil {
+					r.peers = map[string][]string{}
+				}
+				r.peers[node] = append(r.peers[node], id)
+			} else {
+				lost = append(lost, id) // reported as failed: the sender retries
+			}
+		}
+		out.add(c, lost)
 		g.metrics.Deliveries.WithLabelValues("local").Add(float64(c.Live + c.Queued))
 	}
 	if len(r.peers) == 0 && len(r.external) == 0 {
@@ -302,7 +316,11 @@ func (x *externals) remove(id, session string) (e membership.Entry, ok, remains 
 func (g *Gateway) addParticipant(ctx context.Context, id, typ, session string, hops int) error {
 	homes := g.homesElsewhere(id)
 	if g.hub.Lookup(id) != nil || len(homes) == 0 || hops >= maxHops {
-		return g.join(id, typ, session)
+		if err := g.join(id, typ, session); err != nil {
+			return err
+		}
+		g.cluster.Sync(ctx) // answered once the peers route to it too
+		return nil
 	}
 	return g.forwardMembership(ctx, http.MethodPut, homes, id, session, hops)
 }
