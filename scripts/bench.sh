@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 dur=${1:-10s}
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'pkill -f "$work/switchyard serve" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 go build -o "$work/switchyard" ./cmd/switchyard
 go build -o "$work/switchyard-bench" ./cmd/switchyard-bench
@@ -18,7 +18,7 @@ start_node() {
   local args=(serve --listen "127.0.0.1:$port" --gossip-bind "127.0.0.1:$((port + 1000))"
     --rate-limit -1 --max-connections 200000 --log-level warn)
   [ -n "$join" ] && args+=(--join "127.0.0.1:$join")
-  "$work/switchyard" "${args[@]}" 2>>"$work/node-$port.log" &
+  "$work/switchyard" "${args[@]}" >>"$work/node-$port.log" 2>&1 &
   local pid=$!
   for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
   echo "$pid"
@@ -28,8 +28,13 @@ run() { # run NAME ARGS...: one scenario on a fresh node
   local name=$1; shift
   local pid; pid=$(start_node 18787)
   echo "== $name" >&2
-  "$work/switchyard-bench" --url http://127.0.0.1:18787 --pid "$pid" --duration "$dur" "$@" | tee -a "$work/results.jsonl" | head -n1
-  kill -TERM "$pid"; wait "$pid" || true
+  "$work/switchyard-bench" --json --url http://127.0.0.1:18787 --pid "$pid" --duration "$dur" "$@"
+  stop_node "$pid"
+}
+
+stop_node() { # the nodes are not children of this shell: poll until gone
+  kill -TERM "$@" 2>/dev/null || true
+  for p in "$@"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
 }
 
 run fanout-batch      --scenario fanout --subscribers 1000 --batch
@@ -46,5 +51,5 @@ for _ in $(seq 100); do
 done
 echo "== cross-node-batch" >&2
 "$work/switchyard-bench" --scenario cross-node --url http://127.0.0.1:18787 --sub-url http://127.0.0.1:18788 \
-  --pid "$a,$b" --duration "$dur" --subscribers 1000 --batch | head -n1
-kill -TERM "$a" "$b"; wait "$a" "$b" || true
+  --pid "$a,$b" --duration "$dur" --subscribers 1000 --batch --json
+stop_node "$a" "$b"
