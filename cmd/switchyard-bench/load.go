@@ -73,12 +73,11 @@ func dialers(sources int) []*http.Client {
 
 // subscriber is one attached participant that counts what it receives.
 type subscriber struct {
-	conn   *websocket.Conn
-	hist   histogram
-	seen   []uint64 // bitset of event indexes received
-	got    atomic.Int64
-	dups   int64
-	expect func() int64
+	conn *websocket.Conn
+	hist histogram
+	seen []uint64 // bitset of event indexes received
+	got  atomic.Int64
+	dups int64
 }
 
 func attachSubscriber(ctx context.Context, hc *http.Client, base, participant string, sessions []string, batch bool, apiKey string) (*subscriber, error) {
