@@ -272,25 +272,28 @@ func (g *Gossip) Self() Member {
 	return Member{Name: g.cfg.NodeName, URL: g.cfg.URL, State: StateAlive, Participants: g.dir.Count(g.cfg.NodeName), Self: true}
 }
 
-// Members lists live nodes (alive or suspect) and, for a while, the dead
-// and departed ones.
+// Members lists live nodes and, for a while, the dead and departed ones.
+// It reads the metadata this node keeps from memberlist's callbacks, not
+// memberlist's Members(): those *Node values are rewritten concurrently.
+// memberlist does not expose suspicion, so a live member is "alive" until
+// declared dead.
 func (g *Gossip) Members() []Member {
 	var out []Member
-	for _, n := range g.ml.Members() {
-		var m meta
-		_ = json.Unmarshal(n.Meta, &m)
-		// memberlist's public API does not expose suspicion (Node.State is
-		// never set), so a live member is reported alive until declared dead.
-		out = append(out, Member{Name: n.Name, URL: m.URL, State: StateAlive,
-			Participants: g.dir.Count(n.Name), Self: n.Name == g.cfg.NodeName})
-	}
 	g.mu.Lock()
+	for name, m := range g.nodes {
+		out = append(out, Member{Name: name, URL: m.URL, State: StateAlive, Self: name == g.cfg.NodeName})
+	}
 	for name, d := range g.departed {
-		if !slices.ContainsFunc(out, func(m Member) bool { return m.Name == name }) {
+		if _, live := g.nodes[name]; !live {
 			out = append(out, Member{Name: name, URL: d.meta.URL, State: d.state})
 		}
 	}
 	g.mu.Unlock()
+	for i := range out {
+		if out[i].State == StateAlive {
+			out[i].Participants = g.dir.Count(out[i].Name)
+		}
+	}
 	slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(a.Name, b.Name) })
 	return out
 }

@@ -270,6 +270,9 @@ func (n *Node) handleRelease(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// Noted before the export: a delivery that finds the participant gone
+	// an instant later must already know where it went.
+	n.gw.moved.note(ref.ParticipantID, ref.From, n.gw.now())
 	st, res := n.hub.Export(ref.ParticipantID)
 	switch res {
 	case ws.NotHere:
@@ -279,7 +282,6 @@ func (n *Node) handleRelease(w http.ResponseWriter, r *http.Request) error {
 	case ws.BeingMoved: // a 503 is retried by the asking peer, with backoff
 		return newError(http.StatusServiceUnavailable, "participant_moving", "", "this node is taking the participant over; ask again")
 	}
-	n.gw.moved.note(ref.ParticipantID, ref.From, n.gw.now())
 	n.log.Debug("released a participant", "participant", ref.ParticipantID, "to", ref.From, "events", len(st.Events))
 	return respond(w, st)
 }

@@ -79,7 +79,13 @@ func TestDrainHandsParticipantsOver(t *testing.T) {
 	sent := make(chan error, 1)
 	go func() {
 		for i := 1; i <= total; i++ {
-			r := postJSON(t, nodes[0].URL()+"/v1/gateway/events", event("alice", "s1", strconv.Itoa(i)), nil)
+			// A sender retries a 502 with the same event_id, as SPEC says.
+			ev := event("alice", "s1", strconv.Itoa(i))
+			ev["event_id"] = fmt.Sprint("drain-", i)
+			r := postJSON(t, nodes[0].URL()+"/v1/gateway/events", ev, nil)
+			for try := 0; r.Status == 502 && try < 20; try++ {
+				r = postJSON(t, nodes[0].URL()+"/v1/gateway/events", ev, nil)
+			}
 			if r.Status != 200 {
 				sent <- fmt.Errorf("submit %d answered %d: %s", i, r.Status, r.Raw)
 				return
