@@ -29,7 +29,7 @@ func newMetrics() *Metrics {
 		}, []string{"outcome"}),
 		Deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_deliveries_total",
-			Help: "Events handed to recipients, by path: local (a mailbox on this node).",
+			Help: "Events handed to recipients, by path: local (a mailbox on this node), peer (accepted by the node hosting the recipient) or external (accepted by an external gateway).",
 		}, []string{"path"}),
 		Handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_handoffs_total",
