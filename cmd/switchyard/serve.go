@@ -49,6 +49,7 @@ type serveFlags struct {
 	tlsCert, tlsKey, peerCA      string
 	configFile                   string
 	printConfig                  bool
+	debugListen                  string
 }
 
 func newServeFlags() (*flag.FlagSet, *serveFlags) {
@@ -95,6 +96,7 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.peerCA, "peer-ca", "", "PEM CA certificates trusted for https peers and gateways, besides the system's")
 	fs.StringVar(&f.configFile, "config", "", "YAML file with serve flags as keys (flags > environment > file > defaults)")
 	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration (secrets masked) and exit")
+	fs.StringVar(&f.debugListen, "debug-listen", "", "address serving Go's /debug/pprof profiles, e.g. 127.0.0.1:6060 (default: off; keep it private)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	return fs, f
@@ -146,6 +148,13 @@ func serveCommand(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signalContext(logger)
 	defer stop()
+	if f.debugListen != "" {
+		_, stopDebug, err := serveDebug(f.debugListen, logger)
+		if err != nil {
+			return err
+		}
+		defer stopDebug()
+	}
 	return node.Run(ctx)
 }
 
