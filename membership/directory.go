@@ -23,16 +23,26 @@ type Entry struct {
 // writer of its entries; the cluster layer copies the others' in. It is safe
 // for concurrent use and never calls out while holding its lock.
 type Directory struct {
-	mu        sync.RWMutex
-	byNode    map[string]map[string]Entry      // node → participant → entry
-	bySession map[string]map[entryKey]struct{} // session → entries in it
+	mu     sync.RWMutex
+	byNode map[string]map[string]Entry // node → participant → entry
+	// bySession: session → writer group → the participants in it. Grouped
+	// so that a router can skip the participants its own node hosts, which
+	// it finds in its hub, without visiting them one by one.
+	bySession map[string]map[group]map[string]struct{}
 }
 
-type entryKey struct{ node, participant string }
+// group is the entries one node wrote of one kind: participants it hosts,
+// or external ones (behind a gateway) it learned of.
+type group struct {
+	node     string
+	external bool
+}
+
+func groupOf(e Entry) group { return group{e.Node, e.GatewayURL != ""} }
 
 // NewDirectory makes an empty directory.
 func NewDirectory() *Directory {
-	return &Directory{byNode: map[string]map[string]Entry{}, bySession: map[string]map[entryKey]struct{}{}}
+	return &Directory{byNode: map[string]map[string]Entry{}, bySession: map[string]map[group]map[string]struct{}{}}
 }
 
 // Put adds or replaces e (keyed by e.Node and e.Participant).
@@ -47,14 +57,19 @@ func (d *Directory) Put(e Entry) {
 		d.byNode[e.Node] = nodeEntries
 	}
 	nodeEntries[e.Participant] = e
-	k := entryKey{e.Node, e.Participant}
+	g := groupOf(e)
 	for _, s := range e.Sessions {
-		set := d.bySession[s]
-		if set == nil {
-			set = map[entryKey]struct{}{}
-			d.bySession[s] = set
+		groups := d.bySession[s]
+		if groups == nil {
+			groups = map[group]map[string]struct{}{}
+			d.bySession[s] = groups
 		}
-		set[k] = struct{}{}
+		set := groups[g]
+		if set == nil {
+			set = map[string]struct{}{}
+			groups[g] = set
+		}
+		set[e.Participant] = struct{}{}
 	}
 }
 
@@ -71,10 +86,14 @@ func (d *Directory) deleteLocked(node, participant string) {
 		return
 	}
 	delete(d.byNode[node], participant)
-	k := entryKey{node, participant}
+	g := groupOf(old)
 	for _, s := range old.Sessions {
-		delete(d.bySession[s], k)
-		if len(d.bySession[s]) == 0 {
+		groups := d.bySession[s]
+		delete(groups[g], participant)
+		if len(groups[g]) == 0 {
+			delete(groups, g)
+		}
+		if len(groups) == 0 {
 			delete(d.bySession, s)
 		}
 	}
@@ -94,10 +113,25 @@ func (d *Directory) DropNode(node string) {
 // participant then node. Returned entries share their Sessions slices with
 // the directory: callers must not modify them.
 func (d *Directory) Session(session string) []Entry {
+	return d.SessionExcept(session, "")
+}
+
+// SessionExcept is Session without the participants node hosts (external
+// participants node learned of stay in): a router finds its own node's
+// members in its hub, and a session of a thousand local members costs it
+// nothing here.
+func (d *Directory) SessionExcept(session, node string) []Entry {
+	skip := group{node: node}
 	d.mu.RLock()
-	out := make([]Entry, 0, len(d.bySession[session]))
-	for k := range d.bySession[session] {
-		out = append(out, d.byNode[k.node][k.participant])
+	var out []Entry
+	for g, participants := range d.bySession[session] {
+		if g == skip {
+			continue
+		}
+		entries := d.byNode[g.node]
+		for p := range participants {
+			out = append(out, entries[p])
+		}
 	}
 	d.mu.RUnlock()
 	sortEntries(out)

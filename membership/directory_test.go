@@ -20,26 +20,54 @@ func ids(es []Entry) []string {
 	return out
 }
 
-// sessionIndexConsistent checks that bySession holds exactly the (node,
-// participant) pairs whose current entry lists the session, and no empty sets.
+// sessionIndexConsistent checks that bySession holds exactly the
+// participants whose current entry lists the session, each under its
+// writer's group, and no empty sets.
 func sessionIndexConsistent(t *testing.T, d *Directory) {
 	t.Helper()
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	want := map[string]map[entryKey]struct{}{}
+	want := map[string]map[group]map[string]struct{}{}
 	for node, entries := range d.byNode {
 		for p, e := range entries {
 			require.Equal(t, node, e.Node, "entry filed under the wrong node")
 			require.Equal(t, p, e.Participant, "entry filed under the wrong participant")
 			for _, s := range e.Sessions {
 				if want[s] == nil {
-					want[s] = map[entryKey]struct{}{}
+					want[s] = map[group]map[string]struct{}{}
 				}
-				want[s][entryKey{node, p}] = struct{}{}
+				g := group{node, e.GatewayURL != ""}
+				if want[s][g] == nil {
+					want[s][g] = map[string]struct{}{}
+				}
+				want[s][g][p] = struct{}{}
 			}
 		}
 	}
 	require.Equal(t, want, d.bySession)
+}
+
+func TestDirectorySessionExceptSkipsOnlyTheNodesHostedParticipants(t *testing.T) {
+	d := NewDirectory()
+	d.Put(Entry{Participant: "alice", Node: "n1", Sessions: []string{"s"}})
+	d.Put(Entry{Participant: "bob", Node: "n2", Sessions: []string{"s"}})
+	d.Put(Entry{Participant: "carol", Node: "n1", Sessions: []string{"s"}, GatewayURL: "http://gw.example/"})
+	d.Put(Entry{Participant: "dave", Node: "n2", Sessions: []string{"other"}})
+	sessionIndexConsistent(t, d)
+
+	assert.Equal(t, []string{"alice@n1", "bob@n2", "carol@n1"}, ids(d.Session("s")))
+	assert.Equal(t, []string{"bob@n2", "carol@n1"}, ids(d.SessionExcept("s", "n1")),
+		"n1 hosts alice (skipped); carol is external, learned by n1, and stays")
+	assert.Equal(t, []string{"alice@n1", "carol@n1"}, ids(d.SessionExcept("s", "n2")))
+
+	// An entry turning external moves between groups.
+	d.Put(Entry{Participant: "alice", Node: "n1", Sessions: []string{"s"}, GatewayURL: "http://gw.example/"})
+	sessionIndexConsistent(t, d)
+	assert.Equal(t, []string{"alice@n1", "bob@n2", "carol@n1"}, ids(d.SessionExcept("s", "n1")))
+	d.Delete("n1", "alice")
+	d.DropNode("n2")
+	sessionIndexConsistent(t, d)
+	assert.Equal(t, []string{"carol@n1"}, ids(d.SessionExcept("s", "n1")))
 }
 
 func TestDirectoryPutAndReplace(t *testing.T) {

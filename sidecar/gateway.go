@@ -74,13 +74,15 @@ func (g *Gateway) Submit(ctx context.Context, ev Event) (SubmitResult, error) {
 			return SubmitResult{}, err
 		}
 	}
-	if ev.EventID == "" {
+	freshID := ev.EventID == ""
+	if freshID {
 		ev.EventID = newEventID()
 	}
 	r := g.resolve(ev)
 	if r.empty() {
 		return SubmitResult{}, errNoRecipient
 	}
+	r.freshID = freshID
 	body, err := json.Marshal(ev) // the one encoding, shared by every recipient and peer
 	if err != nil {
 		return SubmitResult{}, err

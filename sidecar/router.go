@@ -19,6 +19,9 @@ type route struct {
 	local    []*ws.Participant
 	peers    map[string][]string
 	external []membership.Entry
+	// freshID: the event_id was assigned here for this submit, so local
+	// mailboxes record it without looking it up (see ws.Event.WithFreshID).
+	freshID bool
 }
 
 func (r *route) empty() bool {
@@ -38,7 +41,7 @@ func (g *Gateway) resolve(ev Event) route {
 			}
 		}
 	} else {
-		entries = g.cluster.Directory().Session(ev.SessionID)
+		entries = g.cluster.Directory().SessionExcept(ev.SessionID, g.self) // hosted here: r.local
 	}
 	seenExternal := map[string]bool{}
 	for _, e := range entries {
@@ -102,6 +105,9 @@ func (g *Gateway) dispatch(ctx context.Context, r route, ev Event, body json.Raw
 	}
 	if len(r.local) > 0 {
 		shared := ws.NewTracedEvent(ev.EventID, ev.SessionID, tp, body, g.now()).WithSender(ev.SenderID)
+		if r.freshID {
+			shared.WithFreshID()
+		}
 		var c deliveryCounts
 		var moved []string
 		for _, p := range r.local {

@@ -8,12 +8,18 @@ import "time"
 // node, which every retry of an event for it reaches. It keeps at most max
 // keys (oldest dropped first) and honours them for window. It grows on
 // demand; an idle participant costs nothing.
+//
+// The keys live in a ring; the map that finds them is built on the first
+// lookup and kept up to date from then on. Events whose ids this node has
+// just assigned need no lookup (nobody can have sent them before), so a
+// participant that only receives those pays a ring slot per event and no
+// map insert — a large share of a fan-out's cost otherwise.
 type dedupeIndex struct {
-	ring []dedupeRecord
-	head int // oldest
-	n    int
-	max  int
-	seen map[uint64]int64 // key → when taken (UnixNano)
+	ring  []dedupeRecord
+	head  int // oldest
+	n     int
+	max   int
+	index map[uint64]int64 // key → when taken (UnixNano); nil until a lookup
 }
 
 type dedupeRecord struct {
@@ -24,20 +30,34 @@ type dedupeRecord struct {
 // seenOrAdd reports whether key was taken within window before at; if not,
 // it records key.
 func (d *dedupeIndex) seenOrAdd(key uint64, at time.Time, window time.Duration) bool {
-	now := at.UnixNano()
-	if t, ok := d.seen[key]; ok && now-t < int64(window) {
+	if d.seen(key, at, window) {
 		return true
 	}
-	if d.seen == nil {
-		d.seen = make(map[uint64]int64)
+	d.add(key, at)
+	return false
+}
+
+// seen reports whether key was taken within window before at.
+func (d *dedupeIndex) seen(key uint64, at time.Time, window time.Duration) bool {
+	if d.n == 0 {
+		return false
 	}
-	if d.n == d.max {
-		old := d.ring[d.head]
-		if d.seen[old.key] == old.at {
-			delete(d.seen, old.key)
+	if d.index == nil {
+		d.index = make(map[uint64]int64, d.n)
+		for i := range d.n {
+			r := d.ring[(d.head+i)%len(d.ring)]
+			d.index[r.key] = r.at // a later record of a key wins, as in add
 		}
-		d.head = (d.head + 1) % len(d.ring)
-		d.n--
+	}
+	t, ok := d.index[key]
+	return ok && at.UnixNano()-t < int64(window)
+}
+
+// add records key as taken at at, without looking it up.
+func (d *dedupeIndex) add(key uint64, at time.Time) {
+	now := at.UnixNano()
+	if d.n == d.max {
+		d.dropOldest()
 	} else if d.n == len(d.ring) {
 		size := min(max(2*len(d.ring), 8), d.max)
 		ring := make([]dedupeRecord, size)
@@ -48,22 +68,27 @@ func (d *dedupeIndex) seenOrAdd(key uint64, at time.Time, window time.Duration) 
 	}
 	d.ring[(d.head+d.n)%len(d.ring)] = dedupeRecord{key: key, at: now}
 	d.n++
-	d.seen[key] = now
-	return false
+	if d.index != nil {
+		d.index[key] = now
+	}
+}
+
+func (d *dedupeIndex) dropOldest() {
+	old := d.ring[d.head]
+	if d.index != nil && d.index[old.key] == old.at {
+		delete(d.index, old.key)
+	}
+	d.head = (d.head + 1) % len(d.ring)
+	d.n--
 }
 
 // expire forgets keys older than cutoff.
 func (d *dedupeIndex) expire(cutoff time.Time) {
 	c := cutoff.UnixNano()
 	for d.n > 0 && d.ring[d.head].at < c {
-		old := d.ring[d.head]
-		if d.seen[old.key] == old.at {
-			delete(d.seen, old.key)
-		}
-		d.head = (d.head + 1) % len(d.ring)
-		d.n--
+		d.dropOldest()
 	}
 	if d.n == 0 {
-		d.ring, d.seen, d.head = nil, nil, 0
+		d.ring, d.index, d.head = nil, nil, 0
 	}
 }

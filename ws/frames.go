@@ -19,6 +19,9 @@ type Event struct {
 	// key identifies (sender_id, event_id) for idempotent retries; 0: none.
 	// FNV-1a, so that it is the same on every node.
 	key uint64
+	// freshID: this node assigned the event_id for this very submit, so no
+	// mailbox can have taken it before; it is recorded without a lookup.
+	freshID bool
 }
 
 // WithSender sets the sender whose (sender_id, event_id) pair makes a retry
@@ -26,6 +29,14 @@ type Event struct {
 // within the dedupe window. It returns e.
 func (e *Event) WithSender(senderID string) *Event {
 	e.key = dedupeKey(senderID, e.ID)
+	return e
+}
+
+// WithFreshID marks e's event_id as assigned by this node for this submit
+// (the client sent none): mailboxes record its key for later retries but
+// need not look it up. It returns e.
+func (e *Event) WithFreshID() *Event {
+	e.freshID = true
 	return e
 }
 

@@ -232,8 +232,11 @@ func (h *Hub) Deliver(p *Participant, ev *Event) Delivery {
 }
 
 func (h *Hub) deliverLocked(p *Participant, ev *Event) Delivery {
-	if ev.key != 0 && p.dedupe.seenOrAdd(ev.key, ev.At, h.cfg.DedupeWindow) {
-		return Duplicate
+	if ev.key != 0 {
+		if !ev.freshID && p.dedupe.seen(ev.key, ev.At, h.cfg.DedupeWindow) {
+			return Duplicate
+		}
+		p.dedupe.add(ev.key, ev.At)
 	}
 	expired := p.box.expire(ev.At.Add(-h.cfg.MailboxTTL))
 	_, evicted := p.box.append(ev)
