@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 
 	"github.com/coder/websocket"
@@ -53,31 +55,40 @@ type AttachRequest struct {
 
 // conn is one WebSocket connection of a participant. Its fields below mu are
 // guarded by the participant's lock: the mailbox and the cursor move together.
+//
+// A connection has one reader goroutine for its whole life and a writer
+// goroutine only while it has something to write: the writer is started by
+// whoever queues work for an idle connection and exits once everything is
+// written, so an idle connection holds no writer stack and no write buffer.
 type conn struct {
 	ws    *websocket.Conn
+	raw   net.Conn // the hijacked socket: data frames are written to it directly
 	p     *Participant
 	hub   *Hub
 	who   Identity
 	batch bool
 
-	wake chan struct{} // capacity 1: "there is something to write"
 	// writingSince is when the write in progress began (UnixNano), 0 when
 	// none is; the hub's sweeper cuts writes older than WriteTimeout. A
-	// context deadline per write would cost several allocations each.
+	// deadline per write would arm a timer each time.
 	writingSince atomic.Int64
-	readerDone   chan struct{}
-	writerDone   chan struct{}
+	writers      sync.WaitGroup // the writer goroutine, while one runs
 
 	// guarded by p.mu
-	next      uint64   // next seq to hand to the socket
-	sentCum   uint64   // mailbox byte total through next-1, or at start if later
-	ctrl      [][]byte // queued control frames (welcome, result, error, gap)
-	closeCode websocket.StatusCode
+	next          uint64   // next seq to hand to the socket
+	sentCum       uint64   // mailbox byte total through next-1, or at start if later
+	ctrl          [][]byte // queued control frames (welcome, result, error, gap)
+	closeCode     websocket.StatusCode
+	writerRunning bool // a writer goroutine runs and will look for work again
+	held          bool // no writer yet: the welcome waits for BeforeWelcome
+	stopped       bool // the reader ended or a close was written: no new writer
 }
 
-// Attach upgrades the request and serves the connection until it closes. It
-// returns before upgrading with ErrDraining or ErrTooManyConnections, and
-// otherwise only after the connection is gone.
+// Attach upgrades the request and starts serving the connection. It returns
+// before upgrading with ErrDraining or ErrTooManyConnections, and otherwise
+// once the connection is served by its own goroutine, so that the HTTP
+// server's goroutine and request are not held for the connection's life.
+// Shutdown waits for the connection to end.
 func (h *Hub) Attach(w http.ResponseWriter, r *http.Request, req AttachRequest, opts *websocket.AcceptOptions, maxConns int) error {
 	h.connMu.Lock()
 	switch {
@@ -91,21 +102,21 @@ func (h *Hub) Attach(w http.ResponseWriter, r *http.Request, req AttachRequest, 
 	h.upgrading++ // holds a slot; Shutdown only sees connections once started
 	h.connWG.Add(1)
 	h.connMu.Unlock()
-	defer h.connWG.Done()
 
 	if p := h.Lookup(req.ParticipantID); p != nil {
 		p.awaitTakeover(r.Context())
 	}
-	ws, err := websocket.Accept(w, r, opts)
+	hj := &hijackRecorder{ResponseWriter: w}
+	ws, err := websocket.Accept(hj, r, opts)
 	if err != nil {
 		h.connMu.Lock()
 		h.upgrading--
 		h.connMu.Unlock()
+		h.connWG.Done()
 		return err // Accept has answered the client
 	}
 	ws.SetReadLimit(h.cfg.MaxFrameBytes)
-	c := &conn{ws: ws, hub: h, who: req.Identity, batch: req.Batch,
-		wake: make(chan struct{}, 1), readerDone: make(chan struct{}), writerDone: make(chan struct{})}
+	c := &conn{ws: ws, raw: hj.conn, hub: h, who: req.Identity, batch: req.Batch, held: true}
 	c.start(req)
 
 	h.connMu.Lock()
@@ -113,22 +124,28 @@ func (h *Hub) Attach(w http.ResponseWriter, r *http.Request, req AttachRequest, 
 	h.conns[c] = struct{}{}
 	draining := h.draining
 	h.connMu.Unlock()
-	defer h.forget(c)
 	h.cfg.Metrics.Connections.Inc()
-	defer h.cfg.Metrics.Connections.Dec()
 	if draining { // Shutdown began while we upgraded and did not see c
 		c.requestClose(closeGoingAway)
 	}
 	if h.cfg.BeforeWelcome != nil {
 		h.cfg.BeforeWelcome(r.Context())
 	}
-
-	go c.writeLoop()
-	c.readLoop()
-	close(c.readerDone)
-	<-c.writerDone
-	h.detach(c)
+	c.release()
+	go c.serve()
 	return nil
+}
+
+// serve is the connection's reader goroutine; when the client goes, it
+// stops the writer and unbinds the connection.
+func (c *conn) serve() {
+	h := c.hub
+	defer h.connWG.Done()
+	c.readLoop()
+	c.stopWriter()
+	h.detach(c)
+	h.forget(c)
+	h.cfg.Metrics.Connections.Dec()
 }
 
 func (h *Hub) forget(c *conn) {
@@ -173,7 +190,6 @@ func (c *conn) start(req AttachRequest) {
 		}
 		p.conns = append(p.conns, c)
 		h.announceLocked(p)
-		c.wakeUp()
 		p.mu.Unlock()
 		return
 	}
@@ -204,11 +220,35 @@ func (h *Hub) detach(c *conn) {
 	h.announceLocked(p)
 }
 
-func (c *conn) wakeUp() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
+// wakeUpLocked makes sure a writer will look at c's queue: it starts one
+// unless one runs (it will look again before exiting) or c is held or
+// stopped. p.mu is held, which is what makes "nothing left, exit" and "new
+// work, no writer" exclude each other.
+func (c *conn) wakeUpLocked() {
+	if c.writerRunning || c.held || c.stopped {
+		return
 	}
+	c.writerRunning = true
+	c.writers.Add(1)
+	go c.writeLoop()
+}
+
+// release lets the writer start: the welcome frame may go.
+func (c *conn) release() {
+	c.p.mu.Lock()
+	c.held = false
+	c.wakeUpLocked()
+	c.p.mu.Unlock()
+}
+
+// stopWriter keeps new writers from starting, unblocks a write in progress
+// by closing the socket, and waits for the writer to exit.
+func (c *conn) stopWriter() {
+	c.p.mu.Lock()
+	c.stopped = true
+	c.p.mu.Unlock()
+	_ = c.ws.CloseNow()
+	c.writers.Wait()
 }
 
 // notifyLocked tells c that its participant's mailbox grew; p.mu is held.
@@ -220,7 +260,7 @@ func (c *conn) notifyLocked(h *Hub) {
 		c.closeCode = closeSlowConsumer
 		h.cfg.Metrics.SlowConsumers.Inc()
 	}
-	c.wakeUp()
+	c.wakeUpLocked()
 }
 
 // requestClose asks the writer to close with code once what is queued is
@@ -230,8 +270,8 @@ func (c *conn) requestClose(code websocket.StatusCode) {
 	if c.closeCode == 0 {
 		c.closeCode = code
 	}
+	c.wakeUpLocked()
 	c.p.mu.Unlock()
-	c.wakeUp()
 }
 
 // queueControl queues a control frame for the writer.
@@ -245,8 +285,8 @@ func (c *conn) queueControl(frame []byte) {
 	} else {
 		c.ctrl = append(c.ctrl, frame)
 	}
+	c.wakeUpLocked()
 	c.p.mu.Unlock()
-	c.wakeUp()
 }
 
 // batch is what one pass of the write loop takes from the participant.
@@ -256,7 +296,9 @@ type batch struct {
 	close  websocket.StatusCode // close once this batch is written (0: no)
 }
 
-// collect moves what is ready for c into b, advancing c's cursor.
+// collect moves what is ready for c into b, advancing c's cursor. When
+// there is nothing to do it marks the writer gone, under the same lock that
+// wakeUpLocked takes, and b comes back empty.
 func (c *conn) collect(b *batch) {
 	p := c.p
 	p.mu.Lock()
@@ -266,9 +308,15 @@ func (c *conn) collect(b *batch) {
 	c.ctrl = c.ctrl[:0]
 	b.events = b.events[:0]
 	b.close = 0
-	if c.closeCode == closeSlowConsumer {
+	switch {
+	case c.stopped:
+		b.ctrl = b.ctrl[:0]
+		c.writerRunning = false
+		return
+	case c.closeCode == closeSlowConsumer:
 		b.ctrl = b.ctrl[:0] // nothing more for a connection that cannot keep up
 		b.close = c.closeCode
+		c.stopped = true
 		return
 	}
 	if oldest := p.box.oldest(); c.next < oldest {
@@ -281,45 +329,38 @@ func (c *conn) collect(b *batch) {
 		c.sentCum = max(c.sentCum, b.events[n-1].cum)
 	}
 	if len(b.ctrl) == 0 && len(b.events) == 0 {
-		b.close = c.closeCode
+		if b.close = c.closeCode; b.close != 0 {
+			c.stopped = true
+		} else {
+			c.writerRunning = false
+		}
 	}
 }
 
-// writeLoop is the connection's only writer. It sleeps until woken, then
-// writes everything ready, several frames per message when batching.
+// writeLoop writes everything ready for c, then exits; wakeUpLocked starts
+// it again when more comes.
 func (c *conn) writeLoop() {
-	defer close(c.writerDone)
+	defer c.writers.Done()
 	var b batch
-	var buf []byte
 	for {
-		select {
-		case <-c.wake:
-		case <-c.readerDone:
-			_ = c.ws.CloseNow()
+		c.collect(&b)
+		if b.close != 0 {
+			c.closeWith(b.close)
 			return
 		}
-		for {
-			c.collect(&b)
-			if b.close != 0 {
-				c.closeWith(b.close)
-				return
-			}
-			if len(b.ctrl) == 0 && len(b.events) == 0 {
-				break
-			}
-			var err error
-			buf, err = c.write(&b, buf[:0])
-			if err != nil {
-				_ = c.ws.CloseNow()
-				return
-			}
-			if cap(buf) > 4*c.hub.cfg.MaxBatchBytes {
-				buf = nil // do not let one huge frame pin memory
-			}
-			if n := len(b.events); n > 0 {
-				c.p.noteWritten(b.events[n-1].seq)
-				c.hub.cfg.Metrics.Deliveries.Add(float64(n))
-			}
+		if len(b.ctrl) == 0 && len(b.events) == 0 {
+			return // collect marked the writer gone
+		}
+		if err := c.write(&b); err != nil {
+			_ = c.ws.CloseNow()
+			c.p.mu.Lock()
+			c.stopped, c.writerRunning = true, false
+			c.p.mu.Unlock()
+			return
+		}
+		if n := len(b.events); n > 0 {
+			c.p.noteWritten(b.events[n-1].seq)
+			c.hub.cfg.Metrics.Deliveries.Add(float64(n))
 		}
 	}
 }
@@ -335,36 +376,64 @@ func (c *conn) closeWith(code websocket.StatusCode) {
 	_ = c.ws.Close(code, reason)
 }
 
-// write sends b: one message per frame, or newline-joined messages of at
-// most MaxBatchBytes when the client allows batching.
-func (c *conn) write(b *batch, buf []byte) ([]byte, error) {
-	ctx := context.Background()
-	c.writingSince.Store(c.hub.cfg.Now().UnixNano())
-	defer c.writingSince.Store(0)
-	send := func(frame []byte) error {
-		return c.ws.Write(ctx, websocket.MessageText, frame)
-	}
-	if !c.batch {
+// write sends b in one write to the socket: one WebSocket message per frame,
+// or, when the client allows batching, newline-joined messages of at most
+// MaxBatchBytes.
+func (c *conn) write(b *batch) error {
+	bufp := writeBuffers.Get().(*[]byte)
+	buf := (*bufp)[:0]
+	if c.batch {
+		buf = c.appendBatched(buf, b)
+	} else {
 		for _, f := range b.ctrl {
-			if err := send(f); err != nil {
-				return buf, err
-			}
+			buf = append(appendFrameHeader(buf, len(f)), f...)
 		}
 		for _, e := range b.events {
-			buf = e.ev.appendFrame(buf[:0], e.seq)
-			if err := send(buf); err != nil {
-				return buf, err
+			buf = e.ev.appendFrame(appendFrameHeader(buf, e.ev.frameSize(e.seq)), e.seq)
+		}
+	}
+	c.writingSince.Store(c.hub.cfg.Now().UnixNano())
+	_, err := c.raw.Write(buf)
+	c.writingSince.Store(0)
+	if cap(buf) <= 4*c.hub.cfg.MaxBatchBytes { // do not let one huge frame pin memory
+		*bufp = buf
+		writeBuffers.Put(bufp)
+	}
+	return err
+}
+
+// appendBatched appends b's frames as newline-joined messages, starting a
+// new message when one would pass MaxBatchBytes.
+func (c *conn) appendBatched(buf []byte, b *batch) []byte {
+	frames := len(b.ctrl) + len(b.events)
+	size := func(i int) int {
+		if i < len(b.ctrl) {
+			return len(b.ctrl[i])
+		}
+		e := b.events[i-len(b.ctrl)]
+		return e.ev.frameSize(e.seq)
+	}
+	for i := 0; i < frames; {
+		n, j := size(i), i+1 // the message holds frames i..j-1: n bytes
+		for j < frames && n+1+size(j) <= c.hub.cfg.MaxBatchBytes {
+			n += 1 + size(j)
+			j++
+		}
+		buf = appendFrameHeader(buf, n)
+		for k := i; k < j; k++ {
+			if k > i {
+				buf = append(buf, '\n')
+			}
+			if k < len(b.ctrl) {
+				buf = append(buf, b.ctrl[k]...)
+			} else {
+				e := b.events[k-len(b.ctrl)]
+				buf = e.ev.appendFrame(buf, e.seq)
 			}
 		}
-		return buf, nil
+		i = j
 	}
-	for _, f := range b.ctrl {
-		buf = append(append(buf, f...), '\n')
-	}
-	for _, e := range b.events {
-		buf = append(e.ev.appendFrame(buf, e.seq), '\n')
-	}
-	return buf, send(buf[:len(buf)-1])
+	return buf
 }
 
 func (p *Participant) noteWritten(seq uint64) {

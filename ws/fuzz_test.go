@@ -36,7 +36,7 @@ func FuzzClientFrame(f *testing.F) {
 	f.Cleanup(func() { _ = h.Shutdown(context.Background()) })
 	p, _ := h.getOrCreate("fuzzer", "ai")
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c := &conn{hub: h, p: p, who: Identity{ParticipantID: "fuzzer", ParticipantType: "ai"}, wake: make(chan struct{}, 1)}
+		c := &conn{hub: h, p: p, who: Identity{ParticipantID: "fuzzer", ParticipantType: "ai"}, held: true} // held: no writer, frames stay queued
 		c.handle(context.Background(), data)
 		for _, frame := range c.ctrl {
 			var v map[string]any

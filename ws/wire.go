@@ -1,0 +1,81 @@
+package ws
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+)
+
+// The write path frames data messages itself and hands them to the socket
+// directly: every frame ready for a connection — one WebSocket message each,
+// or newline-joined into few with batch=1 — goes out in a single write
+// system call, built in a pooled buffer that an idle connection does not
+// hold. coder/websocket still does the handshake, reads, and the control
+// frames (pong, close); each of its frames fits its small buffer, so it too
+// reaches the socket in one write, and the socket's own lock keeps the two
+// writers' frames whole.
+
+// Buffer sizes of coder/websocket's reader and writer. The reader takes
+// client frames, which are small (acks, joins, submits); a larger one is
+// read straight into the message. The writer only carries control frames
+// (at most 125 bytes of payload and a 14-byte header).
+const (
+	connReadBufferSize  = 512
+	connWriteBufferSize = 256
+)
+
+// appendFrameHeader appends the header of a final, unmasked text frame of n
+// payload bytes (RFC 6455, section 5.2).
+func appendFrameHeader(buf []byte, n int) []byte {
+	const finText = 0x80 | 0x1
+	switch {
+	case n < 126:
+		return append(buf, finText, byte(n))
+	case n <= 0xffff:
+		return binary.BigEndian.AppendUint16(append(buf, finText, 126), uint16(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(buf, finText, 127), uint64(n))
+	}
+}
+
+// writeBuffers pools the buffers writers build their writes in, so that a
+// connection holds one only while it writes.
+var writeBuffers = sync.Pool{New: func() any { return new([]byte) }}
+
+// hijackRecorder hands coder/websocket small buffers at the hijack and keeps
+// the raw connection for the data writes.
+type hijackRecorder struct {
+	http.ResponseWriter
+	conn net.Conn
+}
+
+// Hijack takes over the connection from the HTTP server. Bytes the server
+// had already read past the upgrade request (a client that sent frames
+// without waiting for the answer) stay in front of the new reader.
+func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	h.conn = conn
+	var r *bufio.Reader
+	if n := brw.Reader.Buffered(); n > 0 {
+		early, _ := brw.Reader.Peek(n)
+		r = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn), max(connReadBufferSize, n))
+		if _, err := r.Peek(n); err != nil { // buffer them: coder/websocket keeps what is buffered
+			conn.Close()
+			return nil, nil, errors.Join(errors.New("websocket: keeping early client bytes"), err)
+		}
+	} else {
+		r = bufio.NewReaderSize(conn, connReadBufferSize)
+	}
+	return conn, bufio.NewReadWriter(r, bufio.NewWriterSize(conn, connWriteBufferSize)), nil
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (h *hijackRecorder) Unwrap() http.ResponseWriter { return h.ResponseWriter }
