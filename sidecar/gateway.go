@@ -82,7 +82,10 @@ func (g *Gateway) Submit(ctx context.Context, ev Event) (SubmitResult, error) {
 	if r.empty() {
 		return SubmitResult{}, errNoRecipient
 	}
-	r.freshID = freshID
+	// Only a submit that stays on this node can skip the lookup: one that
+	// also goes to a peer may come back here through it (a participant
+	// being handed over to this node is in both places for a moment).
+	r.freshID = freshID && len(r.peers) == 0 && len(r.external) == 0
 	body, err := json.Marshal(ev) // the one encoding, shared by every recipient and peer
 	if err != nil {
 		return SubmitResult{}, err

@@ -19,8 +19,9 @@ type route struct {
 	local    []*ws.Participant
 	peers    map[string][]string
 	external []membership.Entry
-	// freshID: the event_id was assigned here for this submit, so local
-	// mailboxes record it without looking it up (see ws.Event.WithFreshID).
+	// freshID: the event_id was assigned here for this submit and the
+	// route is local only, so no mailbox can have it yet: local mailboxes
+	// record it without looking it up (see ws.Event.WithFreshID).
 	freshID bool
 }
 
