@@ -1157,3 +1157,11 @@ func TestAPIUnknownEndpointsAndMethods(t *testing.T) {
 		})
 	}
 }
+
+func TestConfigRefusesACoalesceWindowOutOfRange(t *testing.T) {
+	for _, w := range []time.Duration{-time.Millisecond, MaxCoalesceWindow + time.Millisecond} {
+		n, err := New(Config{Listen: "127.0.0.1:0", CoalesceWindow: w, Logger: testLogger()})
+		require.ErrorContains(t, err, "--coalesce-window", "window %v", w)
+		assert.Nil(t, n)
+	}
+}

@@ -69,6 +69,12 @@ type Config struct {
 	WriteQueueBytes int
 	// WriteTimeout: deadline of one WebSocket write. Default 10s.
 	WriteTimeout time.Duration
+	// CoalesceWindow: how long a woken connection writer waits so that
+	// events arriving meanwhile share one write. Default 0 (off).
+	CoalesceWindow time.Duration
+	// MaxBatchBytes bounds one WebSocket message joining several frames
+	// (batch=1), and what one write to a connection carries. Default 64 KiB.
+	MaxBatchBytes int
 	// MaxFrameBytes: the largest client WebSocket frame (close 1009 past
 	// it). Default MaxBodyBytes + 64 KiB.
 	MaxFrameBytes int64
@@ -190,6 +196,10 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// MaxCoalesceWindow bounds CoalesceWindow: a window is a latency paid by
+// every event, and a shutdown waits for writers sleeping in it.
+const MaxCoalesceWindow = time.Second
+
 // ErrInsecureListen is returned by New for a non-loopback Listen without
 // API keys and without Insecure.
 var ErrInsecureListen = errors.New("refusing to serve without authentication on a non-loopback address")
@@ -197,6 +207,9 @@ var ErrInsecureListen = errors.New("refusing to serve without authentication on 
 func (c Config) check() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("--tls-cert and --tls-key go together: give both or neither")
+	}
+	if c.CoalesceWindow < 0 || c.CoalesceWindow > MaxCoalesceWindow {
+		return fmt.Errorf("--coalesce-window %v: want between 0 and %v (it delays every event by up to that much)", c.CoalesceWindow, MaxCoalesceWindow)
 	}
 	if len(c.APIKeys) > 0 || c.Insecure {
 		return nil

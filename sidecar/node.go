@@ -136,6 +136,8 @@ func New(cfg Config) (*Node, error) {
 		DedupeWindow:              cfg.DedupeWindow,
 		WriteQueueBytes:           cfg.WriteQueueBytes,
 		WriteTimeout:              cfg.WriteTimeout,
+		CoalesceWindow:            cfg.CoalesceWindow,
+		MaxBatchBytes:             cfg.MaxBatchBytes,
 		MaxFrameBytes:             cfg.MaxFrameBytes,
 		MaxSessionsPerParticipant: cfg.MaxSessionsPerParticipant,
 		DrainSpread:               cfg.DrainTimeout / 4,

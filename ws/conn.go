@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/coder/websocket"
 )
@@ -79,9 +80,10 @@ type conn struct {
 	sentCum       uint64   // mailbox byte total through next-1, or at start if later
 	ctrl          [][]byte // queued control frames (welcome, result, error, gap)
 	closeCode     websocket.StatusCode
-	writerRunning bool // a writer goroutine runs and will look for work again
-	held          bool // no writer yet: the welcome waits for BeforeWelcome
-	stopped       bool // the reader ended or a close was written: no new writer
+	writerRunning bool  // a writer goroutine runs and will look for work again
+	lastWrite     int64 // when the last write ended (UnixNano): is the connection busy?
+	held          bool  // no writer yet: the welcome waits for BeforeWelcome
+	stopped       bool  // the reader ended or a close was written: no new writer
 }
 
 // Attach upgrades the request and starts serving the connection. It returns
@@ -223,14 +225,18 @@ func (h *Hub) detach(c *conn) {
 // wakeUpLocked makes sure a writer will look at c's queue: it starts one
 // unless one runs (it will look again before exiting) or c is held or
 // stopped. p.mu is held, which is what makes "nothing left, exit" and "new
-// work, no writer" exclude each other.
-func (c *conn) wakeUpLocked() {
+// work, no writer" exclude each other. A writer started for control frames
+// (welcome, results, closes) writes at once; one started for events waits
+// the coalescing window first.
+func (c *conn) wakeUpLocked() { c.startWriterLocked(0) }
+
+func (c *conn) startWriterLocked(wait time.Duration) {
 	if c.writerRunning || c.held || c.stopped {
 		return
 	}
 	c.writerRunning = true
 	c.writers.Add(1)
-	go c.writeLoop()
+	go c.writeLoop(wait)
 }
 
 // release lets the writer start: the welcome frame may go.
@@ -260,7 +266,27 @@ func (c *conn) notifyLocked(h *Hub) {
 		c.closeCode = closeSlowConsumer
 		h.cfg.Metrics.SlowConsumers.Inc()
 	}
-	c.wakeUpLocked()
+	c.startWriterLocked(c.coalesceWaitLocked())
+}
+
+// busyWindows: a connection that wrote within this many coalescing windows
+// is in a stream of events, and its writer waits one window for more; one
+// that was quiet longer writes a new event at once. (With a 2 ms window: an
+// event after 100 ms of quiet is not delayed.)
+const busyWindows = 50
+
+// coalesceWaitLocked is how long a writer woken for an event waits: the
+// coalescing window if the connection wrote recently (a stream is flowing,
+// more will follow), nothing if it was quiet, so a lone event goes at once.
+func (c *conn) coalesceWaitLocked() time.Duration {
+	w := c.hub.cfg.CoalesceWindow
+	if w <= 0 || c.writerRunning {
+		return 0
+	}
+	if c.hub.cfg.Now().UnixNano()-c.lastWrite > busyWindows*int64(w) {
+		return 0
+	}
+	return w
 }
 
 // requestClose asks the writer to close with code once what is queued is
@@ -338,9 +364,13 @@ func (c *conn) collect(b *batch) {
 }
 
 // writeLoop writes everything ready for c, then exits; wakeUpLocked starts
-// it again when more comes.
-func (c *conn) writeLoop() {
+// it again when more comes. It first waits wait (the coalescing window), so
+// that events arriving meanwhile leave in the same write.
+func (c *conn) writeLoop(wait time.Duration) {
 	defer c.writers.Done()
+	if wait > 0 {
+		time.Sleep(wait)
+	}
 	var b batch
 	for {
 		c.collect(&b)
@@ -358,10 +388,12 @@ func (c *conn) writeLoop() {
 			c.p.mu.Unlock()
 			return
 		}
+		var last uint64
 		if n := len(b.events); n > 0 {
-			c.p.noteWritten(b.events[n-1].seq)
+			last = b.events[n-1].seq
 			c.hub.cfg.Metrics.Deliveries.Add(float64(n))
 		}
+		c.p.noteWritten(c, last)
 	}
 }
 
@@ -436,11 +468,14 @@ func (c *conn) appendBatched(buf []byte, b *batch) []byte {
 	return buf
 }
 
-func (p *Participant) noteWritten(seq uint64) {
+// noteWritten records that c wrote (events through seq, when seq > 0).
+func (p *Participant) noteWritten(c *conn, seq uint64) {
+	now := c.hub.cfg.Now().UnixNano()
 	p.mu.Lock()
 	if seq > p.lastWritten {
 		p.lastWritten = seq
 	}
+	c.lastWrite = now
 	p.mu.Unlock()
 }
 

@@ -30,6 +30,8 @@ type serveFlags struct {
 	maxMetadataKeys, maxSessions    int
 	maxFrameBytes                   int64
 	drainTimeout, writeTimeout      time.Duration
+	coalesceWindow                  time.Duration
+	maxBatchBytes                   int
 	readHeaderTimeout, idleTimeout  time.Duration
 	logLevel, logFormat             string
 
@@ -73,6 +75,8 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.IntVar(&f.maxConnections, "max-connections", 100000, "WebSocket connections per node (503 past it)")
 	fs.IntVar(&f.writeQueueBytes, "write-queue-bytes", 4<<20, "unsent bytes a connection may fall behind before close 4000")
 	fs.DurationVar(&f.writeTimeout, "write-timeout", 10*time.Second, "deadline of one WebSocket write")
+	fs.DurationVar(&f.coalesceWindow, "coalesce-window", 0, "how long a woken WebSocket writer waits so that events arriving meanwhile share one write (0: write at once)")
+	fs.IntVar(&f.maxBatchBytes, "max-batch-bytes", 64<<10, "largest WebSocket message joining several frames for batch=1 clients, and the most one write to a connection carries")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", 10*time.Second, "how long a graceful shutdown may take")
 	fs.DurationVar(&f.readHeaderTimeout, "read-header-timeout", 10*time.Second, "deadline for reading request headers")
 	fs.DurationVar(&f.idleTimeout, "idle-timeout", 120*time.Second, "idle keep-alive HTTP connections are closed after it")
@@ -197,6 +201,8 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 		DedupeWindow:              f.dedupeWindow,
 		WriteQueueBytes:           f.writeQueueBytes,
 		WriteTimeout:              f.writeTimeout,
+		CoalesceWindow:            f.coalesceWindow,
+		MaxBatchBytes:             f.maxBatchBytes,
 		MaxConnections:            f.maxConnections,
 		DrainTimeout:              f.drainTimeout,
 		ReadHeaderTimeout:         f.readHeaderTimeout,
