@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -63,7 +62,7 @@ type AttachRequest struct {
 // written, so an idle connection holds no writer stack and no write buffer.
 type conn struct {
 	ws    *websocket.Conn
-	raw   net.Conn // the hijacked socket: data frames are written to it directly
+	raw   *guardedConn // the hijacked socket: data frames are written to it directly
 	p     *Participant
 	hub   *Hub
 	who   Identity
@@ -425,7 +424,7 @@ func (c *conn) write(b *batch) error {
 		}
 	}
 	c.writingSince.Store(c.hub.cfg.Now().UnixNano())
-	_, err := c.raw.Write(buf)
+	err := c.raw.writeData(buf)
 	c.writingSince.Store(0)
 	if cap(buf) <= 4*c.hub.cfg.MaxBatchBytes { // do not let one huge frame pin memory
 		*bufp = buf

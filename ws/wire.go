@@ -48,20 +48,55 @@ func appendFrameHeader(buf []byte, n int) []byte {
 var writeBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // hijackRecorder hands coder/websocket small buffers at the hijack and keeps
-// the raw connection for the data writes.
+// the connection for the data writes.
 type hijackRecorder struct {
 	http.ResponseWriter
-	conn net.Conn
+	conn *guardedConn
+}
+
+// guardedConn is the socket as both writers see it. coder/websocket's writes
+// (control frames) and the data writes take one lock, and once a close frame
+// has gone out — coder/websocket answers a client's close, or closes with
+// 1009 or 1002 from inside a read — no data frame follows it (RFC 6455,
+// section 5.5.1). Reads and Close do not take the lock: closing is how a
+// write stuck on a dead client is cut.
+type guardedConn struct {
+	net.Conn
+	mu        sync.Mutex
+	closeSent bool
+}
+
+// Write is coder/websocket's write: whole frames, one per call (its buffer
+// holds any control frame).
+func (g *guardedConn) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(p) > 0 && p[0]&0x0f == 0x8 { // opcode 8: close
+		g.closeSent = true
+	}
+	return g.Conn.Write(p)
+}
+
+// writeData writes data frames unless a close frame went out before.
+func (g *guardedConn) writeData(p []byte) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closeSent {
+		return net.ErrClosed
+	}
+	_, err := g.Conn.Write(p)
+	return err
 }
 
 // Hijack takes over the connection from the HTTP server. Bytes the server
 // had already read past the upgrade request (a client that sent frames
 // without waiting for the answer) stay in front of the new reader.
 func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	conn, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	raw, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
+	conn := &guardedConn{Conn: raw}
 	h.conn = conn
 	var r *bufio.Reader
 	if n := brw.Reader.Buffered(); n > 0 {
