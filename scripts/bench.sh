@@ -12,11 +12,14 @@ go build -o "$work/switchyard" ./cmd/switchyard
 go build -o "$work/switchyard-bench" ./cmd/switchyard-bench
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB, $(go version | cut -d' ' -f3)" >&2
 
+# node_args: extra serve flags for the nodes of the next runs.
+node_args=()
+
 # start_node PORT [JOIN_GOSSIP_PORT]: a node on 127.0.0.1:PORT, gossip on PORT+1000.
 start_node() {
   local port=$1 join=${2:-}
   local args=(serve --listen "127.0.0.1:$port" --gossip-bind "127.0.0.1:$((port + 1000))"
-    --rate-limit -1 --max-connections 200000 --log-level warn)
+    --rate-limit -1 --max-connections 200000 --log-level warn "${node_args[@]}")
   [ -n "$join" ] && args+=(--join "127.0.0.1:$join")
   "$work/switchyard" "${args[@]}" >>"$work/node-$port.log" 2>&1 &
   local pid=$!
@@ -24,12 +27,27 @@ start_node() {
   echo "$pid"
 }
 
+# label NAME: prefix each JSON line with the run's name and node flags.
+label() { sed "s|^{|{\"run\":\"$1\",\"node_args\":\"${node_args[*]}\",|"; }
+
 run() { # run NAME ARGS...: one scenario on a fresh node
   local name=$1; shift
   local pid; pid=$(start_node 18787)
-  echo "== $name" >&2
-  "$work/switchyard-bench" --json --url http://127.0.0.1:18787 --pid "$pid" --duration "$dur" "$@"
+  echo "== $name ${node_args[*]}" >&2
+  "$work/switchyard-bench" --json --url http://127.0.0.1:18787 --pid "$pid" --duration "$dur" "$@" | label "$name"
   stop_node "$pid"
+}
+
+run_cross() { # run_cross NAME ARGS...: submits to node A, subscribers on node B
+  local name=$1; shift
+  local a b; a=$(start_node 18787); b=$(start_node 18788 19787)
+  for _ in $(seq 100); do
+    curl -fsS http://127.0.0.1:18787/v1/gateway/members | grep -q 127.0.0.1:18788 && break; sleep 0.1
+  done
+  echo "== $name ${node_args[*]}" >&2
+  "$work/switchyard-bench" --json --scenario cross-node --url http://127.0.0.1:18787 --sub-url http://127.0.0.1:18788 \
+    --pid "$a,$b" --duration "$dur" "$@" | label "$name"
+  stop_node "$a" "$b"
 }
 
 stop_node() { # the nodes are not children of this shell: poll until gone
@@ -37,19 +55,15 @@ stop_node() { # the nodes are not children of this shell: poll until gone
   for p in "$@"; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
 }
 
-run fanout-batch      --scenario fanout --subscribers 1000 --batch
-run fanout-nobatch    --scenario fanout --subscribers 1000
-run fanout-100-per-s  --scenario fanout --subscribers 1000 --batch --rate 100
-run pairs             --scenario pairs --pairs 1000 --concurrency 32
-run idle-10k          --scenario idle --connections 9000
-run sidecar-1000-per-s --scenario pairs --pairs 1 --rate 1000 --concurrency 4
-
-# cross-node: submits to node A, subscribers on node B
-a=$(start_node 18787); b=$(start_node 18788 19787)
-for _ in $(seq 100); do
-  curl -fsS http://127.0.0.1:18787/v1/gateway/members | grep -q 127.0.0.1:18788 && break; sleep 0.1
+for window in 0 2ms; do
+  node_args=(--coalesce-window "$window")
+  run fanout-batch       --scenario fanout --subscribers 1000 --batch --concurrency 64
+  run fanout-nobatch     --scenario fanout --subscribers 1000 --concurrency 64
+  run fanout-100-per-s   --scenario fanout --subscribers 1000 --batch --rate 100
+  run_cross cross-node-batch       --subscribers 1000 --batch --concurrency 64
+  run_cross cross-node-100-per-s   --subscribers 1000 --batch --rate 100
 done
-echo "== cross-node-batch" >&2
-"$work/switchyard-bench" --scenario cross-node --url http://127.0.0.1:18787 --sub-url http://127.0.0.1:18788 \
-  --pid "$a,$b" --duration "$dur" --subscribers 1000 --batch --json
-stop_node "$a" "$b"
+node_args=()
+run pairs              --scenario pairs --pairs 1000 --concurrency 32
+run idle-9k            --scenario idle --connections 9000
+run sidecar-1000-per-s --scenario pairs --pairs 1 --rate 1000 --concurrency 4
