@@ -321,6 +321,19 @@ type batch struct {
 	close  websocket.StatusCode // close once this batch is written (0: no)
 }
 
+// batches pools the batch a writer collects into: writers come and go with
+// the work, and their slices would otherwise be allocated at every start.
+var batches = sync.Pool{New: func() any { return new(batch) }}
+
+// release clears b's references (events stay alive through their
+// mailboxes only) and returns it to the pool.
+func (b *batch) release() {
+	clear(b.ctrl)
+	clear(b.events)
+	b.ctrl, b.events, b.close = b.ctrl[:0], b.events[:0], 0
+	batches.Put(b)
+}
+
 // collect moves what is ready for c into b, advancing c's cursor. When
 // there is nothing to do it marks the writer gone, under the same lock that
 // wakeUpLocked takes, and b comes back empty.
@@ -370,9 +383,10 @@ func (c *conn) writeLoop(wait time.Duration) {
 	if wait > 0 {
 		time.Sleep(wait)
 	}
-	var b batch
+	b := batches.Get().(*batch)
+	defer b.release()
 	for {
-		c.collect(&b)
+		c.collect(b)
 		if b.close != 0 {
 			c.closeWith(b.close)
 			return
@@ -380,7 +394,7 @@ func (c *conn) writeLoop(wait time.Duration) {
 		if len(b.ctrl) == 0 && len(b.events) == 0 {
 			return // collect marked the writer gone
 		}
-		if err := c.write(&b); err != nil {
+		if err := c.write(b); err != nil {
 			_ = c.ws.CloseNow()
 			c.p.mu.Lock()
 			c.stopped, c.writerRunning = true, false
