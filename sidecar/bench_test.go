@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"strconv"
 	"sync"
@@ -145,5 +146,54 @@ func countFrames(c *websocket.Conn, counter *atomic.Int64) {
 			}
 		}
 		counter.Add(int64(bytes.Count(buf, []byte{'\n'}) + 1))
+	}
+}
+
+// benchSubmitBody is a typical REST submit body.
+const benchSubmitBody = `{"sender_id":"src","sender_type":"ai","event_type":"message","session_id":"s",` +
+	`"message":"a message of a typical size for an agent hand-off, about one line of text",` +
+	`"metadata":{"trace":"abc","priority":2}}`
+
+// BenchmarkDecodeAndValidate measures validation: the strict JSON check,
+// decoding into the wire shape, and SPEC's field rules.
+func BenchmarkDecodeAndValidate(b *testing.B) {
+	body := []byte(benchSubmitBody)
+	lim := Limits{MaxMessageBytes: 256 << 10, MaxMetadataKeys: 50}
+	b.ReportAllocs()
+	for b.Loop() {
+		var w wireEvent
+		if err := decodeJSON(body, &w); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := w.validate("", lim); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSubmitREST measures a whole REST submit over a real loopback
+// keep-alive connection: HTTP, middleware, validation, routing and the
+// mailboxes of a session of two (offline) participants — the pairs
+// scenario's server side, minus the WebSocket writes.
+func BenchmarkSubmitREST(b *testing.B) {
+	n := startNode(b, Config{RateLimit: -1})
+	for _, p := range []string{"p1", "p2"} {
+		require.NoError(b, n.gw.join(p, "ai", "s"))
+	}
+	hc := &http.Client{}
+	defer hc.CloseIdleConnections()
+	u := n.URL() + "/v1/gateway/events"
+	body := []byte(benchSubmitBody)
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := hc.Post(u, "application/json", bytes.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b.Fatalf("status %d", resp.StatusCode)
+		}
 	}
 }
