@@ -7,356 +7,34 @@ package sidecar
 // directory convergence under churn. Everything runs on 127.0.0.1 with real
 // nodes, HTTP, memberlist and WebSockets; faults are injected by a loopback
 // reverse proxy in front of a node (its advertised URL) and, for a node
-// that dies without leaving, by a memberlist transport that goes silent.
+// that dies without leaving, by a memberlist transport that goes silent
+// (faultProxy and faultTransport, in faults_helpers_test.go).
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"log"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/hashicorp/memberlist"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/switchyard-gw/switchyard/membership"
 )
-
-// ---------------------------------------------------------------------------
-// The fault proxy: a loopback reverse proxy in front of a node, used as the
-// node's AdvertiseURL, so every peer reaches the node through it. Only
-// POST /v1/gateway/deliveries is faulted; directory pushes, WebSocket
-// attaches and the other endpoints always pass.
-
-type cfMode int32
-
-const (
-	cfPass  cfMode = iota // deliveries pass through
-	cfFail                // deliveries are answered 500
-	cfHang                // deliveries are held until the caller gives up
-	cfReset               // a delivery's connection is closed without an answer
-	cfGate                // deliveries are held until releaseGate, then pass
-)
-
-// cfSeen is one delivery request the proxy received.
-type cfSeen struct {
-	header http.Header
-	body   map[string]any
-}
-
-type cfProxy struct {
-	addr   string
-	ready  chan struct{} // closed once the target is known
-	target atomic.Pointer[url.URL]
-	mode   atomic.Int32
-	rp     *httputil.ReverseProxy
-	tr     *http.Transport
-	stop   chan struct{} // closed at cleanup: held requests return
-
-	arrived     chan struct{} // a gated delivery arrived
-	release     chan struct{} // closed: gated deliveries pass
-	releaseOnce sync.Once
-
-	deliveries atomic.Int64 // delivery requests received
-	inflight   atomic.Int64 // delivery requests being handled
-
-	mu   sync.Mutex
-	srv  *http.Server
-	seen []cfSeen
-	wg   sync.WaitGroup
-}
-
-// newCFProxy listens on a free loopback port. Call setTarget once the node
-// it fronts exists; until then requests wait.
-func newCFProxy(t testing.TB) *cfProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := &cfProxy{
-		addr:    ln.Addr().String(),
-		ready:   make(chan struct{}),
-		stop:    make(chan struct{}),
-		arrived: make(chan struct{}, 16),
-		release: make(chan struct{}),
-		tr:      &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64},
-	}
-	p.rp = &httputil.ReverseProxy{
-		Rewrite:   func(r *httputil.ProxyRequest) { r.SetURL(p.target.Load()) },
-		Transport: p.tr,
-		ErrorLog:  log.New(io.Discard, "", 0),
-	}
-	p.serve(ln)
-	t.Cleanup(p.shutdown)
-	return p
-}
-
-func (p *cfProxy) URL() string { return "http://" + p.addr }
-
-func (p *cfProxy) setTarget(n *Node) {
-	p.target.Store(&url.URL{Scheme: "http", Host: n.Addr().String()})
-	close(p.ready)
-}
-
-func (p *cfProxy) setMode(m cfMode) { p.mode.Store(int32(m)) }
-
-// releaseGate lets held deliveries (and later ones) through.
-func (p *cfProxy) releaseGate() {
-	p.setMode(cfPass)
-	p.releaseOnce.Do(func() { close(p.release) })
-}
-
-func (p *cfProxy) serve(ln net.Listener) {
-	srv := &http.Server{Handler: p, ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
-	p.mu.Lock()
-	p.srv = srv
-	p.mu.Unlock()
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		_ = srv.Serve(ln)
-	}()
-}
-
-// down closes the listener and every connection the proxy carries but
-// hijacked ones (WebSockets): the node is unreachable for its peers.
-func (p *cfProxy) down() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.srv != nil {
-		_ = p.srv.Close()
-		p.srv = nil
-	}
-}
-
-// up listens again on the same address after down.
-func (p *cfProxy) up(t testing.TB) {
-	t.Helper()
-	ln, err := net.Listen("tcp", p.addr)
-	require.NoError(t, err, "listening again on the proxy's address")
-	p.serve(ln)
-}
-
-func (p *cfProxy) shutdown() {
-	close(p.stop)
-	p.down()
-	p.wg.Wait()
-	p.tr.CloseIdleConnections()
-}
-
-// requests returns the delivery requests received so far.
-func (p *cfProxy) requests() []cfSeen {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return slices.Clone(p.seen)
-}
-
-func (p *cfProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	select {
-	case <-p.ready:
-	case <-r.Context().Done():
-		return
-	case <-p.stop:
-		http.Error(w, "proxy stopped", http.StatusServiceUnavailable)
-		return
-	}
-	if r.URL.Path != apiDeliveriesPath || r.Method != http.MethodPost {
-		p.rp.ServeHTTP(w, r)
-		return
-	}
-	p.deliveries.Add(1)
-	p.inflight.Add(1)
-	defer p.inflight.Add(-1)
-	mode := cfMode(p.mode.Load())
-	if mode == cfReset {
-		if hj, ok := w.(http.Hijacker); ok {
-			if c, _, err := hj.Hijack(); err == nil {
-				_ = c.Close()
-			}
-		}
-		return
-	}
-	// Reading the whole body lets the server notice a caller that gives up
-	// (the request's context ends), and lets the test inspect it.
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		return
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	rec := cfSeen{header: r.Header.Clone()}
-	_ = json.Unmarshal(body, &rec.body)
-	p.mu.Lock()
-	p.seen = append(p.seen, rec)
-	p.mu.Unlock()
-	switch mode {
-	case cfFail:
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusInternalServerError)
-		_, _ = io.WriteString(w, `{"status":"error","code":"internal","detail":"injected by the test"}`)
-		return
-	case cfHang:
-		select {
-		case <-r.Context().Done():
-		case <-p.stop:
-		}
-		return
-	case cfGate:
-		select {
-		case p.arrived <- struct{}{}:
-		default:
-		}
-		select {
-		case <-p.release:
-		case <-r.Context().Done():
-			return
-		case <-p.stop:
-			return
-		}
-	}
-	p.rp.ServeHTTP(w, r)
-}
-
-// ---------------------------------------------------------------------------
-// A memberlist transport that can be killed: from then on it sends nothing
-// (writes are lost, as UDP loses them), dials nothing and hears nothing, as
-// a process killed with -9 would. Node.Shutdown still works on it (Leave
-// "sends" into the void), so startNode's cleanup shuts the node down.
-
-type cfKillTransport struct {
-	inner     *memberlist.NetTransport
-	addr      string
-	killed    atomic.Bool
-	packetCh  chan *memberlist.Packet
-	streamCh  chan net.Conn
-	stopping  chan struct{}
-	innerDone chan struct{}
-	wg        sync.WaitGroup
-	once      sync.Once
-	err       error
-}
-
-var _ memberlist.NodeAwareTransport = (*cfKillTransport)(nil)
-
-var errCFKilled = errors.New("the test killed this node")
-
-func newCFKillTransport(t testing.TB) *cfKillTransport {
-	t.Helper()
-	inner, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-		BindAddrs: []string{"127.0.0.1"}, BindPort: 0, Logger: log.New(io.Discard, "", 0)})
-	require.NoError(t, err)
-	k := &cfKillTransport{
-		inner:     inner,
-		addr:      net.JoinHostPort("127.0.0.1", strconv.Itoa(inner.GetAutoBindPort())),
-		packetCh:  make(chan *memberlist.Packet),
-		streamCh:  make(chan net.Conn),
-		stopping:  make(chan struct{}),
-		innerDone: make(chan struct{}),
-	}
-	k.wg.Add(2)
-	go func() {
-		defer k.wg.Done()
-		for {
-			select {
-			case p := <-inner.PacketCh():
-				if k.killed.Load() {
-					continue
-				}
-				select {
-				case k.packetCh <- p:
-				case <-k.stopping:
-				}
-			case <-k.innerDone:
-				return
-			}
-		}
-	}()
-	go func() {
-		defer k.wg.Done()
-		for {
-			select {
-			case c := <-inner.StreamCh():
-				if k.killed.Load() {
-					_ = c.Close()
-					continue
-				}
-				select {
-				case k.streamCh <- c:
-				case <-k.stopping:
-					_ = c.Close()
-				}
-			case <-k.innerDone:
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() { _ = k.Shutdown() }) // memberlist shuts it down; this covers a node never built
-	return k
-}
-
-func (k *cfKillTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
-	return k.inner.FinalAdvertiseAddr(ip, port)
-}
-
-func (k *cfKillTransport) WriteTo(b []byte, addr string) (time.Time, error) {
-	if k.killed.Load() {
-		return time.Now(), nil
-	}
-	return k.inner.WriteTo(b, addr)
-}
-
-func (k *cfKillTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
-	if k.killed.Load() {
-		return time.Now(), nil
-	}
-	return k.inner.WriteToAddress(b, a)
-}
-
-func (k *cfKillTransport) PacketCh() <-chan *memberlist.Packet { return k.packetCh }
-func (k *cfKillTransport) StreamCh() <-chan net.Conn           { return k.streamCh }
-
-func (k *cfKillTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
-	if k.killed.Load() {
-		return nil, errCFKilled
-	}
-	return k.inner.DialTimeout(addr, timeout)
-}
-
-func (k *cfKillTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
-	if k.killed.Load() {
-		return nil, errCFKilled
-	}
-	return k.inner.DialAddressTimeout(a, timeout)
-}
-
-// Shutdown stops the inner transport while the relays keep draining it
-// (its listeners block until their packet or stream is taken).
-func (k *cfKillTransport) Shutdown() error {
-	k.once.Do(func() {
-		close(k.stopping)
-		k.err = k.inner.Shutdown()
-		close(k.innerDone)
-		k.wg.Wait()
-	})
-	return k.err
-}
 
 // ---------------------------------------------------------------------------
 // Cluster and request helpers.
@@ -373,7 +51,7 @@ func (k *cfKillTransport) Shutdown() error {
 // the previous one go: a draining node hands its participants to live
 // successors, and one that just left would make it wait (see
 // TestClusterFaultDrainSkipsADeadSuccessor).
-func cfCluster(t testing.TB, size int, base Config, proxies map[int]*cfProxy, tweak func(i int, c *Config)) []*Node {
+func cfCluster(t testing.TB, size int, base Config, proxies map[int]*faultProxy, tweak func(i int, c *Config)) []*Node {
 	t.Helper()
 	var nodes []*Node
 	var seed string
@@ -427,71 +105,10 @@ func cfCluster(t testing.TB, size int, base Config, proxies map[int]*cfProxy, tw
 	return nodes
 }
 
-// cfAnswer is an HTTP answer, or the error of a request that failed or
-// outlived its limit. cfSend never calls require, so goroutines and
-// Eventually conditions may use it.
-type cfAnswer struct {
-	status  int
-	header  http.Header
-	body    map[string]any
-	raw     []byte
-	elapsed time.Duration
-	err     error
-}
-
-func (a cfAnswer) api() apiResponse {
-	return apiResponse{Status: a.status, Header: a.header, Body: a.body, Raw: a.raw}
-}
-
-// cfSend sends v (JSON-encoded unless []byte or string; nil: no body) and
-// gives up after limit.
-func cfSend(method, u string, v any, header map[string]string, limit time.Duration) cfAnswer {
-	var body io.Reader
-	switch b := v.(type) {
-	case nil:
-	case []byte:
-		body = bytes.NewReader(b)
-	case string:
-		body = strings.NewReader(b)
-	default:
-		enc, err := json.Marshal(v)
-		if err != nil {
-			return cfAnswer{err: err}
-		}
-		body = bytes.NewReader(enc)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return cfAnswer{err: err}
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	start := time.Now()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return cfAnswer{err: err, elapsed: time.Since(start)}
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	a := cfAnswer{status: resp.StatusCode, header: resp.Header, raw: raw, elapsed: time.Since(start), err: err}
-	_ = json.Unmarshal(raw, &a.body)
-	return a
-}
-
-func cfBearer(key string) map[string]string {
-	return map[string]string{"Authorization": "Bearer " + key}
-}
-
 // cfSession reads GET /v1/gateway/sessions/{id} from base: participant id →
 // its view (nil and the status when the answer is not 200).
 func cfSession(base, session string, header map[string]string) (map[string][]map[string]any, int) {
-	a := cfSend(http.MethodGet, base+"/v1/gateway/sessions/"+url.PathEscape(session), nil, header, 5*time.Second)
+	a := sendBounded(http.MethodGet, base+"/v1/gateway/sessions/"+url.PathEscape(session), nil, header, 5*time.Second)
 	if a.err != nil || a.status != http.StatusOK {
 		return nil, a.status
 	}
@@ -506,20 +123,6 @@ func cfSession(base, session string, header map[string]string) (map[string][]map
 	return out, a.status
 }
 
-// cfMembers reads GET /v1/gateway/members from base: node name → state.
-func cfMembers(base string, header map[string]string) map[string]string {
-	a := cfSend(http.MethodGet, base+"/v1/gateway/members", nil, header, 5*time.Second)
-	out := map[string]string{}
-	list, _ := a.body["members"].([]any)
-	for _, m := range list {
-		if m, ok := m.(map[string]any); ok {
-			name, _ := m["name"].(string)
-			out[name], _ = m["state"].(string)
-		}
-	}
-	return out
-}
-
 // cfDelivery is a delivery body for one recipient of a valid event.
 func cfDelivery(recipient, session, message string) map[string]any {
 	return map[string]any{"recipient_id": recipient, "session_id": session, "event": event("x", session, message)}
@@ -530,7 +133,7 @@ func cfDelivery(recipient, session, message string) map[string]any {
 // that shuts down meanwhile is spared a 5 s wait: net/http's
 // Server.Shutdown waits that long for a connection that has not sent a
 // request yet, which a peer's pool may hold (dialed, then not needed).
-func cfDropIdle(others []*Node, proxies map[int]*cfProxy) (stop func()) {
+func cfDropIdle(others []*Node, proxies map[int]*faultProxy) (stop func()) {
 	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -572,9 +175,6 @@ func cfShutdown(n *Node, others ...*Node) <-chan error {
 	return res
 }
 
-// cfDirect is a node's own listener, bypassing any proxy in front of it.
-func cfDirect(n *Node) string { return "http://" + n.Addr().String() }
-
 // ---------------------------------------------------------------------------
 // 1. Unreachable peer.
 
@@ -585,8 +185,8 @@ func cfDirect(n *Node) string { return "http://" + n.Addr().String() }
 // participant got the event; once the peer is back a retry with the same
 // event_id reaches those that missed it.
 func TestClusterFaultUnreachablePeerAnswers502(t *testing.T) {
-	px := newCFProxy(t)
-	nodes := cfCluster(t, 3, Config{}, map[int]*cfProxy{2: px}, func(_ int, c *Config) {
+	px := newFaultProxy(t)
+	nodes := cfCluster(t, 3, Config{}, map[int]*faultProxy{2: px}, func(_ int, c *Config) {
 		c.ForwardTimeout = 600 * time.Millisecond
 		c.PeerAttemptTimeout = 200 * time.Millisecond
 	})
@@ -596,8 +196,8 @@ func TestClusterFaultUnreachablePeerAnswers502(t *testing.T) {
 		name         string
 		breakIt, fix func(t *testing.T)
 	}{
-		{"peer answers 500", func(*testing.T) { px.setMode(cfFail) }, func(*testing.T) { px.setMode(cfPass) }},
-		{"peer drops the connection", func(*testing.T) { px.setMode(cfReset) }, func(*testing.T) { px.setMode(cfPass) }},
+		{"peer answers 500", func(*testing.T) { px.setMode(deliveriesFail) }, func(*testing.T) { px.setMode(deliveriesPass) }},
+		{"peer drops the connection", func(*testing.T) { px.setMode(deliveriesReset) }, func(*testing.T) { px.setMode(deliveriesPass) }},
 		{"peer is down", func(*testing.T) { px.down() }, func(t *testing.T) { px.up(t) }},
 	}
 	for i, f := range faults {
@@ -609,7 +209,7 @@ func TestClusterFaultUnreachablePeerAnswers502(t *testing.T) {
 
 			before := px.deliveries.Load()
 			f.breakIt(t)
-			a := cfSend(http.MethodPost, n1.URL()+apiEventsPath, event("x", session, "first try"), nil, 10*time.Second)
+			a := sendBounded(http.MethodPost, n1.URL()+apiEventsPath, event("x", session, "first try"), nil, 10*time.Second)
 			require.NoError(t, a.err, "the submit did not answer")
 			apiRequireError(t, a.api(), http.StatusBadGateway, "recipients_unreachable", "")
 			id, _ := a.body["event_id"].(string)
@@ -646,8 +246,8 @@ func TestClusterFaultUnreachablePeerAnswers502(t *testing.T) {
 // (every attempt bounded, retried meanwhile), never hang; the caller's
 // abandoned requests end; deliveries forwarded to it answer 502 too.
 func TestClusterFaultSlowPeerAnswers502WithinTheDeadline(t *testing.T) {
-	px := newCFProxy(t)
-	nodes := cfCluster(t, 3, Config{}, map[int]*cfProxy{2: px}, func(_ int, c *Config) {
+	px := newFaultProxy(t)
+	nodes := cfCluster(t, 3, Config{}, map[int]*faultProxy{2: px}, func(_ int, c *Config) {
 		c.ForwardTimeout = 500 * time.Millisecond
 		c.PeerAttemptTimeout = 200 * time.Millisecond
 	})
@@ -655,8 +255,8 @@ func TestClusterFaultSlowPeerAnswers502WithinTheDeadline(t *testing.T) {
 	bob, _ := attach(t, n2, "bob", sessionQuery("s"), nil)
 	alice, _ := attach(t, n3, "alice", sessionQuery("s"), nil)
 
-	px.setMode(cfHang)
-	a := cfSend(http.MethodPost, n1.URL()+apiEventsPath, event("x", "s", "slow"), nil, 10*time.Second)
+	px.setMode(deliveriesHang)
+	a := sendBounded(http.MethodPost, n1.URL()+apiEventsPath, event("x", "s", "slow"), nil, 10*time.Second)
 	require.NoError(t, a.err, "the submit hung on a slow peer")
 	assert.Less(t, a.elapsed, 5*time.Second, "guard against hanging")
 	apiRequireError(t, a.api(), http.StatusBadGateway, "recipients_unreachable", "")
@@ -670,14 +270,14 @@ func TestClusterFaultSlowPeerAnswers502WithinTheDeadline(t *testing.T) {
 
 	// A delivery for alice posted to node 1 is forwarded to the slow peer
 	// and answers 502 the same way.
-	d := cfSend(http.MethodPost, n1.URL()+apiDeliveriesPath, cfDelivery("alice", "s", "slow delivery"), nil, 10*time.Second)
+	d := sendBounded(http.MethodPost, n1.URL()+apiDeliveriesPath, cfDelivery("alice", "s", "slow delivery"), nil, 10*time.Second)
 	require.NoError(t, d.err, "the delivery hung on a slow peer")
 	apiRequireError(t, d.api(), http.StatusBadGateway, "recipients_unreachable", "")
 	assert.Equal(t, []any{"alice"}, d.body["failed"], "%s", d.raw)
 
 	// The peer recovers: alice gets what is sent next, and nothing of what
 	// was abandoned.
-	px.setMode(cfPass)
+	px.setMode(deliveriesPass)
 	submit(t, n1, event("x", "s", "fast again"))
 	_, inner := apiNextEvent(t, alice, 1)
 	assert.Equal(t, "fast again", inner["message"])
@@ -693,8 +293,8 @@ func TestClusterFaultSlowPeerAnswers502WithinTheDeadline(t *testing.T) {
 // through: node 3 answers 404 and so does the submit. Later submits answer
 // 404 too.
 func TestClusterFaultParticipantGoneBetweenLookupAndForward(t *testing.T) {
-	px := newCFProxy(t)
-	nodes := cfCluster(t, 3, Config{}, map[int]*cfProxy{2: px}, func(i int, c *Config) {
+	px := newFaultProxy(t)
+	nodes := cfCluster(t, 3, Config{}, map[int]*faultProxy{2: px}, func(i int, c *Config) {
 		c.ForwardTimeout = 8 * time.Second
 		c.PeerAttemptTimeout = 6 * time.Second // the held attempt is not cut short
 		if i == 2 {
@@ -704,10 +304,10 @@ func TestClusterFaultParticipantGoneBetweenLookupAndForward(t *testing.T) {
 	n1, n3 := nodes[0], nodes[2]
 	ghost, _ := attach(t, n3, "ghost", sessionQuery("s3"), nil)
 
-	px.setMode(cfGate)
-	done := make(chan cfAnswer, 1)
+	px.setMode(deliveriesGate)
+	done := make(chan boundedAnswer, 1)
 	go func() {
-		done <- cfSend(http.MethodPost, n1.URL()+apiEventsPath, event("x", "s3", "too late"), nil, 20*time.Second)
+		done <- sendBounded(http.MethodPost, n1.URL()+apiEventsPath, event("x", "s3", "too late"), nil, 20*time.Second)
 	}()
 	select {
 	case <-px.arrived:
@@ -720,7 +320,7 @@ func TestClusterFaultParticipantGoneBetweenLookupAndForward(t *testing.T) {
 	require.Eventually(t, func() bool { return n3.hub.Lookup("ghost") == nil }, 10*time.Second, 10*time.Millisecond,
 		"node 3 never forgot its detached participant")
 	px.releaseGate()
-	var a cfAnswer
+	var a boundedAnswer
 	select {
 	case a = <-done:
 	case <-time.After(15 * time.Second):
@@ -730,7 +330,7 @@ func TestClusterFaultParticipantGoneBetweenLookupAndForward(t *testing.T) {
 	apiRequireError(t, a.api(), http.StatusNotFound, codeRecipientNotFound, "")
 
 	require.Eventually(t, func() bool {
-		r := cfSend(http.MethodPost, n1.URL()+apiEventsPath, event("x", "s3", "later"), nil, 10*time.Second)
+		r := sendBounded(http.MethodPost, n1.URL()+apiEventsPath, event("x", "s3", "later"), nil, 10*time.Second)
 		return r.err == nil && r.status == http.StatusNotFound && r.body["code"] == codeRecipientNotFound
 	}, 10*time.Second, 20*time.Millisecond, "node 1 kept routing to a participant node 3 forgot")
 }
@@ -749,7 +349,7 @@ func TestClusterFaultSubmitsWhilePeerLeavesNeverHang(t *testing.T) {
 
 	var (
 		mu      sync.Mutex
-		answers []cfAnswer
+		answers []boundedAnswer
 		wg      sync.WaitGroup
 	)
 	stop := make(chan struct{})
@@ -763,7 +363,7 @@ func TestClusterFaultSubmitsWhilePeerLeavesNeverHang(t *testing.T) {
 					return
 				default:
 				}
-				a := cfSend(http.MethodPost, n.URL()+apiEventsPath, event("x", "s3", fmt.Sprint("during-", i)), nil, 10*time.Second)
+				a := sendBounded(http.MethodPost, n.URL()+apiEventsPath, event("x", "s3", fmt.Sprint("during-", i)), nil, 10*time.Second)
 				mu.Lock()
 				answers = append(answers, a)
 				mu.Unlock()
@@ -777,7 +377,7 @@ func TestClusterFaultSubmitsWhilePeerLeavesNeverHang(t *testing.T) {
 	require.NoError(t, <-shutdown)
 	noticed := assert.Eventually(t, func() bool {
 		for _, n := range []*Node{n1, n2} {
-			if len(n.cluster.Directory().NodeEntries("node-3")) > 0 || cfMembers(n.URL(), nil)["node-3"] != membership.StateLeft {
+			if len(n.cluster.Directory().NodeEntries("node-3")) > 0 || memberStates(n.URL(), nil)["node-3"] != membership.StateLeft {
 				return false
 			}
 		}
@@ -828,7 +428,7 @@ func cfCheckNotRoutedTo(t *testing.T, n *Node, session, gone string, ids ...stri
 	}
 	check := func(ev map[string]any, listed bool) {
 		t.Helper()
-		a := cfSend(http.MethodPost, n.URL()+apiEventsPath, ev, nil, 10*time.Second)
+		a := sendBounded(http.MethodPost, n.URL()+apiEventsPath, ev, nil, 10*time.Second)
 		require.NoError(t, a.err, "a submit did not answer")
 		if listed {
 			assert.Equal(t, http.StatusOK, a.status, "%s: %s", n.Name(), a.raw)
@@ -858,18 +458,18 @@ func cfCheckNotRoutedTo(t *testing.T, n *Node, session, gone string, ids ...stri
 // A participant attached to two nodes at once gets each event on both
 // connections, once.
 func TestClusterFaultDeliveryForwardsOnceAndHopGuard(t *testing.T) {
-	px := newCFProxy(t)
-	nodes := cfCluster(t, 3, Config{}, map[int]*cfProxy{1: px}, nil)
+	px := newFaultProxy(t)
+	nodes := cfCluster(t, 3, Config{}, map[int]*faultProxy{1: px}, nil)
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 	bob, _ := attach(t, n2, "bob", sessionQuery("s4"), nil)
 
-	deliver := func(n *Node, body any, hops string) cfAnswer {
+	deliver := func(n *Node, body any, hops string) boundedAnswer {
 		t.Helper()
 		var h map[string]string
 		if hops != "" {
 			h = map[string]string{hopsHeader: hops}
 		}
-		a := cfSend(http.MethodPost, n.URL()+apiDeliveriesPath, body, h, 10*time.Second)
+		a := sendBounded(http.MethodPost, n.URL()+apiDeliveriesPath, body, h, 10*time.Second)
 		require.NoError(t, a.err)
 		return a
 	}
@@ -949,28 +549,28 @@ func TestClusterFaultDeliveryForwardsOnceAndHopGuard(t *testing.T) {
 // ---------------------------------------------------------------------------
 // 5. External gateways.
 
-// cfGateway is a fake external gateway: it records every request and
+// deliveriesGateway is a fake external gateway: it records every request and
 // answers answer (200 {"status":"ok"} when nil).
-type cfGateway struct {
+type deliveriesGateway struct {
 	srv    *httptest.Server
 	mu     sync.Mutex
-	got    []cfGatewayRequest
+	got    []deliveriesGatewayRequest
 	answer func(w http.ResponseWriter, r *http.Request)
 }
 
-type cfGatewayRequest struct {
+type deliveriesGatewayRequest struct {
 	method, path string
 	header       http.Header
 	raw          []byte
 	body         map[string]any
 }
 
-func newCFGateway(t testing.TB, answer func(w http.ResponseWriter, r *http.Request)) *cfGateway {
+func newCFGateway(t testing.TB, answer func(w http.ResponseWriter, r *http.Request)) *deliveriesGateway {
 	t.Helper()
-	g := &cfGateway{answer: answer}
+	g := &deliveriesGateway{answer: answer}
 	g.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		raw, _ := io.ReadAll(r.Body)
-		rec := cfGatewayRequest{method: r.Method, path: r.URL.Path, header: r.Header.Clone(), raw: raw}
+		rec := deliveriesGatewayRequest{method: r.Method, path: r.URL.Path, header: r.Header.Clone(), raw: raw}
 		_ = json.Unmarshal(raw, &rec.body)
 		g.mu.Lock()
 		g.got = append(g.got, rec)
@@ -986,9 +586,9 @@ func newCFGateway(t testing.TB, answer func(w http.ResponseWriter, r *http.Reque
 	return g
 }
 
-func (g *cfGateway) URL() string { return g.srv.URL }
+func (g *deliveriesGateway) URL() string { return g.srv.URL }
 
-func (g *cfGateway) requests() []cfGatewayRequest {
+func (g *deliveriesGateway) requests() []deliveriesGatewayRequest {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return slices.Clone(g.got)
@@ -1123,7 +723,7 @@ func TestClusterFaultExternalGatewayRedirectIsNotFollowed(t *testing.T) {
 			n := startNode(t, Config{AllowGateways: []string{redirector.URL(), target.URL()}})
 			r := apiPut(t, n, "s-redir", "far", []byte(`{"gateway_url":`+apiStr(redirector.URL())+`}`), nil)
 			require.Equal(t, http.StatusOK, r.Status, "%s", r.Raw)
-			a := cfSend(http.MethodPost, n.URL()+apiEventsPath, event("x", "s-redir", "redirected"), nil, 10*time.Second)
+			a := sendBounded(http.MethodPost, n.URL()+apiEventsPath, event("x", "s-redir", "redirected"), nil, 10*time.Second)
 			require.NoError(t, a.err)
 			apiRequireError(t, a.api(), http.StatusBadGateway, "recipients_unreachable", "")
 			assert.Equal(t, []any{"far"}, a.body["failed"], "%s", a.raw)
@@ -1145,13 +745,13 @@ func TestClusterFaultExternalGatewayRedirectIsNotFollowed(t *testing.T) {
 func TestClusterFaultPeersAuthenticateWithTheClusterKey(t *testing.T) {
 	t.Run("matching keys", func(t *testing.T) {
 		fake := newCFGateway(t, nil)
-		px := newCFProxy(t)
-		nodes := cfCluster(t, 2, Config{}, map[int]*cfProxy{1: px}, func(_ int, c *Config) {
+		px := newFaultProxy(t)
+		nodes := cfCluster(t, 2, Config{}, map[int]*faultProxy{1: px}, func(_ int, c *Config) {
 			c.APIKeys = []string{"k1"}
 			c.AllowGateways = []string{fake.URL()}
 		})
 		n1, n2 := nodes[0], nodes[1]
-		k1 := cfBearer("k1")
+		k1 := bearerHeader("k1")
 		bob, _ := attach(t, n2, "bob", sessionQuery("s6"), http.Header{"Authorization": {"Bearer k1"}})
 
 		r := postJSON(t, n1.URL()+apiEventsPath, event("x", "s6", "across"), k1)
@@ -1162,8 +762,8 @@ func TestClusterFaultPeersAuthenticateWithTheClusterKey(t *testing.T) {
 		require.NotEmpty(t, seen)
 		assert.Equal(t, "Bearer k1", seen[len(seen)-1].header.Get("Authorization"), "the peer hop carries the cluster key")
 
-		for _, base := range []string{n2.URL(), cfDirect(n2)} {
-			for _, h := range []map[string]string{nil, cfBearer("wrong")} {
+		for _, base := range []string{n2.URL(), directURL(n2)} {
+			for _, h := range []map[string]string{nil, bearerHeader("wrong")} {
 				r = postJSON(t, base+apiDeliveriesPath, cfDelivery("bob", "s6", "forged"), h)
 				apiRequireError(t, r, http.StatusUnauthorized, "unauthorized", "")
 			}
@@ -1194,7 +794,7 @@ func TestClusterFaultPeersAuthenticateWithTheClusterKey(t *testing.T) {
 		require.Eventually(t, func() bool {
 			return len(n1.cluster.Directory().Participant("bob")) == 1
 		}, 5*time.Second, 10*time.Millisecond, "node 1 never learned of bob")
-		a := cfSend(http.MethodPost, n1.URL()+apiEventsPath, event("x", "s6", "refused"), cfBearer("k1"), 10*time.Second)
+		a := sendBounded(http.MethodPost, n1.URL()+apiEventsPath, event("x", "s6", "refused"), bearerHeader("k1"), 10*time.Second)
 		require.NoError(t, a.err)
 		apiRequireError(t, a.api(), http.StatusBadGateway, "recipients_unreachable", "")
 		assert.Equal(t, []any{"bob"}, a.body["failed"], "%s", a.raw)
@@ -1225,7 +825,7 @@ func TestClusterFaultGracefulLeaveDropsRoutesAtOnce(t *testing.T) {
 	require.NoError(t, <-shutdown)
 	require.Eventually(t, func() bool {
 		for _, n := range []*Node{n1, n2} {
-			if len(n.cluster.Directory().NodeEntries("node-3")) > 0 || cfMembers(n.URL(), nil)["node-3"] != membership.StateLeft {
+			if len(n.cluster.Directory().NodeEntries("node-3")) > 0 || memberStates(n.URL(), nil)["node-3"] != membership.StateLeft {
 				return false
 			}
 		}
@@ -1245,9 +845,9 @@ func TestClusterFaultGracefulLeaveDropsRoutesAtOnce(t *testing.T) {
 // it dead, drop its participants and answer 404 for them; in the meantime
 // no submit hangs.
 func TestClusterFaultKilledNodeIsDeclaredDead(t *testing.T) {
-	px := newCFProxy(t)
-	kt := newCFKillTransport(t)
-	nodes := cfCluster(t, 3, Config{}, map[int]*cfProxy{2: px}, func(i int, c *Config) {
+	px := newFaultProxy(t)
+	kt := newFaultTransport(t, nil)
+	nodes := cfCluster(t, 3, Config{}, map[int]*faultProxy{2: px}, func(i int, c *Config) {
 		c.ForwardTimeout = time.Second
 		c.PeerAttemptTimeout = 300 * time.Millisecond
 		if i == 2 {
@@ -1260,7 +860,7 @@ func TestClusterFaultKilledNodeIsDeclaredDead(t *testing.T) {
 	view, _ := cfSession(n2.URL(), "s7", nil)
 	require.Len(t, view, 2)
 
-	kt.killed.Store(true)
+	kt.kill()
 	px.down()
 	killed := time.Now()
 	toP3 := event("x", "", "to a dead node")
@@ -1268,13 +868,13 @@ func TestClusterFaultKilledNodeIsDeclaredDead(t *testing.T) {
 	toP3["recipient_id"] = "p3"
 	require.Eventually(t, func() bool {
 		for _, n := range []*Node{n1, n2} {
-			a := cfSend(http.MethodPost, n.URL()+apiEventsPath, toP3, nil, 10*time.Second)
+			a := sendBounded(http.MethodPost, n.URL()+apiEventsPath, toP3, nil, 10*time.Second)
 			if !assert.NoError(t, a.err, "a submit did not answer") ||
 				!assert.Less(t, a.elapsed, 5*time.Second, "a submit took too long") ||
 				!assert.Contains(t, []int{http.StatusNotFound, http.StatusBadGateway}, a.status, "%s", a.raw) {
 				return false
 			}
-			if a.status != http.StatusNotFound || cfMembers(n.URL(), nil)["node-3"] != membership.StateDead {
+			if a.status != http.StatusNotFound || memberStates(n.URL(), nil)["node-3"] != membership.StateDead {
 				return false
 			}
 			view, _ := cfSession(n.URL(), "s7", nil)
@@ -1296,10 +896,10 @@ func TestClusterFaultKilledNodeIsDeclaredDead(t *testing.T) {
 // tried, so node 2 still shuts down cleanly within its drain deadline and
 // node 1 ends up with node 2's participants.
 func TestClusterFaultDrainSkipsADeadSuccessor(t *testing.T) {
-	px := newCFProxy(t)
-	kt := newCFKillTransport(t)
+	px := newFaultProxy(t)
+	kt := newFaultTransport(t, nil)
 	nodes := cfCluster(t, 3, Config{ForwardTimeout: time.Second, PeerAttemptTimeout: 300 * time.Millisecond},
-		map[int]*cfProxy{2: px}, func(i int, c *Config) {
+		map[int]*faultProxy{2: px}, func(i int, c *Config) {
 			if i == 2 {
 				c.Gossip.Bind, c.Gossip.Transport = kt.addr, kt
 			}
@@ -1317,7 +917,7 @@ func TestClusterFaultDrainSkipsADeadSuccessor(t *testing.T) {
 		return len(view) == len(ids)
 	}, 5*time.Second, 10*time.Millisecond, "node 1 never learned node 2's participants")
 
-	kt.killed.Store(true)
+	kt.kill()
 	px.down()
 	start := time.Now()
 	var err error
@@ -1475,7 +1075,7 @@ func TestClusterFaultDirectoryMessageFromNonMemberIsIgnored(t *testing.T) {
 	r := postJSON(t, n1.URL()+directoryPath, forged, nil)
 	require.Contains(t, []int{http.StatusOK, http.StatusBadRequest, http.StatusConflict}, r.Status, "%s", r.Raw)
 	assert.Empty(t, n1.cluster.Directory().NodeEntries("intruder"), "a non-member's entries were applied")
-	a := cfSend(http.MethodPost, n1.URL()+apiEventsPath, event("x", "s9", "to a phantom"), nil, 10*time.Second)
+	a := sendBounded(http.MethodPost, n1.URL()+apiEventsPath, event("x", "s9", "to a phantom"), nil, 10*time.Second)
 	require.NoError(t, a.err)
 	apiRequireError(t, a.api(), http.StatusNotFound, codeRecipientNotFound, "")
 }

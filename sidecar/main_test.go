@@ -60,15 +60,30 @@ type apiResponse struct {
 	Raw    []byte
 }
 
-// do sends a request with a raw body to the node and decodes the answer.
-func do(t testing.TB, method, u string, body []byte, header map[string]string) apiResponse {
-	t.Helper()
+// encodeBody is v as a request body: []byte and string as they are,
+// anything else encoded as JSON.
+func encodeBody(v any) ([]byte, error) {
+	switch b := v.(type) {
+	case []byte:
+		return b, nil
+	case string:
+		return []byte(b), nil
+	default:
+		return json.Marshal(v)
+	}
+}
+
+// newRequest builds a request with a raw body (nil: none; with one, the
+// Content-Type is application/json) and header, where "" removes a header.
+func newRequest(ctx context.Context, method, u string, body []byte, header map[string]string) (*http.Request, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequest(method, u, rd)
-	require.NoError(t, err)
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, err
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -79,6 +94,14 @@ func do(t testing.TB, method, u string, body []byte, header map[string]string) a
 			req.Header.Set(k, v)
 		}
 	}
+	return req, nil
+}
+
+// do sends a request with a raw body to the node and decodes the answer.
+func do(t testing.TB, method, u string, body []byte, header map[string]string) apiResponse {
+	t.Helper()
+	req, err := newRequest(context.Background(), method, u, body, header)
+	require.NoError(t, err)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
@@ -91,20 +114,11 @@ func do(t testing.TB, method, u string, body []byte, header map[string]string) a
 	return out
 }
 
-// postJSON posts v (encoded unless it is already []byte or a string).
+// postJSON posts v (see encodeBody).
 func postJSON(t testing.TB, u string, v any, header map[string]string) apiResponse {
 	t.Helper()
-	var body []byte
-	switch b := v.(type) {
-	case []byte:
-		body = b
-	case string:
-		body = []byte(b)
-	default:
-		var err error
-		body, err = json.Marshal(v)
-		require.NoError(t, err)
-	}
+	body, err := encodeBody(v)
+	require.NoError(t, err)
 	return do(t, http.MethodPost, u, body, header)
 }
 

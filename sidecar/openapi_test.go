@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -132,26 +131,13 @@ func (s *oaSuite) validateResponse(t *testing.T, in *openapi3filter.RequestValid
 		"the answer to %s %s does not match the document: %d %s", in.Request.Method, in.Request.URL.Path, status, body)
 }
 
-// call sends a request with do (main_test.go), after validating it, and
-// validates the answer, which must have status want.
+// call sends a request with do (main_test.go), after validating the same
+// request built by newRequest, and validates the answer, which must have
+// status want.
 func (s *oaSuite) call(t *testing.T, want int, verdict oaVerdict, method, u string, body []byte, header map[string]string) apiResponse {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequest(method, u, rd)
+	req, err := newRequest(context.Background(), method, u, body, header)
 	require.NoError(t, err)
-	if body != nil { // as do sets them
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for k, v := range header {
-		if v == "" {
-			req.Header.Del(k)
-		} else {
-			req.Header.Set(k, v)
-		}
-	}
 	in := s.validateRequest(t, req, verdict)
 	r := do(t, method, u, body, header)
 	require.Equal(t, want, r.Status, "%s %s answered %s", method, u, r.Raw)
@@ -159,20 +145,11 @@ func (s *oaSuite) call(t *testing.T, want int, verdict oaVerdict, method, u stri
 	return r
 }
 
-// post is call for a POST of a JSON value or raw bytes.
+// post is call for a POST of v (see encodeBody).
 func (s *oaSuite) post(t *testing.T, want int, verdict oaVerdict, u string, v any, header map[string]string) apiResponse {
 	t.Helper()
-	var body []byte
-	switch b := v.(type) {
-	case []byte:
-		body = b
-	case string:
-		body = []byte(b)
-	default:
-		var err error
-		body, err = json.Marshal(v)
-		require.NoError(t, err)
-	}
+	body, err := encodeBody(v)
+	require.NoError(t, err)
 	return s.call(t, want, verdict, http.MethodPost, u, body, header)
 }
 

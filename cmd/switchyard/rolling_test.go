@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,73 +47,31 @@ type rrNode struct {
 	gossipAddr string // 127.0.0.1:G
 	url        string
 	gen        int
-	proc       *rrProc
+	proc       *process
 }
 
 func (n *rrNode) name() string { return fmt.Sprintf("n%d-gen%d", n.slot+1, n.gen) }
 
-// rrProc is one process generation of a node slot.
-type rrProc struct {
-	name    string
-	cmd     *exec.Cmd
-	logs    *mpLogSink
-	exited  chan struct{}
-	waitErr error
-}
-
-// rrStart runs `switchyard serve` for slot n's current generation and waits
-// for its "serving" log line. A leftover process is killed and waited for at
-// the end of the test; logs are printed when the test failed.
-func rrStart(t *testing.T, bin string, n *rrNode, nodes []*rrNode) *rrProc {
+// rrStart runs `switchyard serve` for slot n's current generation, joining
+// the other slots, and waits until it serves.
+func rrStart(t *testing.T, bin string, n *rrNode, nodes []*rrNode) *process {
 	t.Helper()
-	p := &rrProc{name: n.name(), logs: &mpLogSink{serving: make(chan string, 1)}, exited: make(chan struct{})}
-	args := []string{"serve",
-		"--listen", n.listen,
-		"--gossip-bind", n.gossipAddr,
-		"--node-name", p.name,
-		"--log-format", "json",
+	cfg := serveConfig{name: n.name(), listen: n.listen, gossipAddr: n.gossipAddr, flags: []string{
 		"--log-level", "debug",
 		"--rejoin-interval", "1s",
 		"--drain-timeout", "10s",
-	}
+	}}
 	for _, o := range nodes {
 		if o != n {
-			args = append(args, "--join", o.gossipAddr)
+			cfg.join = append(cfg.join, o.gossipAddr)
 		}
 	}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = mpEnv()
-	p.cmd.Stdout = p.logs
-	p.cmd.Stderr = p.logs
-	require.NoError(t, p.cmd.Start())
-	go func() {
-		p.waitErr = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.exited:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.exited
-		}
-		if t.Failed() {
-			t.Logf("--- log of %s (%v) ---\n%s", p.name, p.waitErr, p.logs.String())
-		}
-	})
-	select {
-	case <-p.logs.serving:
-	case <-p.exited:
-		t.Fatalf("%s exited before serving (%v):\n%s", p.name, p.waitErr, p.logs.String())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("%s did not log msg=serving within 20s:\n%s", p.name, p.logs.String())
-	}
-	return p
+	return startServe(t, bin, cfg)
 }
 
 // rrReady reports whether every node answers /readyz 200 and lists exactly
 // the current generation of the three as alive.
-func rrReady(hc *mpClient, nodes []*rrNode) bool {
+func rrReady(hc *nodeClient, nodes []*rrNode) bool {
 	var want []string
 	for _, n := range nodes {
 		want = append(want, n.name())
@@ -236,16 +192,17 @@ func rrSend(ctx context.Context, hc *http.Client, k int, urls []string, sent *rr
 		deadline := time.Now().Add(30 * time.Second)
 		for attempt := 0; ; attempt++ {
 			sentAt := time.Now()
-			status, ans, err := rrPost(hc, urls[node]+"/v1/gateway/events", body)
+			ans, err := postEvent(hc, urls[node], body)
+			status := ans.status
 			if err == nil && status == http.StatusOK {
 				sent.mu.Lock()
 				sent.n[k][s] = append(sent.n[k][s], n)
-				if ans.Recipients < rrParticipants/rrSessions {
+				if ans.count("recipients") < rrParticipants/rrSessions {
 					sent.short = append(sent.short, fmt.Sprintf("sent %s, answered %s: sender-%d-%d (session %s) to %s: %s",
 						sentAt.UTC().Format("15:04:05.000"), time.Now().UTC().Format("15:04:05.000"),
 						k, n, rrSession(s), urls[node], ans.raw))
 				}
-				if ans.Duplicates > 0 {
+				if ans.count("duplicates") > 0 {
 					sent.dups++
 				}
 				sent.mu.Unlock()
@@ -272,24 +229,6 @@ func rrSend(ctx context.Context, hc *http.Client, k int, urls []string, sent *rr
 	}
 }
 
-type rrAnswer struct {
-	Recipients int `json:"recipients"`
-	Duplicates int `json:"duplicates"`
-	raw        string
-}
-
-func rrPost(hc *http.Client, u string, body []byte) (int, rrAnswer, error) {
-	resp, err := hc.Post(u, "application/json", bytes.NewReader(body))
-	if err != nil {
-		return 0, rrAnswer{}, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	a := rrAnswer{raw: string(raw)}
-	_ = json.Unmarshal(raw, &a)
-	return resp.StatusCode, a, err
-}
-
 // TestRollingRestartLosesNothing: 3 processes, 4 REST senders, 100
 // participants through the Go client; every node is restarted with SIGTERM
 // in turn while the load runs; every participant ends with every event of
@@ -299,14 +238,14 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 		t.Skip("builds the binary and restarts three processes under load")
 	}
 	start := time.Now()
-	bin := mpBuild(t)
+	bin := buildBinary(t)
 	t.Logf("built the binary in %v", time.Since(start).Round(time.Millisecond))
 
 	// Fixed ports for the whole test, HTTP and gossip, all distinct.
 	used := map[int]bool{}
 	port := func() int {
 		for {
-			if p := mpFreePort(t); !used[p] {
+			if p := freePort(t); !used[p] {
 				used[p] = true
 				return p
 			}
@@ -323,7 +262,7 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 	for _, n := range nodes {
 		n.proc = rrStart(t, bin, n, nodes)
 	}
-	hc := newMPClient(t)
+	hc := newNodeClient(t)
 	require.Eventually(t, func() bool { return rrReady(hc, nodes) }, 30*time.Second, 100*time.Millisecond,
 		"the three processes did not form a cluster")
 	t.Logf("cluster of 3 ready after %v", time.Since(start).Round(time.Millisecond))
@@ -405,15 +344,10 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 	for _, n := range nodes {
 		old := n.proc
 		termAt := time.Now()
-		require.NoError(t, old.cmd.Process.Signal(syscall.SIGTERM))
-		select {
-		case <-old.exited:
-		case <-time.After(20 * time.Second):
-			t.Fatalf("%s did not exit within 20s of SIGTERM (drain timeout 10s)", old.name)
-		}
+		old.signal(t, syscall.SIGTERM)
+		code := old.waitExit(t, 20*time.Second) // drain timeout 10 s
 		exitedIn := time.Since(termAt)
-		require.NotNil(t, old.cmd.ProcessState)
-		require.Equal(t, 0, old.cmd.ProcessState.ExitCode(), "%s: SIGTERM exits 0: %v", old.name, old.waitErr)
+		require.Equal(t, 0, code, "%s: SIGTERM exits 0: %v", old.name, old.waitErr)
 		n.gen++
 		n.proc = rrStart(t, bin, n, nodes)
 		require.Eventually(t, func() bool { return rrReady(hc, nodes) }, 30*time.Second, 100*time.Millisecond,
@@ -559,34 +493,21 @@ func rrFirst(items []string, n int) string {
 
 // rrHomes lists, from node base's session view, the nodes participant is
 // homed on and whether it is online there (diagnostics).
-func rrHomes(hc *mpClient, base, session, participant string) string {
-	resp, err := hc.http.Get(base + "/v1/gateway/sessions/" + session)
+func rrHomes(hc *nodeClient, base, session, participant string) string {
+	entries, err := hc.homesOf(base, session, participant)
 	if err != nil {
 		return err.Error()
 	}
-	defer resp.Body.Close()
-	var body struct {
-		Participants []struct {
-			ID     string `json:"participant_id"`
-			Node   string `json:"node"`
-			Online bool   `json:"online"`
-		} `json:"participants"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return err.Error()
-	}
 	var out []string
-	for _, p := range body.Participants {
-		if p.ID == participant {
-			out = append(out, fmt.Sprintf("%s/%v", p.Node, p.Online))
-		}
+	for _, e := range entries {
+		out = append(out, fmt.Sprintf("%s/%v", e.Node, e.Online))
 	}
 	return strings.Join(out, ", ")
 }
 
 // rrMetric returns the lines of a node's /metrics about one metric
 // (diagnostics).
-func rrMetric(hc *mpClient, base, name string) string {
+func rrMetric(hc *nodeClient, base, name string) string {
 	resp, err := hc.http.Get(base + "/metrics")
 	if err != nil {
 		return err.Error()
