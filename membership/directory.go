@@ -123,7 +123,13 @@ func (d *Directory) Session(session string) []Entry {
 func (d *Directory) SessionExcept(session, node string) []Entry {
 	skip := group{node: node}
 	d.mu.RLock()
-	var out []Entry
+	n := 0
+	for g, participants := range d.bySession[session] {
+		if g != skip {
+			n += len(participants)
+		}
+	}
+	out := make([]Entry, 0, n)
 	for g, participants := range d.bySession[session] {
 		if g == skip {
 			continue

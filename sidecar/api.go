@@ -451,7 +451,7 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 	case err != nil:
 		n.log.Debug("websocket attach failed", "participant", req.ParticipantID, "err", err)
 	}
-	return nil // Accept answered failures itself; a served connection has ended
+	return nil // Accept answered failures itself; a served connection lives on in its own goroutine
 }
 
 // handleDirectoryPush applies a peer's directory change (internal to the

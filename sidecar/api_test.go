@@ -1158,10 +1158,15 @@ func TestAPIUnknownEndpointsAndMethods(t *testing.T) {
 	}
 }
 
-func TestConfigRefusesACoalesceWindowOutOfRange(t *testing.T) {
+func TestConfigRefusesACoalesceWindowOrBatchSizeOutOfRange(t *testing.T) {
 	for _, w := range []time.Duration{-time.Millisecond, MaxCoalesceWindow + time.Millisecond} {
 		n, err := New(Config{Listen: "127.0.0.1:0", CoalesceWindow: w, Logger: testLogger()})
 		require.ErrorContains(t, err, "--coalesce-window", "window %v", w)
+		assert.Nil(t, n)
+	}
+	for _, size := range []int{-1, MaxMaxBatchBytes + 1} {
+		n, err := New(Config{Listen: "127.0.0.1:0", MaxBatchBytes: size, Logger: testLogger()})
+		require.ErrorContains(t, err, "--max-batch-bytes", "size %d", size)
 		assert.Nil(t, n)
 	}
 }

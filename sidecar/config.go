@@ -196,6 +196,10 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// MaxMaxBatchBytes bounds MaxBatchBytes: what one write may carry is held
+// in a buffer while it is written (and pooled afterwards).
+const MaxMaxBatchBytes = 16 << 20
+
 // MaxCoalesceWindow bounds CoalesceWindow: a window is a latency paid by
 // every event, and a shutdown waits for writers sleeping in it.
 const MaxCoalesceWindow = time.Second
@@ -207,6 +211,9 @@ var ErrInsecureListen = errors.New("refusing to serve without authentication on 
 func (c Config) check() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("--tls-cert and --tls-key go together: give both or neither")
+	}
+	if c.MaxBatchBytes < 0 || c.MaxBatchBytes > MaxMaxBatchBytes {
+		return fmt.Errorf("--max-batch-bytes %d: want between 1 and %d (0: the default)", c.MaxBatchBytes, MaxMaxBatchBytes)
 	}
 	if c.CoalesceWindow < 0 || c.CoalesceWindow > MaxCoalesceWindow {
 		return fmt.Errorf("--coalesce-window %v: want between 0 and %v (it delays every event by up to that much)", c.CoalesceWindow, MaxCoalesceWindow)

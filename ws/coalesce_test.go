@@ -68,3 +68,20 @@ func TestCoalesceWindowSkippedForAnEventAfterQuiet(t *testing.T) {
 	th.deliver("bob", testEvent(1, now()))
 	cl.nextEvent(1) // read within the client's 10 s timeout: the hour was not waited
 }
+
+// A released batch keeps no event or frame alive: collect truncates its
+// slices, so reset must clear what they held beyond their length.
+func TestReleasedBatchHoldsNoReferences(t *testing.T) {
+	b := &batch{}
+	ev := testEvent(1, time.Now())
+	b.ctrl = append(b.ctrl, []byte(`{"type":"welcome"}`))
+	b.events = append(b.events, entry{seq: 1, ev: ev}, entry{seq: 2, ev: ev})
+	b.ctrl, b.events = b.ctrl[:0], b.events[:0] // as collect leaves them
+	b.reset()
+	for _, f := range b.ctrl[:cap(b.ctrl)] {
+		require.Nil(t, f)
+	}
+	for _, e := range b.events[:cap(b.events)] {
+		require.Nil(t, e.ev)
+	}
+}

@@ -79,7 +79,7 @@ type conn struct {
 	sentCum       uint64   // mailbox byte total through next-1, or at start if later
 	ctrl          [][]byte // queued control frames (welcome, result, error, gap)
 	closeCode     websocket.StatusCode
-	writerRunning bool  // a writer goroutine runs and will look for work again
+	writerRunning bool  // a writer runs and will look again before exiting (stays set once closing)
 	lastWrite     int64 // when the last write ended (UnixNano): is the connection busy?
 	held          bool  // no writer yet: the welcome waits for BeforeWelcome
 	stopped       bool  // the reader ended or a close was written: no new writer
@@ -225,8 +225,9 @@ func (h *Hub) detach(c *conn) {
 // unless one runs (it will look again before exiting) or c is held or
 // stopped. p.mu is held, which is what makes "nothing left, exit" and "new
 // work, no writer" exclude each other. A writer started for control frames
-// (welcome, results, closes) writes at once; one started for events waits
-// the coalescing window first.
+// (welcome, results, closes) writes at once; one started for events may
+// wait the coalescing window first (a control frame queued meanwhile waits
+// with the events).
 func (c *conn) wakeUpLocked() { c.startWriterLocked(0) }
 
 func (c *conn) startWriterLocked(wait time.Duration) {
@@ -325,13 +326,19 @@ type batch struct {
 // the work, and their slices would otherwise be allocated at every start.
 var batches = sync.Pool{New: func() any { return new(batch) }}
 
-// release clears b's references (events stay alive through their
-// mailboxes only) and returns it to the pool.
+// release resets b and returns it to the pool.
 func (b *batch) release() {
-	clear(b.ctrl)
-	clear(b.events)
-	b.ctrl, b.events, b.close = b.ctrl[:0], b.events[:0], 0
+	b.reset()
 	batches.Put(b)
+}
+
+// reset clears b's references, so that events stay alive through their
+// mailboxes only. collect truncates the slices: what they held beyond their
+// length is cleared too.
+func (b *batch) reset() {
+	clear(b.ctrl[:cap(b.ctrl)])
+	clear(b.events[:cap(b.events)])
+	b.ctrl, b.events, b.close = b.ctrl[:0], b.events[:0], 0
 }
 
 // collect moves what is ready for c into b, advancing c's cursor. When

@@ -8,12 +8,15 @@
 // socket. Events are encoded once (Event) and shared by every mailbox on
 // the node; only the seq is written per recipient.
 //
-// Every connection has exactly two goroutines: the HTTP handler's, which
-// reads client frames, and one writer, which copies what is ready from the
-// mailbox under the participant's lock and writes it after releasing it
-// (several frames per message when the client asked for batch=1). A
-// connection whose unsent backlog passes WriteQueueBytes is closed with
-// 4000 and resumes from the mailbox. The Hub's sweeper expires mailboxes,
+// Every connection has a reader goroutine, started by Hub.Attach once the
+// upgrade is done (the HTTP handler returns), and a writer goroutine only
+// while it has something to write: whoever queues work for an idle
+// connection starts one, and it exits when nothing is left. The writer
+// copies what is ready from the mailbox under the participant's lock and,
+// after releasing it, sends everything in one write to the socket, framed
+// by wire.go (one WebSocket message per frame, or newline-joined frames
+// when the client asked for batch=1). A connection whose unsent backlog
+// passes WriteQueueBytes is closed with 4000 and resumes from the mailbox. The Hub's sweeper expires mailboxes,
 // forgets participants whose offline window ended, and cuts writes that
 // passed their deadline. Lock order is written at the top of hub.go.
 package ws

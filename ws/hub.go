@@ -13,8 +13,12 @@ import (
 //
 //	shard.mu → Participant.mu → Hub.sessMu → Hub.connMu
 //
-// No lock is held across socket I/O: writers copy what they need from the
-// mailbox under Participant.mu and write after releasing it.
+// None of these is held across socket I/O: writers copy what they need
+// from the mailbox under Participant.mu and write after releasing it. The
+// one lock held across a socket write is a connection's guardedConn.mu
+// (wire.go), a leaf lock that orders the data writer with coder/websocket's
+// control frames and is never taken with any other held; a pong or close
+// frame waits behind a data write in progress.
 
 const shardCount = 64
 

@@ -17,8 +17,14 @@ import (
 // system call, built in a pooled buffer that an idle connection does not
 // hold. coder/websocket still does the handshake, reads, and the control
 // frames (pong, close); each of its frames fits its small buffer, so it too
-// reaches the socket in one write, and the socket's own lock keeps the two
-// writers' frames whole.
+// reaches the socket in one write. guardedConn's lock orders the two
+// writers, so frames stay whole, and no data follows a close frame.
+//
+// Two things here rely on coder/websocket v1.8.15's internals, and the
+// tests in wire_test.go fail if they change: it writes each control frame
+// in a single Write call (guardedConn reads the opcode from its first
+// byte), and at Accept it re-reads what our reader had buffered from a
+// slice of that same buffer (which keeps early client bytes, see Hijack).
 
 // Buffer sizes of coder/websocket's reader and writer. The reader takes
 // client frames, which are small (acks, joins, submits); a larger one is
