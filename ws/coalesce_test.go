@@ -2,7 +2,10 @@ package ws
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -84,4 +87,25 @@ func TestReleasedBatchHoldsNoReferences(t *testing.T) {
 	for _, e := range b.events[:cap(b.events)] {
 		require.Nil(t, e.ev)
 	}
+}
+
+// A drain does not wait for its deadline on a client that stopped reading:
+// the sweeper keeps cutting writes older than WriteTimeout until the
+// connections are gone.
+func TestShutdownCutsAWriteStuckOnAClientThatStopsReading(t *testing.T) {
+	th := newTestHub(t, Config{WriteTimeout: 200 * time.Millisecond, SweepInterval: 20 * time.Millisecond,
+		WriteQueueBytes: 64 << 20, MailboxSize: 4096},
+		func(th *testHub) { th.serverSndBuf = 32 << 10 })
+	th.attachWith(smallBufferClient(t, 4096), "alice", nil) // and never read again
+	c := onlyConn(t, th.participant("alice"))
+	pad := strings.Repeat("z", 2048)
+	for i := 1; i <= 500; i++ {
+		th.deliver("alice", bodyEvent(fmt.Sprintf("e%d", i), "s1", fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad)))
+	}
+	require.Eventually(t, func() bool { return c.writingSince.Load() != 0 }, 5*time.Second, time.Millisecond,
+		"the writer is stuck in a write")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	require.NoError(t, th.hub.Shutdown(ctx), "the stuck write was cut, not waited out until the deadline")
 }

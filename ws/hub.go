@@ -491,8 +491,12 @@ func (h *Hub) Drain() {
 // than once.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.Drain()
-	h.stopOnce.Do(func() { close(h.stopSweep) })
-	<-h.sweepDone
+	// The sweeper runs until the connections are gone: it is what cuts a
+	// write stuck on a client that stopped reading (--write-timeout).
+	defer func() {
+		h.stopOnce.Do(func() { close(h.stopSweep) })
+		<-h.sweepDone
+	}()
 
 	done := make(chan struct{})
 	go func() { h.connWG.Wait(); close(done) }()
