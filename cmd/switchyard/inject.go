@@ -52,6 +52,8 @@ env:
     valueFrom: {secretKeyRef: {name: {{.SecretName}}, key: gossip-key}}
   - name: SWITCHYARD_TOKEN_SECRET
     valueFrom: {secretKeyRef: {name: {{.SecretName}}, key: token-secret, optional: true}}
+  - name: GOMAXPROCS # one agent needs one core at most; fewer idle threads to wake
+    value: "1"
 ports:
   - {name: switchyard, containerPort: 8787, protocol: TCP}
   - {name: gossip-tcp, containerPort: 7946, protocol: TCP}
