@@ -8,7 +8,7 @@ IMAGE ?= ghcr.io/switchyard-gw/switchyard:$(VERSION)
 
 GO ?= go
 
-.PHONY: all build test lint deploy-test helm-lint image clean
+.PHONY: all build test lint deploy-test helm-lint bench image clean
 
 all: lint test build
 
@@ -36,6 +36,12 @@ deploy-test:
 # the same lint through Helm's Go package, without building the CLI.
 helm-lint:
 	cd deploy/test && $(GO) tool helm lint --strict ../helm/switchyard
+
+# The load tool's scenarios (docs/BENCHMARKS.md) on fresh local nodes, one
+# JSON line each on stdout; BENCH_DURATION per scenario (about 14 of them).
+BENCH_DURATION ?= 8s
+bench:
+	scripts/bench.sh $(BENCH_DURATION)
 
 image:
 	docker build --build-arg VERSION=$(VERSION) -f deploy/Dockerfile -t $(IMAGE) .
