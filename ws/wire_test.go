@@ -305,6 +305,22 @@ func TestAppendFrameHeader(t *testing.T) {
 // on each side of the 7/16-bit (125/126) and 16/64-bit (65535/65536) length
 // boundaries through a real hub connection to a real client, one by one and
 // several in one write, with and without batch=1.
+// deliverOneByOne delivers one event of each frame size to alice, seqs
+// after seq, and checks that the client gets each intact as one message
+// before the next goes; it returns the last seq.
+func deliverOneByOne(t *testing.T, th *testHub, cl *wsClient, seq uint64, sizes []int) uint64 {
+	t.Helper()
+	for _, size := range sizes {
+		seq++
+		ev := frameOfSize(t, seq, size)
+		th.deliver("alice", ev)
+		msg, err := cl.readMessage()
+		require.NoError(t, err, "message of %d bytes", size)
+		require.Equal(t, ev.appendFrame(nil, seq), msg, "message of %d bytes", size)
+	}
+	return seq
+}
+
 func TestFrameSizesRoundTrip(t *testing.T) {
 	sizes := []int{125, 126, 127, 65535, 65536, 65537, 100}
 
@@ -316,14 +332,7 @@ func TestFrameSizesRoundTrip(t *testing.T) {
 		seq := uint64(0)
 
 		// One at a time: each message alone in its write.
-		for _, size := range sizes {
-			seq++
-			ev := frameOfSize(t, seq, size)
-			th.deliver("alice", ev)
-			msg, err := cl.readMessage()
-			require.NoError(t, err, "message of %d bytes", size)
-			require.Equal(t, ev.appendFrame(nil, seq), msg, "message of %d bytes", size)
-		}
+		seq = deliverOneByOne(t, th, cl, seq, sizes)
 
 		// All at once: one write holds every size, headers of each width.
 		mark := rec.writeCount()
@@ -369,14 +378,7 @@ func TestFrameSizesRoundTrip(t *testing.T) {
 		seq := uint64(0)
 
 		// One at a time: a message of a single frame.
-		for _, size := range sizes {
-			seq++
-			ev := frameOfSize(t, seq, size)
-			th.deliver("alice", ev)
-			msg, err := cl.readMessage()
-			require.NoError(t, err, "message of %d bytes", size)
-			require.Equal(t, ev.appendFrame(nil, seq), msg, "message of %d bytes", size)
-		}
+		seq = deliverOneByOne(t, th, cl, seq, sizes)
 
 		// Pairs ready together: joined by a newline into a message of exactly
 		// the total, up to MaxBatchBytes; a pair one byte over is split.
