@@ -65,5 +65,5 @@ for window in 0 2ms; do
 done
 node_args=()
 run pairs              --scenario pairs --pairs 1000 --concurrency 32
-run idle-9k            --scenario idle --connections 9000
+run idle-10k           --scenario idle --connections 10000
 run sidecar-1000-per-s --scenario pairs --pairs 1 --rate 1000 --concurrency 4
