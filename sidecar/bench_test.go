@@ -3,7 +3,6 @@ package sidecar
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/stretchr/testify/require"
+	"github.com/switchyard-gw/switchyard/internal/wsread"
 )
 
 var benchSizes = []int{1, 100, 1000}
@@ -127,23 +127,9 @@ func waitFor(counter *atomic.Int64, target int64) {
 func countFrames(c *websocket.Conn, counter *atomic.Int64) {
 	buf := make([]byte, 0, 64<<10)
 	for {
-		_, r, err := c.Reader(context.Background())
-		if err != nil {
+		var err error
+		if buf, err = wsread.Message(c, buf); err != nil {
 			return
-		}
-		buf = buf[:0]
-		for {
-			if len(buf) == cap(buf) {
-				buf = append(buf, 0)[:len(buf)]
-			}
-			m, err := r.Read(buf[len(buf):cap(buf)])
-			buf = buf[:len(buf)+m]
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				return
-			}
 		}
 		counter.Add(int64(bytes.Count(buf, []byte{'\n'}) + 1))
 	}

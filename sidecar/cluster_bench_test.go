@@ -66,7 +66,7 @@ func newLANCluster(tb testing.TB, size int, cfg Config, prefix string) *lanClust
 		cl.nodes = append(cl.nodes, n)
 		seeds = append(seeds, n.GossipAddr())
 	}
-	lanWaitAlive(tb, cl.nodes, size, 30*time.Second)
+	waitMembersWithin(tb, cl.nodes, size, 30*time.Second)
 	return cl
 }
 
@@ -128,25 +128,6 @@ func releaseCrashed(n *Node) {
 	_ = n.hub.Shutdown(ctx)
 	<-n.serveDone
 	n.peers.close()
-}
-
-// lanWaitAlive waits until every node counts want alive members.
-func lanWaitAlive(b testing.TB, nodes []*Node, want int, timeout time.Duration) {
-	b.Helper()
-	require.Eventually(b, func() bool {
-		for _, n := range nodes {
-			alive := 0
-			for _, m := range n.cluster.Members() {
-				if m.State == membership.StateAlive {
-					alive++
-				}
-			}
-			if alive != want {
-				return false
-			}
-		}
-		return true
-	}, timeout, 10*time.Millisecond, "the cluster did not form")
 }
 
 // lanRoutesTo reports whether a submit on n for participant p would go to the
@@ -492,7 +473,7 @@ func TestLANScaleDownDrainsWithoutError(t *testing.T) {
 		seeds = append(seeds, n.GossipAddr())
 		nodes = append(nodes, n)
 	}
-	lanWaitAlive(t, nodes, 10, 30*time.Second)
+	waitMembersWithin(t, nodes, 10, 30*time.Second)
 	for i := len(nodes) - 1; i >= 0; i-- {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		start := time.Now()

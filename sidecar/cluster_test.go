@@ -54,6 +54,13 @@ func startCluster(t testing.TB, size int, cfg Config) []*Node {
 // settled (learnt the others' participants).
 func waitMembers(t testing.TB, nodes []*Node, want int) {
 	t.Helper()
+	waitMembersWithin(t, nodes, want, 10*time.Second)
+}
+
+// waitMembersWithin is waitMembers with its own deadline (memberlist's LAN
+// defaults form a cluster more slowly than the tests' fast gossip).
+func waitMembersWithin(t testing.TB, nodes []*Node, want int, timeout time.Duration) {
+	t.Helper()
 	require.Eventually(t, func() bool {
 		for _, n := range nodes {
 			if !n.Settled() {
@@ -70,7 +77,7 @@ func waitMembers(t testing.TB, nodes []*Node, want int) {
 			}
 		}
 		return true
-	}, 10*time.Second, 10*time.Millisecond, "the cluster did not form")
+	}, timeout, 10*time.Millisecond, "the cluster did not form")
 }
 
 func TestClusterSubmitReachesParticipantsOnOtherNodes(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/switchyard-gw/switchyard/internal/wsread"
 )
 
 // result is one scenario's figures (printed as one JSON line).
@@ -115,23 +116,9 @@ var (
 func (s *subscriber) read() {
 	buf := make([]byte, 0, 64<<10)
 	for {
-		_, r, err := s.conn.Reader(context.Background())
-		if err != nil {
+		var err error
+		if buf, err = wsread.Message(s.conn, buf); err != nil {
 			return
-		}
-		buf = buf[:0]
-		for {
-			if len(buf) == cap(buf) {
-				buf = append(buf, 0)[:len(buf)]
-			}
-			n, err := r.Read(buf[len(buf):cap(buf)])
-			buf = buf[:len(buf)+n]
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return
-			}
 		}
 		now := time.Now().UnixNano()
 		for frame := range bytes.SplitSeq(buf, []byte{'\n'}) {

@@ -82,16 +82,24 @@ func TestUsageErrors(t *testing.T) {
 	assert.NotEmpty(t, strings.TrimSpace(stdout.String()))
 }
 
-func TestSendAndListenAgainstANode(t *testing.T) {
-	node, err := sidecar.New(sidecar.Config{Listen: "127.0.0.1:0", APIKeys: []string{"secret"},
-		Logger: slog.New(slog.DiscardHandler)})
+// startNode starts an in-process node on a free loopback port with cfg
+// (logs discarded); it is shut down when the test ends.
+func startNode(t *testing.T, cfg sidecar.Config) *sidecar.Node {
+	t.Helper()
+	cfg.Listen, cfg.Logger = "127.0.0.1:0", slog.New(slog.DiscardHandler)
+	node, err := sidecar.New(cfg)
 	require.NoError(t, err)
 	node.Start()
-	defer func() {
+	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		require.NoError(t, node.Shutdown(ctx))
-	}()
+	})
+	return node
+}
+
+func TestSendAndListenAgainstANode(t *testing.T) {
+	node := startNode(t, sidecar.Config{APIKeys: []string{"secret"}})
 	t.Setenv("SWITCHYARD_API_KEY", "secret")
 	t.Setenv("SWITCHYARD_URL", node.URL())
 
@@ -159,15 +167,8 @@ func TestTokenCommandReadsTheSecretFromEnvOrFile(t *testing.T) {
 	assert.Equal(t, 2, strings.Count(tok, "."), "a JWT")
 
 	// The token works against a node with the same secret, as alice only.
-	node, err := sidecar.New(sidecar.Config{Listen: "127.0.0.1:0", APIKeys: []string{"admin"},
-		TokenSecret: []byte("env-secret-env-secret-env-secret"), Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	node.Start()
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		require.NoError(t, node.Shutdown(ctx))
-	}()
+	node := startNode(t, sidecar.Config{APIKeys: []string{"admin"},
+		TokenSecret: []byte("env-secret-env-secret-env-secret")})
 	stdout.Reset()
 	code := run([]string{"send", "--url", node.URL(), "--api-key", tok, "--sender-id", "mallory", "--session-id", "s1"}, nil, &stdout, &stderr)
 	assert.Equal(t, 1, code)

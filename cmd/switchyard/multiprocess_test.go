@@ -112,9 +112,7 @@ func TestMultiProcessCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs three processes")
 	}
-	start := time.Now()
 	bin := buildBinary(t)
-	t.Logf("built the binary in %v", time.Since(start).Round(time.Millisecond))
 
 	p1 := mpStart(t, bin, "mp-1", "")
 	p2 := mpStart(t, bin, "mp-2", p1.gossipAddr)

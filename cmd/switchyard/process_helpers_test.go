@@ -32,8 +32,10 @@ func buildBinary(t *testing.T) string {
 		t.Skip("the go tool is not on PATH; the test builds the binary with it")
 	}
 	bin := filepath.Join(t.TempDir(), "switchyard")
+	start := time.Now()
 	out, err := exec.Command(goBin, "build", "-o", bin, ".").CombinedOutput()
 	require.NoError(t, err, "go build: %s", out)
+	t.Logf("built the binary in %v", time.Since(start).Round(time.Millisecond))
 	return bin
 }
 
