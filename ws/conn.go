@@ -80,7 +80,7 @@ type conn struct {
 	ctrl          [][]byte // queued control frames (welcome, result, error, gap)
 	closeCode     websocket.StatusCode
 	writerRunning bool  // a writer runs and will look again before exiting (stays set once closing)
-	lastWrite     int64 // when the last write ended (UnixNano): is the connection busy?
+	lastWrite     int64 // when the last write began (UnixNano): is the connection busy?
 	held          bool  // no writer yet: the welcome waits for BeforeWelcome
 	stopped       bool  // the reader ended or a close was written: no new writer
 }
@@ -401,7 +401,8 @@ func (c *conn) writeLoop(wait time.Duration) {
 		if len(b.ctrl) == 0 && len(b.events) == 0 {
 			return // collect marked the writer gone
 		}
-		if err := c.write(b); err != nil {
+		began := c.hub.cfg.Now().UnixNano()
+		if err := c.write(b, began); err != nil {
 			_ = c.ws.CloseNow()
 			c.p.mu.Lock()
 			c.stopped, c.writerRunning = true, false
@@ -413,7 +414,7 @@ func (c *conn) writeLoop(wait time.Duration) {
 			last = b.events[n-1].seq
 			c.hub.cfg.Metrics.Deliveries.Add(float64(n))
 		}
-		c.p.noteWritten(c, last)
+		c.noteWritten(last, began)
 	}
 }
 
@@ -431,7 +432,7 @@ func (c *conn) closeWith(code websocket.StatusCode) {
 // write sends b in one write to the socket: one WebSocket message per frame,
 // or, when the client allows batching, newline-joined messages of at most
 // MaxBatchBytes.
-func (c *conn) write(b *batch) error {
+func (c *conn) write(b *batch, began int64) error {
 	bufp := writeBuffers.Get().(*[]byte)
 	buf := (*bufp)[:0]
 	if c.batch {
@@ -444,7 +445,7 @@ func (c *conn) write(b *batch) error {
 			buf = e.ev.appendFrame(appendFrameHeader(buf, e.ev.frameSize(e.seq)), e.seq)
 		}
 	}
-	c.writingSince.Store(c.hub.cfg.Now().UnixNano())
+	c.writingSince.Store(began)
 	err := c.raw.writeData(buf)
 	c.writingSince.Store(0)
 	if cap(buf) <= 4*c.hub.cfg.MaxBatchBytes { // do not let one huge frame pin memory
@@ -488,14 +489,19 @@ func (c *conn) appendBatched(buf []byte, b *batch) []byte {
 	return buf
 }
 
-// noteWritten records that c wrote (events through seq, when seq > 0).
-func (p *Participant) noteWritten(c *conn, seq uint64) {
-	now := c.hub.cfg.Now().UnixNano()
+// noteWritten records a write that began at began: the participant's newest
+// seq written (when it carried events, seq > 0) and, for the coalescing
+// window, when c last wrote. Without either there is nothing to record.
+func (c *conn) noteWritten(seq uint64, began int64) {
+	if seq == 0 && c.hub.cfg.CoalesceWindow <= 0 {
+		return
+	}
+	p := c.p
 	p.mu.Lock()
 	if seq > p.lastWritten {
 		p.lastWritten = seq
 	}
-	c.lastWrite = now
+	c.lastWrite = began
 	p.mu.Unlock()
 }
 
