@@ -15,8 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/coder/websocket"
-	"github.com/switchyard-gw/switchyard/internal/wsread"
+	"github.com/switchyard-gw/switchyard/internal/rawws"
 )
 
 // result is one scenario's figures (printed as one JSON line).
@@ -63,25 +62,26 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 
 // dialers spread WebSocket connections over source addresses 127.0.0.1,
 // 127.0.0.2, … so that tens of thousands do not exhaust one address's ports.
-func dialers(sources int) []*http.Client {
-	var out []*http.Client
+func dialers(sources int) []*net.Dialer {
+	var out []*net.Dialer
 	for i := range max(sources, 1) {
-		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i))}}
-		out = append(out, &http.Client{Transport: &http.Transport{DialContext: d.DialContext}})
+		out = append(out, &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i))}})
 	}
 	return out
 }
 
-// subscriber is one attached participant that counts what it receives.
+// subscriber is one attached participant that counts what it receives. It
+// reads with rawws: the load generator shares the cores with the node it
+// measures, so its reading must cost as little as possible.
 type subscriber struct {
-	conn *websocket.Conn
+	conn *rawws.Conn
 	hist histogram
 	seen []uint64 // bitset of event indexes received
 	got  atomic.Int64
 	dups int64
 }
 
-func attachSubscriber(ctx context.Context, hc *http.Client, base, participant string, sessions []string, batch bool, apiKey string) (*subscriber, error) {
+func attachSubscriber(ctx context.Context, dialer *net.Dialer, base, participant string, sessions []string, batch bool, apiKey string) (*subscriber, error) {
 	q := url.Values{"participant_id": {participant}, "session_id": sessions}
 	if batch {
 		q.Set("batch", "1")
@@ -93,14 +93,13 @@ func attachSubscriber(ctx context.Context, hc *http.Client, base, participant st
 	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(dctx, u, &websocket.DialOptions{HTTPClient: hc, HTTPHeader: h})
+	c, err := rawws.Dial(dctx, dialer, u, h)
 	if err != nil {
 		return nil, err
 	}
-	c.SetReadLimit(-1)
 	// The welcome frame: attached (and routable cluster-wide) from here on.
-	if _, _, err := c.Read(dctx); err != nil {
-		_ = c.CloseNow()
+	if _, err := c.Message(nil); err != nil {
+		_ = c.Close()
 		return nil, err
 	}
 	return &subscriber{conn: c}, nil
@@ -117,7 +116,7 @@ func (s *subscriber) read() {
 	buf := make([]byte, 0, 64<<10)
 	for {
 		var err error
-		if buf, err = wsread.Message(s.conn, buf); err != nil {
+		if buf, err = s.conn.Message(buf); err != nil {
 			return
 		}
 		now := time.Now().UnixNano()

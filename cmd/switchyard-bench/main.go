@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 )
@@ -30,6 +31,7 @@ type options struct {
 	messageBytes int
 	drainWait    time.Duration
 	jsonOnly     bool
+	cpuProfile   string
 }
 
 func main() {
@@ -51,12 +53,21 @@ func main() {
 	flag.IntVar(&o.messageBytes, "message-bytes", 64, "message size")
 	flag.DurationVar(&o.drainWait, "drain-wait", 5*time.Second, "how long to wait for deliveries after the last submit")
 	flag.BoolVar(&o.jsonOnly, "json", false, "print only the JSON line")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
 	flag.Parse()
 	if o.subURL == "" {
 		o.subURL = o.url
 	}
 	if pids != "" {
 		o.pids = strings.Split(pids, ",")
+	}
+	if o.cpuProfile != "" {
+		stop, err := startCPUProfile(o.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "switchyard-bench:", err)
+			os.Exit(1)
+		}
+		defer stop()
 	}
 	ctx := context.Background()
 	var res result
@@ -80,4 +91,18 @@ func main() {
 	if !o.jsonOnly {
 		res.print(os.Stdout)
 	}
+}
+
+// startCPUProfile profiles the load generator itself (to keep it cheap: it
+// shares the cores with the node it measures).
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }, nil
 }

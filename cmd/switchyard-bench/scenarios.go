@@ -101,7 +101,7 @@ func attachAll(ctx context.Context, o options, n int, sessionsOf func(i int) []s
 func closeAll(subs []*subscriber) {
 	for _, s := range subs {
 		if s != nil {
-			_ = s.conn.CloseNow()
+			_ = s.conn.Close()
 		}
 	}
 }
