@@ -74,6 +74,18 @@ func apiEv(kv ...string) string {
 	}, kv...)
 }
 
+// manyKeys is a JSON object of n distinct keys followed by a repeat of key
+// number dup.
+func manyKeys(n, dup int) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i := range n {
+		fmt.Fprintf(&b, `"k%d":%d,`, i, i)
+	}
+	fmt.Fprintf(&b, `"k%d":0}`, dup)
+	return b.String()
+}
+
 // apiDelivery is a valid delivery of a valid event to rcv, changed by kv.
 func apiDelivery(kv ...string) string {
 	return apiObject([]string{
@@ -271,6 +283,12 @@ func TestAPISubmitRejectsBadInput(t *testing.T) {
 		{name: "duplicate session_id", body: `{"session_id":"s","sender_id":"alice","sender_type":"human","event_type":"message","session_id":"other"}`,
 			status: s400, code: "duplicate_key", field: "session_id"},
 		{name: "duplicate metadata key", body: apiEv("metadata", `{"k":1,"k":2}`), status: s400, code: "duplicate_key", field: "metadata"},
+		// Past 16 keys the check switches from comparing pairs to a map.
+		{name: "duplicate metadata key as the 17th", body: apiEv("metadata", manyKeys(16, 3)), status: s400, code: "duplicate_key", field: "metadata"},
+		{name: "duplicate metadata key among 40", body: apiEv("metadata", manyKeys(39, 30)), status: s400, code: "duplicate_key", field: "metadata"},
+		// Field names match exactly: another case is an unknown field.
+		{name: "sender_id in capitals", body: `{"SENDER_ID":"alice","sender_type":"human","event_type":"message","session_id":"s"}`,
+			status: s422, code: "missing_field", field: "sender_id"},
 
 		// Content types that are not JSON.
 		{name: "text/plain", body: apiEv(), header: map[string]string{"Content-Type": "text/plain"},

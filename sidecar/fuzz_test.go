@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,8 +10,9 @@ import (
 )
 
 // FuzzEventDecoding: no body makes the vetting, decoding or validation
-// panic, and every event that passes re-encodes to JSON that passes again,
-// unchanged.
+// panic; decodeEvent answers what checkJSON + json.Unmarshal answer (but
+// for field names in another case, which only encoding/json takes); and
+// every event that passes re-encodes to JSON that passes again, unchanged.
 func FuzzEventDecoding(f *testing.F) {
 	for _, seed := range []string{
 		`{"sender_id":"agent-α","sender_type":"ai","event_type":"message","message":"hi","session_id":"s1"}`,
@@ -19,15 +21,22 @@ func FuzzEventDecoding(f *testing.F) {
 		`{"sender_id":"\ud800"}`,
 		`{"sender_id":"a\u0000b"}`,
 		`[1,2]`, `"x"`, `{`, `{"a":1e999}`, `{"sender_gateway_url":"https://u@h/"}`,
+		`{"sender_id":1,"metadata":"x"}`, `{"sender\u005fid":"a","event_id":null,"metadata":null}`,
+		`{"SENDER_ID":"a"}`, `{"metadata":{"k":{"k":[]}},"recipient_id":"r","event_id":"e\n"}`,
 	} {
 		f.Add([]byte(seed))
 	}
 	lim := Limits{MaxMessageBytes: 1 << 10, MaxMetadataKeys: 50}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var w wireEvent
-		if err := decodeJSON(data, &w); err != nil {
-			if err.Status != 400 && err.Status != 422 {
-				t.Fatalf("decode answered %d", err.Status)
+		derr := decodeEvent(data, &w)
+		if !hasFoldedFieldName(data) {
+			var ref wireEvent
+			requireSameDecoding(t, data, decodeJSON(data, &ref), &ref, derr, &w)
+		}
+		if derr != nil {
+			if derr.Status != 400 && derr.Status != 422 {
+				t.Fatalf("decode answered %d", derr.Status)
 			}
 			return
 		}
@@ -48,7 +57,7 @@ func FuzzEventDecoding(f *testing.F) {
 			t.Fatal(err)
 		}
 		var again wireEvent
-		if err := decodeJSON(b, &again); err != nil {
+		if err := decodeEvent(b, &again); err != nil {
 			t.Fatalf("a valid event re-encodes to a body that fails: %v: %s", err, b)
 		}
 		ev2, verr := again.validate("", lim)
@@ -60,6 +69,50 @@ func FuzzEventDecoding(f *testing.F) {
 			t.Fatalf("the round trip changed the event:\n%s\n%s", b, b2)
 		}
 	})
+}
+
+// hasFoldedFieldName tells whether a top-level key of data names an event
+// field in another case ("SENDER_ID"): encoding/json takes it, decodeEvent
+// does not.
+func hasFoldedFieldName(data []byte) bool {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(data, &top) != nil {
+		return false
+	}
+	names := []string{"sender_id", "sender_type", "event_type", "message", "session_id",
+		"sender_gateway_url", "metadata", "recipient_id", "event_id"}
+	for k := range top {
+		for _, name := range names {
+			if k != name && strings.EqualFold(k, name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// requireSameDecoding compares decodeEvent's answer with the reference's.
+func requireSameDecoding(t *testing.T, data []byte, refErr *Error, ref *wireEvent, err *Error, w *wireEvent) {
+	t.Helper()
+	if (refErr == nil) != (err == nil) {
+		t.Fatalf("%s: reference error %v, decodeEvent error %v", data, refErr, err)
+	}
+	if err != nil {
+		if refErr.Status != err.Status || refErr.Code != err.Code || refErr.Field != err.Field {
+			t.Fatalf("%s: reference error %+v, decodeEvent error %+v", data, refErr, err)
+		}
+		return
+	}
+	// The JSON forms hold every field (null when absent), not the values
+	// array only decodeEvent fills.
+	if a, b := dumpWire(ref), dumpWire(w); a != b {
+		t.Fatalf("%s: decoded differently:\nreference   %s\ndecodeEvent %s", data, a, b)
+	}
+}
+
+func dumpWire(w *wireEvent) string {
+	b, _ := json.Marshal(w)
+	return string(b)
 }
 
 // FuzzTokenParsing: no string makes token verification panic, and what it

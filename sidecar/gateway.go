@@ -252,7 +252,7 @@ func (g *Gateway) leave(participantID, sessionID string) error {
 // out.
 func (g *Gateway) submitJSON(ctx context.Context, raw []byte, cred Credential, who *ws.Identity) (SubmitResult, error) {
 	var w wireEvent
-	if err := decodeJSON(raw, &w); err != nil {
+	if err := decodeEvent(raw, &w); err != nil {
 		return SubmitResult{}, err
 	}
 	if who != nil {

@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -17,28 +18,39 @@ const maxJSONDepth = 32
 // field at fault ("event.sender_id"; paths stop at "metadata").
 func checkJSON(data []byte) *Error {
 	s := jsonChecker{data: data}
+	return s.check()
+}
+
+// jsonChecker walks a body once. With event set, it also decodes the
+// top-level fields of an event into it (decodeEvent).
+type jsonChecker struct {
+	data  []byte
+	pos   int
+	depth int
+	path  [][]byte // keys from the root to the value being checked
+	event *wireEvent
+	// typeErr is the first event field of the wrong JSON type. Like
+	// encoding/json, a body's syntax errors are reported before it.
+	typeErr *Error
+}
+
+func (s *jsonChecker) check() *Error {
+	s.path = make([][]byte, 0, 4)
 	s.space()
-	if s.pos == len(data) {
+	if s.pos == len(s.data) {
 		return newError(http.StatusBadRequest, codeInvalidJSON, "", "the body is empty; send a JSON object")
 	}
-	if data[s.pos] != '{' {
+	if s.data[s.pos] != '{' {
 		return newError(http.StatusBadRequest, codeInvalidJSON, "", "the body must be a JSON object")
 	}
 	if err := s.value(); err != nil {
 		return err
 	}
 	s.space()
-	if s.pos != len(data) {
+	if s.pos != len(s.data) {
 		return s.syntax("unexpected data after the JSON object")
 	}
 	return nil
-}
-
-type jsonChecker struct {
-	data  []byte
-	pos   int
-	depth int
-	path  []string
 }
 
 func (s *jsonChecker) field() string {
@@ -47,8 +59,8 @@ func (s *jsonChecker) field() string {
 		if i > 0 {
 			b.WriteByte('.')
 		}
-		b.WriteString(p)
-		if p == "metadata" {
+		b.Write(p)
+		if string(p) == "metadata" {
 			break
 		}
 	}
@@ -104,43 +116,65 @@ func (s *jsonChecker) enter() *Error {
 	return nil
 }
 
+// smallObjectKeys is how many keys an object's duplicate check compares
+// pairwise before it switches to a map (a body of many keys must not cost
+// quadratic time).
+const smallObjectKeys = 16
+
 func (s *jsonChecker) object() *Error {
 	if err := s.enter(); err != nil {
 		return err
 	}
 	s.pos++ // '{'
-	var keys []string
 	s.space()
 	if s.pos < len(s.data) && s.data[s.pos] == '}' {
 		s.pos++
 		s.depth--
 		return nil
 	}
+	var few [smallObjectKeys][]byte
+	keys := few[:0]
+	var many map[string]struct{}
 	for {
 		s.space()
 		if s.pos == len(s.data) || s.data[s.pos] != '"' {
 			return s.syntax("expected a string key")
 		}
-		key, err := s.str()
+		key, err := s.key()
 		if err != nil {
 			return err
 		}
-		for _, k := range keys {
-			if k == key {
-				s.path = append(s.path, key)
-				f := s.field()
-				return newError(http.StatusBadRequest, "duplicate_key", f, "the key "+quote(key)+" appears twice in one object")
+		duplicate := false
+		if many == nil {
+			for _, k := range keys {
+				duplicate = duplicate || string(k) == string(key)
 			}
+			if keys = append(keys, key); len(keys) == smallObjectKeys {
+				many = make(map[string]struct{}, 2*smallObjectKeys)
+				for _, k := range keys {
+					many[string(k)] = struct{}{}
+				}
+			}
+		} else if _, duplicate = many[string(key)]; !duplicate {
+			many[string(key)] = struct{}{}
 		}
-		keys = append(keys, key)
+		if duplicate {
+			s.path = append(s.path, key)
+			return newError(http.StatusBadRequest, "duplicate_key", s.field(), "the key "+quote(string(key))+" appears twice in one object")
+		}
 		s.space()
 		if s.pos == len(s.data) || s.data[s.pos] != ':' {
 			return s.syntax("expected ':' after a key")
 		}
 		s.pos++
 		s.path = append(s.path, key)
+		s.space()
+		start := s.pos
 		if err := s.value(); err != nil {
 			return err
+		}
+		if s.event != nil && s.depth == 1 {
+			s.decodeEventField(key, s.data[start:s.pos])
 		}
 		s.path = s.path[:len(s.path)-1]
 		s.space()
@@ -192,43 +226,62 @@ func (s *jsonChecker) array() *Error {
 	}
 }
 
-// str checks a string at s.pos and returns its decoded value when it had
-// escapes, or its raw bytes otherwise.
-func (s *jsonChecker) str() (string, *Error) {
+// str checks the string at s.pos and moves past it; escaped tells whether
+// its raw bytes need decoding.
+func (s *jsonChecker) str() (escaped bool, err *Error) {
 	s.pos++ // opening quote
-	start, escaped := s.pos, false
 	for s.pos < len(s.data) {
 		c := s.data[s.pos]
 		switch {
 		case c == '"':
-			raw := s.data[start:s.pos]
 			s.pos++
-			if !escaped {
-				return string(raw), nil
-			}
-			var v string
-			if err := json.Unmarshal(s.data[start-1:s.pos], &v); err != nil {
-				return "", s.syntax("bad string escape")
-			}
-			return v, nil
+			return escaped, nil
 		case c == '\\':
 			escaped = true
 			if err := s.escape(); err != nil {
-				return "", err
+				return escaped, err
 			}
 		case c < 0x20:
-			return "", s.syntax("control character in a string")
+			return escaped, s.syntax("control character in a string")
 		case c < utf8.RuneSelf:
 			s.pos++
 		default:
 			r, size := utf8.DecodeRune(s.data[s.pos:])
 			if r == utf8.RuneError && size == 1 {
-				return "", s.badText()
+				return escaped, s.badText()
 			}
 			s.pos += size
 		}
 	}
-	return "", s.syntax("unterminated string")
+	return escaped, s.syntax("unterminated string")
+}
+
+// key checks the object key at s.pos and returns it decoded: a slice of
+// the body unless it had escapes.
+func (s *jsonChecker) key() ([]byte, *Error) {
+	start := s.pos
+	escaped, err := s.str()
+	if err != nil {
+		return nil, err
+	}
+	raw := s.data[start:s.pos]
+	if !escaped {
+		return raw[1 : len(raw)-1], nil
+	}
+	v, ok := unquote(raw)
+	if !ok {
+		return nil, s.syntax("bad string escape")
+	}
+	return []byte(v), nil
+}
+
+// unquote decodes a checked JSON string (quotes included).
+func unquote(raw []byte) (string, bool) {
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw[1 : len(raw)-1]), true
+	}
+	var v string
+	return v, json.Unmarshal(raw, &v) == nil
 }
 
 func (s *jsonChecker) badText() *Error {
