@@ -56,6 +56,9 @@ func FuzzEventDecoding(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if own, err := ev.appendJSON(nil); err != nil || string(own) != string(b) {
+			t.Fatalf("appendJSON differs from json.Marshal:\n%s\n%s", own, b)
+		}
 		var again wireEvent
 		if err := decodeEvent(b, &again); err != nil {
 			t.Fatalf("a valid event re-encodes to a body that fails: %v: %s", err, b)

@@ -5,6 +5,8 @@ import (
 	"hash/fnv"
 	"strconv"
 	"time"
+
+	"github.com/switchyard-gw/switchyard/internal/jsonw"
 )
 
 // Event is one accepted event as this node stores and sends it. It is encoded
@@ -64,14 +66,14 @@ func NewEvent(eventID, sessionID string, body json.RawMessage, at time.Time) *Ev
 func NewTracedEvent(eventID, sessionID, traceparent string, body json.RawMessage, at time.Time) *Event {
 	tail := make([]byte, 0, len(body)+len(eventID)+len(sessionID)+len(traceparent)+64)
 	tail = append(tail, `"event_id":`...)
-	tail = appendJSONString(tail, eventID)
+	tail = jsonw.AppendString(tail, eventID)
 	if traceparent != "" {
 		tail = append(tail, `,"traceparent":`...)
-		tail = appendJSONString(tail, traceparent)
+		tail = jsonw.AppendString(tail, traceparent)
 	}
 	if sessionID != "" {
 		tail = append(tail, `,"session_id":`...)
-		tail = appendJSONString(tail, sessionID)
+		tail = jsonw.AppendString(tail, sessionID)
 	}
 	tail = append(tail, `,"event":`...)
 	tail = append(tail, body...)
@@ -99,14 +101,6 @@ func decimalLen(v uint64) int {
 		n++
 	}
 	return n
-}
-
-// appendJSONString appends s as a JSON string. Ids reaching here were
-// validated as UTF-8 without control characters, but the encoder is complete
-// anyway so that no input can produce invalid JSON.
-func appendJSONString(dst []byte, s string) []byte {
-	b, _ := json.Marshal(s) // cannot fail for a string
-	return append(dst, b...)
 }
 
 // Server-to-client control frames. Event frames are built by appendFrame.

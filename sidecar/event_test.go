@@ -1,0 +1,40 @@
+package sidecar
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestEventAppendJSON(t *testing.T) {
+	for name, ev := range map[string]Event{
+		"required only": {SenderID: "a", SenderType: "ai", EventType: "message"},
+		"every field": {SenderID: "a", SenderType: "human", EventType: "message", Message: "<b>&</b> \u2028 \"q\" \n",
+			SessionID: "s", SenderGatewayURL: "https://gw.example/x", RecipientID: "r", EventID: "e",
+			Metadata: map[string]json.RawMessage{"z": json.RawMessage(`{ "b" : [1, 2] }`), "a": json.RawMessage(`"<x>"`)}},
+		"empty metadata": {SenderID: "a", SenderType: "ai", EventType: "m", Metadata: map[string]json.RawMessage{}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			want, err := json.Marshal(ev)
+			require.NoError(t, err)
+			got, err := ev.appendJSON([]byte("prefix"))
+			require.NoError(t, err)
+			require.Equal(t, "prefix"+string(want), string(got))
+		})
+	}
+	bad := Event{SenderID: "a", SenderType: "ai", EventType: "m", Metadata: map[string]json.RawMessage{"k": json.RawMessage(`{`)}}
+	_, err := bad.appendJSON(nil)
+	require.Error(t, err, "metadata that is not JSON fails, as json.Marshal does")
+}
+
+func TestSubmitResultAppendJSON(t *testing.T) {
+	for _, r := range []SubmitResult{
+		{Status: "ok", EventID: "evt_x", Recipients: 3, deliveryCounts: deliveryCounts{Live: 1, Queued: 1, Duplicates: 1}},
+		{Status: "ok", EventID: "<&>\u2028"},
+	} {
+		want, err := json.Marshal(r)
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(r.appendJSON(nil)))
+	}
+}
