@@ -10,8 +10,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime/pprof"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -32,6 +34,7 @@ type options struct {
 	drainWait    time.Duration
 	jsonOnly     bool
 	cpuProfile   string
+	floorListen  string
 }
 
 func main() {
@@ -54,7 +57,17 @@ func main() {
 	flag.DurationVar(&o.drainWait, "drain-wait", 5*time.Second, "how long to wait for deliveries after the last submit")
 	flag.BoolVar(&o.jsonOnly, "json", false, "print only the JSON line")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
+	flag.StringVar(&o.floorListen, "floor-listen", "", "instead of a load, serve the floor server on this address until SIGTERM (docs/BENCHMARKS.md)")
 	flag.Parse()
+	if o.floorListen != "" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := serveFloor(ctx, o.floorListen); err != nil {
+			fmt.Fprintln(os.Stderr, "switchyard-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if o.subURL == "" {
 		o.subURL = o.url
 	}

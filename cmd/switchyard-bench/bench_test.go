@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/switchyard-gw/switchyard/sidecar"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func startNode(t *testing.T) string {
+	t.Helper()
+	node, err := sidecar.New(sidecar.Config{Listen: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler), RateLimit: -1})
+	require.NoError(t, err)
+	node.Start()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, node.Shutdown(ctx))
+	})
+	return node.URL()
+}
+
+// startFloor runs the floor server on a free loopback port.
+func startFloor(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveFloor(ctx, addr) }()
+	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 5*time.Second, 10*time.Millisecond)
+	return "http://" + addr
+}
+
+func shortRun(url string) options {
+	return options{url: url, subURL: url, pids: []string{fmt.Sprint(os.Getpid())}, subscribers: 20, pairs: 10,
+		connections: 30, duration: 300 * time.Millisecond, concurrency: 4, sources: 2, messageBytes: 64,
+		drainWait: 5 * time.Second}
+}
+
+// requireEveryDelivery: the scenario's figures add up, with nothing lost
+// or duplicated.
+func requireEveryDelivery(t *testing.T, r result, perEvent int64) {
+	t.Helper()
+	require.Zero(t, r.SubmitErrors)
+	require.Positive(t, r.EventsSent)
+	require.Equal(t, r.EventsSent*perEvent, r.Deliveries)
+	require.Zero(t, r.Lost)
+	require.Zero(t, r.Duplicates)
+	require.Positive(t, r.P50ms)
+	require.GreaterOrEqual(t, r.MaxMs, r.P99ms)
+	require.GreaterOrEqual(t, r.P99ms, r.P50ms)
+	require.Positive(t, r.ServerCPUSec, "read from /proc for the given pid")
+	require.Positive(t, r.ServerPeakRSSMiB)
+}
+
+func TestScenariosAgainstANode(t *testing.T) {
+	url := startNode(t)
+	ctx := context.Background()
+	t.Run("fanout with batch=1", func(t *testing.T) {
+		o := shortRun(url)
+		o.scenario, o.batch = "fanout", true
+		r, err := runFanout(ctx, o)
+		require.NoError(t, err)
+		requireEveryDelivery(t, r, 20)
+	})
+	t.Run("pairs at a fixed rate", func(t *testing.T) {
+		o := shortRun(url)
+		o.rate = 200
+		r, err := runPairs(ctx, o)
+		require.NoError(t, err)
+		requireEveryDelivery(t, r, 2)
+		require.InDelta(t, 60, r.EventsSent, 20, "200 per second for 300 ms")
+	})
+	t.Run("idle", func(t *testing.T) {
+		o := shortRun(url)
+		r, err := runIdle(ctx, o)
+		require.NoError(t, err)
+		require.Equal(t, 30, r.Subscribers)
+	})
+}
+
+func TestScenariosAgainstTheFloorServer(t *testing.T) {
+	url := startFloor(t)
+	o := shortRun(url)
+	r, err := runPairs(context.Background(), o)
+	require.NoError(t, err)
+	requireEveryDelivery(t, r, 2)
+	o.scenario = "fanout"
+	r, err = runFanout(context.Background(), o)
+	require.NoError(t, err)
+	requireEveryDelivery(t, r, 20)
+}
