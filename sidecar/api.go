@@ -177,11 +177,37 @@ func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 
 // wireDelivery is the body of POST /v1/gateway/deliveries.
 type wireDelivery struct {
-	RecipientID         *string    `json:"recipient_id"`
-	RecipientIDs        []string   `json:"recipient_ids"`
-	SessionID           *string    `json:"session_id"`
-	RecipientGatewayURL *string    `json:"recipient_gateway_url"`
-	Event               *wireEvent `json:"event"`
+	RecipientID         *string         `json:"recipient_id"`
+	RecipientIDs        []string        `json:"recipient_ids"`
+	SessionID           *string         `json:"session_id"`
+	RecipientGatewayURL *string         `json:"recipient_gateway_url"`
+	RawEvent            json.RawMessage `json:"event"`
+	// Event is RawEvent decoded by decodeEvent, as a submit's body is (field
+	// names match exactly on both paths); nil when absent.
+	Event *wireEvent `json:"-"`
+}
+
+// decodeDelivery decodes a delivery body; a type mismatch inside the event
+// names the field under "event.".
+func decodeDelivery(body []byte) (wireDelivery, *Error) {
+	var wd wireDelivery
+	if err := decodeJSON(body, &wd); err != nil {
+		return wd, err
+	}
+	switch {
+	case len(wd.RawEvent) == 0 || string(wd.RawEvent) == "null":
+		return wd, nil
+	case wd.RawEvent[0] != '{':
+		return wd, fieldError("invalid_type", "event", "must be of JSON type object")
+	}
+	wd.Event = new(wireEvent)
+	if err := decodeEvent(wd.RawEvent, wd.Event); err != nil {
+		if err.Field != "" { // the whole body passed checkJSON: only type errors get here
+			err.Field = "event." + err.Field
+		}
+		return wd, err
+	}
+	return wd, nil
 }
 
 func (w *wireDelivery) validate(lim Limits) (DeliveryRequest, *Error) {
@@ -234,9 +260,9 @@ func (n *Node) handleDeliver(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var wd wireDelivery
-	if err := decodeJSON(body, &wd); err != nil {
-		return err
+	wd, derr := decodeDelivery(body)
+	if derr != nil {
+		return derr
 	}
 	req, verr := wd.validate(n.gw.limits)
 	if verr != nil {

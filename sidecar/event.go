@@ -40,7 +40,9 @@ type wireEvent struct {
 	EventID          *string                    `json:"event_id"`
 
 	// values holds the strings decodeEvent points the fields at, so that a
-	// decoded field costs no allocation beyond its text.
+	// decoded field costs no allocation beyond its text. So a wireEvent is
+	// decoded into once and not copied: a copy's fields point at the
+	// original's values.
 	values [8]string
 }
 
@@ -48,8 +50,8 @@ type wireEvent struct {
 // submit path's decoder. It answers what checkJSON followed by json.Unmarshal
 // into a wireEvent answers (FuzzEventDecoding holds the two to it), with one
 // difference: field names match exactly, where encoding/json would also take
-// "Sender_ID" for sender_id. The reference's names are fixed, so a
-// differently cased name is an unknown field, ignored like any other.
+// "Sender_ID" for sender_id. SPEC's field names are fixed, so a differently
+// cased name is an unknown field, ignored like any other.
 func decodeEvent(data []byte, w *wireEvent) *Error {
 	s := jsonChecker{data: data, event: w}
 	if err := s.check(); err != nil {
