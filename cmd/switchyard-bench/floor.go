@@ -3,8 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/sha1"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -13,6 +11,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/switchyard-gw/switchyard/internal/rawws"
 )
 
 // The floor server answers the two requests the load scenarios make —
@@ -26,6 +26,8 @@ import (
 type floorServer struct {
 	mu       sync.Mutex
 	sessions map[string][]*floorConn
+	closed   bool // set by closeAll: a later attach closes its connection itself
+	readers  sync.WaitGroup
 }
 
 type floorConn struct {
@@ -33,25 +35,29 @@ type floorConn struct {
 	nc net.Conn
 }
 
-const floorAcceptGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-// serveFloor runs the floor server on addr until ctx ends.
-func serveFloor(ctx context.Context, addr string) error {
+// serveFloor runs the floor server on l until ctx ends, and returns once
+// its connections and their goroutines are gone.
+func serveFloor(ctx context.Context, l net.Listener) error {
 	f := &floorServer{sessions: map[string][]*floorConn{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/gateway/ws", f.attach)
 	mux.HandleFunc("POST /v1/gateway/events", f.submit)
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	stopped := make(chan struct{})
 	go func() {
+		defer close(stopped)
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(shutdown)
+		_ = srv.Shutdown(shutdown) // waits for the handlers, so no attach is midway
 		f.closeAll()
 	}()
-	slog.Info("floor server listening", "addr", addr)
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+	slog.Info("floor server listening", "addr", l.Addr().String())
+	err := srv.Serve(l)
+	<-stopped // Serve returns as soon as Shutdown starts
+	f.readers.Wait()
+	if !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
@@ -68,9 +74,8 @@ func (f *floorServer) attach(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	sum := sha1.Sum([]byte(key + floorAcceptGUID))
 	_, _ = rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
-		base64.StdEncoding.EncodeToString(sum[:]) + "\r\n\r\n")
+		rawws.AcceptKey(key) + "\r\n\r\n")
 	_, _ = rw.Write(appendServerFrame(nil, []byte(`{"type":"welcome"}`)))
 	if rw.Flush() != nil {
 		_ = nc.Close()
@@ -78,9 +83,16 @@ func (f *floorServer) attach(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &floorConn{nc: nc}
 	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		_ = nc.Close()
+		return
+	}
+	// Appending writes past the end of every slice a submit holds.
 	f.sessions[session] = append(f.sessions[session], c)
-	f.mu.Unlock()
+	f.readers.Add(1)
 	go func() { // the reader: discards what the client sends, and notices when it leaves
+		defer f.readers.Done()
 		_, _ = io.Copy(io.Discard, bufio.NewReaderSize(rw, 512))
 		_ = nc.Close()
 		f.remove(session, c)
@@ -92,7 +104,7 @@ func (f *floorServer) remove(session string, c *floorConn) {
 	defer f.mu.Unlock()
 	conns := f.sessions[session]
 	for i, o := range conns {
-		if o == c {
+		if o == c { // a new slice: submits may be writing to the old one
 			f.sessions[session] = append(conns[:i:i], conns[i+1:]...)
 			return
 		}
@@ -102,6 +114,7 @@ func (f *floorServer) remove(session string, c *floorConn) {
 func (f *floorServer) closeAll() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.closed = true
 	for _, conns := range f.sessions {
 		for _, c := range conns {
 			_ = c.nc.Close()

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -62,7 +63,11 @@ func main() {
 	if o.floorListen != "" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		if err := serveFloor(ctx, o.floorListen); err != nil {
+		l, err := net.Listen("tcp", o.floorListen)
+		if err == nil {
+			err = serveFloor(ctx, l)
+		}
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "switchyard-bench:", err)
 			os.Exit(1)
 		}

@@ -21,6 +21,13 @@ import (
 // enough that a batch of frames arrives in one read system call.
 const ReadBufferSize = 64 << 10
 
+// DefaultMaxMessageBytes bounds a message unless Conn.MaxMessageBytes says
+// otherwise.
+const DefaultMaxMessageBytes = 64 << 20
+
+// controlWriteTimeout bounds the write of a pong or a close frame.
+const controlWriteTimeout = 5 * time.Second
+
 // handshakeGUID is the fixed GUID of RFC 6455 section 1.3.
 const handshakeGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -30,6 +37,10 @@ var ErrClosed = errors.New("rawws: connection closed by the server")
 // Conn is a client WebSocket connection that reads messages. Message must
 // be called from one goroutine; Close may be called from any.
 type Conn struct {
+	// MaxMessageBytes bounds a message (joined frames included); Message
+	// fails past it.
+	MaxMessageBytes uint64
+
 	conn    net.Conn
 	br      *bufio.Reader
 	writeMu sync.Mutex // pongs from the reader, the close frame from Close
@@ -90,15 +101,16 @@ func handshake(ctx context.Context, nc net.Conn, u *url.URL, header http.Header)
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		return nil, fmt.Errorf("rawws: handshake answered %s", resp.Status)
 	}
-	if got, want := resp.Header.Get("Sec-WebSocket-Accept"), acceptKey(key); got != want {
+	if got, want := resp.Header.Get("Sec-WebSocket-Accept"), AcceptKey(key); got != want {
 		return nil, fmt.Errorf("rawws: Sec-WebSocket-Accept %q, want %q", got, want)
 	}
-	return &Conn{conn: nc, br: br}, nil
+	return &Conn{MaxMessageBytes: DefaultMaxMessageBytes, conn: nc, br: br}, nil
 }
 
 var noDeadline = time.Time{}
 
-func acceptKey(key string) string {
+// AcceptKey is the Sec-WebSocket-Accept answer to a Sec-WebSocket-Key.
+func AcceptKey(key string) string {
 	h := sha1.Sum([]byte(key + handshakeGUID))
 	return base64.StdEncoding.EncodeToString(h[:])
 }
@@ -122,7 +134,8 @@ func (c *Conn) Message(buf []byte) ([]byte, error) {
 				return buf, err
 			}
 			switch opcode {
-			case 8:
+			case 8: // answered with a close frame, as RFC 6455 section 5.5.1 asks
+				_ = c.writeControl(8, body[:min(payload, 2)])
 				return buf, ErrClosed
 			case 9:
 				if err := c.writeControl(10, body[:payload]); err != nil {
@@ -132,6 +145,9 @@ func (c *Conn) Message(buf []byte) ([]byte, error) {
 			continue
 		}
 		start := len(buf)
+		if payload > c.MaxMessageBytes-uint64(start) {
+			return buf, fmt.Errorf("rawws: a message of more than %d bytes", c.MaxMessageBytes)
+		}
 		buf = grow(buf, payload)
 		if _, err := io.ReadFull(c.br, buf[start:]); err != nil {
 			return buf[:start], err
@@ -169,7 +185,9 @@ func (c *Conn) frameHeader() (fin bool, opcode byte, payload uint64, err error) 
 	case 4:
 		payload = uint64(binary.BigEndian.Uint16(b[2:]))
 	default:
-		payload = binary.BigEndian.Uint64(b[2:])
+		if payload = binary.BigEndian.Uint64(b[2:]); payload>>63 != 0 {
+			return false, 0, 0, errors.New("rawws: frame length with its top bit set")
+		}
 	}
 	_, _ = c.br.Discard(size)
 	return fin, opcode, payload, nil
@@ -197,6 +215,7 @@ func (c *Conn) writeControl(opcode byte, body []byte) error {
 	for i, b := range body {
 		frame[6+i] = b ^ mask[i%4]
 	}
+	_ = c.conn.SetWriteDeadline(time.Now().Add(controlWriteTimeout))
 	_, err := c.conn.Write(frame[:6+len(body)])
 	return err
 }

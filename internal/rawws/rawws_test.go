@@ -27,7 +27,7 @@ func dial(t *testing.T, url string, header http.Header) (*Conn, error) {
 
 func TestAcceptKeyIsTheRFCExample(t *testing.T) {
 	// RFC 6455 section 1.3.
-	require.Equal(t, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", acceptKey("dGhlIHNhbXBsZSBub25jZQ=="))
+	require.Equal(t, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", AcceptKey("dGhlIHNhbXBsZSBub25jZQ=="))
 }
 
 // A coder/websocket server writes messages across every length encoding;
@@ -97,10 +97,11 @@ func rawServer(t *testing.T, accept string, frames ...[]byte) *httptest.Server {
 			return
 		}
 		defer nc.Close()
-		if accept == "" {
-			accept = acceptKey(r.Header.Get("Sec-WebSocket-Key"))
+		answer := accept
+		if answer == "" {
+			answer = AcceptKey(r.Header.Get("Sec-WebSocket-Key"))
 		}
-		_, _ = rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + accept + "\r\n\r\n")
+		_, _ = rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + answer + "\r\n\r\n")
 		for _, f := range frames {
 			_, _ = rw.Write(f)
 		}
@@ -154,6 +155,26 @@ func TestLongLengthEncodingsAreRead(t *testing.T) {
 	buf, err := c.Message(nil)
 	require.NoError(t, err)
 	require.Equal(t, "abc", string(buf), "a short payload in the 64-bit length form")
+}
+
+func TestRefusesOversizedAndMalformedLengths(t *testing.T) {
+	topBit := []byte{0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 1}
+	srv := rawServer(t, "", topBit)
+	defer srv.Close()
+	c, err := dial(t, wsURL(srv), nil)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Message(nil)
+	require.ErrorContains(t, err, "top bit")
+
+	srv2 := rawServer(t, "", frame(false, 1, "12345"), frame(true, 0, "678"))
+	defer srv2.Close()
+	c2, err := dial(t, wsURL(srv2), nil)
+	require.NoError(t, err)
+	defer c2.Close()
+	c2.MaxMessageBytes = 7
+	_, err = c2.Message(nil)
+	require.ErrorContains(t, err, "more than 7 bytes", "the limit counts the joined frames")
 }
 
 func TestHandshakeFailures(t *testing.T) {
