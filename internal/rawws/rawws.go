@@ -41,9 +41,10 @@ type Conn struct {
 	// fails past it.
 	MaxMessageBytes uint64
 
-	conn    net.Conn
-	br      *bufio.Reader
-	writeMu sync.Mutex // pongs from the reader, the close frame from Close
+	conn      net.Conn
+	br        *bufio.Reader
+	writeMu   sync.Mutex // pongs from the reader, the close frame from Close
+	closeSent bool       // under writeMu: a close frame was sent
 }
 
 // Dial connects to rawURL (ws:// only) with dialer, sends header with the
@@ -204,10 +205,15 @@ func grow(buf []byte, n uint64) []byte {
 	return out
 }
 
-// writeControl sends a masked control frame (clients must mask).
+// writeControl sends a masked control frame (clients must mask); nothing
+// after a close frame.
 func (c *Conn) writeControl(opcode byte, body []byte) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
+	if c.closeSent {
+		return nil
+	}
+	c.closeSent = opcode == 8
 	var frame [2 + 4 + 125]byte
 	frame[0], frame[1] = 0x80|opcode, 0x80|byte(len(body))
 	mask := frame[2:6]
@@ -220,8 +226,8 @@ func (c *Conn) writeControl(opcode byte, body []byte) error {
 	return err
 }
 
-// Close sends a normal close frame and closes the socket without waiting
-// for the server's answer.
+// Close sends a normal close frame (unless one answered the server's) and
+// closes the socket without waiting for the server's answer.
 func (c *Conn) Close() error {
 	_ = c.writeControl(8, []byte{0x03, 0xe8}) // 1000, normal closure
 	return c.conn.Close()
