@@ -12,6 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/switchyard-gw/switchyard/internal/ident"
@@ -95,13 +96,50 @@ func (n *Node) measure(next http.Handler) http.Handler {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(sw, r)
-		route := "unmatched"
-		if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
-			route = rc.RoutePattern()
-		}
-		n.metrics.RequestDuration.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).
-			Observe(time.Since(start).Seconds())
+		n.requestObserver(r, sw.status).Observe(time.Since(start).Seconds())
 	})
+}
+
+// observerKey names a request's histogram by what chi matched (its route
+// patterns, at most three deep here), the method and the status, without
+// building the route's label.
+type observerKey struct {
+	patterns [3]string
+	method   string
+	status   int
+}
+
+// requestObserver is the request-duration histogram of r's route, method
+// and status; the label values are built and looked up once per key.
+func (n *Node) requestObserver(r *http.Request, status int) prometheus.Observer {
+	rc := chi.RouteContext(r.Context())
+	key := observerKey{method: r.Method, status: status}
+	// Bounded keys only: the methods a route can take, and no more patterns
+	// than the key holds.
+	cacheable := rc != nil && len(rc.RoutePatterns) <= len(key.patterns) && routeMethod(r.Method)
+	if cacheable {
+		copy(key.patterns[:], rc.RoutePatterns)
+		if o, ok := n.observers.Load(key); ok {
+			return o.(prometheus.Observer)
+		}
+	}
+	route := "unmatched"
+	if rc != nil && rc.RoutePattern() != "" {
+		route = rc.RoutePattern()
+	}
+	o := n.metrics.RequestDuration.WithLabelValues(route, r.Method, strconv.Itoa(status))
+	if cacheable {
+		n.observers.Store(key, o)
+	}
+	return o
+}
+
+func routeMethod(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
 }
 
 type statusWriter struct {
@@ -124,19 +162,21 @@ func (n *Node) handleReady(w http.ResponseWriter, _ *http.Request) {
 
 // readBody reads a JSON request body of at most limit bytes.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
+	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && !(len(mt) > 5 && mt[len(mt)-5:] == "+json")) {
 			return nil, newError(http.StatusUnsupportedMediaType, "unsupported_media_type", "",
 				"send the body as application/json")
 		}
 	}
-	tooLarge := newError(http.StatusRequestEntityTooLarge, "body_too_large", "",
-		"the body is larger than the limit of "+strconv.FormatInt(limit, 10)+" bytes")
-	if r.ContentLength > limit {
-		return nil, tooLarge
+	tooLarge := func() error {
+		return newError(http.StatusRequestEntityTooLarge, "body_too_large", "",
+			"the body is larger than the limit of "+strconv.FormatInt(limit, 10)+" bytes")
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if r.ContentLength > limit {
+		return nil, tooLarge()
+	}
+	body, err := readAtMost(http.MaxBytesReader(w, r.Body, limit), r.ContentLength)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -144,11 +184,33 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 			// keeps net/http from draining it after the answer. (The
 			// metrics wrapper hides the hook MaxBytesReader would use.)
 			w.Header().Set("Connection", "close")
-			return nil, tooLarge
+			return nil, tooLarge()
 		}
 		return nil, newError(http.StatusBadRequest, "bad_request", "", "the body could not be read")
 	}
 	return body, nil
+}
+
+// readAtMost reads r to its end into a buffer sized for the declared
+// Content-Length (unknown: -1), so that a body costs one allocation.
+func readAtMost(r io.Reader, declared int64) ([]byte, error) {
+	if declared < 0 {
+		return io.ReadAll(r)
+	}
+	buf := make([]byte, 0, declared+1) // +1: the read that sees the end
+	for {
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+		if len(buf) == cap(buf) { // more than declared: net/http refuses that, but be safe
+			buf = append(buf, 0)[:len(buf)]
+		}
+	}
 }
 
 func respond(w http.ResponseWriter, v any) error {

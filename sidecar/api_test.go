@@ -987,22 +987,28 @@ func TestAPIMembersHealthAndMetrics(t *testing.T) {
 		assert.Equal(t, "ok", r.Body["status"], "%s: %s", path, r.Raw)
 	}
 
-	submit(t, n, map[string]any{"sender_id": "alice", "sender_type": "ai", "event_type": "message", "session_id": "s"})
-	apiNextEvent(t, p, 1)
+	for seq := range 2 { // the second answer is measured by the cached histogram
+		submit(t, n, map[string]any{"sender_id": "alice", "sender_type": "ai", "event_type": "message", "session_id": "s"})
+		apiNextEvent(t, p, uint64(seq+1))
+	}
 	apiRequireError(t, postJSON(t, n.URL()+apiEventsPath, `[]`, nil), http.StatusBadRequest, "invalid_json", "")
+	for range 2 {
+		require.Equal(t, http.StatusNotFound, do(t, http.MethodGet, n.URL()+"/no/such/path", nil, nil).Status)
+	}
 
 	r := do(t, http.MethodGet, n.URL()+"/metrics", nil, nil)
 	require.Equal(t, http.StatusOK, r.Status)
 	assert.True(t, strings.HasPrefix(r.Header.Get("Content-Type"), "text/plain"), r.Header.Get("Content-Type"))
 	text := string(r.Raw)
 	for _, want := range []string{
-		`switchyard_submits_total{outcome="ok"} 1`,
+		`switchyard_submits_total{outcome="ok"} 2`,
 		`switchyard_submits_total{outcome="invalid_json"} 1`,
-		`switchyard_deliveries_total{path="local"} 1`,
+		`switchyard_deliveries_total{path="local"} 2`,
 		"switchyard_connections_open 1",
-		"switchyard_mailbox_events 1",
-		`switchyard_http_request_duration_seconds_bucket{method="POST",route="/v1/gateway/events",status="200"`,
+		"switchyard_mailbox_events 2",
+		`switchyard_http_request_duration_seconds_count{method="POST",route="/v1/gateway/events",status="200"} 2`,
 		`switchyard_http_request_duration_seconds_count{method="POST",route="/v1/gateway/events",status="400"} 1`,
+		`switchyard_http_request_duration_seconds_count{method="GET",route="unmatched",status="404"} 2`,
 	} {
 		assert.Contains(t, text, want)
 	}

@@ -102,14 +102,12 @@ func (c Credential) fullRights() *Error {
 	return nil
 }
 
-type credentialKey struct{}
-
+// credentialFrom is the credential authenticate found for the request.
 func credentialFrom(ctx context.Context) Credential {
-	c, ok := ctx.Value(credentialKey{}).(Credential)
-	if !ok {
-		return Credential{Kind: credNone}
+	if info := requestInfoFrom(ctx); info != nil && info.authenticated {
+		return info.cred
 	}
-	return c
+	return Credential{Kind: credNone}
 }
 
 // bearer extracts the token of an "Authorization: Bearer <token>" header.
@@ -180,7 +178,13 @@ func (a *authenticator) authenticate(next http.Handler) http.Handler {
 				return
 			}
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), credentialKey{}, cred)))
+		info := requestInfoFrom(r.Context())
+		if info == nil { // not behind withRequestID
+			info = &requestInfo{}
+			r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
+		}
+		info.cred, info.authenticated = cred, true
+		next.ServeHTTP(w, r)
 	})
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
@@ -186,6 +187,57 @@ func BenchmarkCheckManyKeys(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkSubmitHandler measures the node's side of a REST submit without
+// the network: the router, middleware, handler, validation, routing and the
+// mailboxes of a session of two (offline) participants, called like
+// net/http calls it, with and without API keys.
+func BenchmarkSubmitHandler(b *testing.B) {
+	for _, keys := range [][]string{nil, {"bench-key"}} {
+		b.Run(fmt.Sprintf("api_keys=%d", len(keys)), func(b *testing.B) {
+			n := startNode(b, Config{RateLimit: -1, APIKeys: keys})
+			for _, p := range []string{"p1", "p2"} {
+				require.NoError(b, n.gw.join(p, "ai", "s"))
+			}
+			h := n.routes()
+			body := []byte(benchSubmitBody)
+			rd := bytes.NewReader(body)
+			req := httptest.NewRequest(http.MethodPost, "/v1/gateway/events", rd)
+			req.Header.Set("Content-Type", "application/json")
+			if keys != nil {
+				req.Header.Set("Authorization", "Bearer "+keys[0])
+			}
+			w := &discardWriter{header: http.Header{}}
+			b.ReportAllocs()
+			for b.Loop() {
+				rd.Reset(body)
+				w.status = 0
+				clear(w.header)
+				h.ServeHTTP(w, req)
+				if w.status != http.StatusOK {
+					b.Fatalf("status %d", w.status)
+				}
+			}
+		})
+	}
+}
+
+// discardWriter is the least a handler can write to.
+type discardWriter struct {
+	header http.Header
+	status int
+}
+
+func (w *discardWriter) Header() http.Header { return w.header }
+func (w *discardWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+}
+func (w *discardWriter) Write(p []byte) (int, error) {
+	w.WriteHeader(http.StatusOK)
+	return len(p), nil
 }
 
 // BenchmarkSubmitREST measures a whole REST submit over a real loopback

@@ -4,7 +4,9 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -256,16 +258,37 @@ func (ev *Event) appendJSON(dst []byte) ([]byte, error) {
 	field("message", ev.Message, true)
 	field("session_id", ev.SessionID, true)
 	field("sender_gateway_url", ev.SenderGatewayURL, true)
-	if len(ev.Metadata) > 0 { // rarer, and encoding/json's key order and compaction are the rule
-		b, err := json.Marshal(ev.Metadata)
-		if err != nil {
+	if len(ev.Metadata) > 0 {
+		var err error
+		if dst, err = appendMetadata(append(dst, `,"metadata":`...), ev.Metadata); err != nil {
 			return nil, err
 		}
-		dst = append(dst, `,"metadata":`...)
-		dst = append(dst, b...)
 	}
 	field("recipient_id", ev.RecipientID, true)
 	field("event_id", ev.EventID, true)
+	return append(dst, '}'), nil
+}
+
+// appendMetadata writes metadata as encoding/json writes the map: keys in
+// byte order, each value compacted (jsonw.AppendCompact). A value that is
+// not JSON fails, as it does there.
+func appendMetadata(dst []byte, m map[string]json.RawMessage) ([]byte, error) {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	dst = append(dst, '{')
+	for i, k := range keys {
+		if !json.Valid(m[k]) {
+			return nil, fmt.Errorf("metadata %q is not JSON", k)
+		}
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(jsonw.AppendString(dst, k), ':')
+		dst = jsonw.AppendCompact(dst, m[k])
+	}
 	return append(dst, '}'), nil
 }
 

@@ -27,11 +27,13 @@ type Node struct {
 	log     *slog.Logger
 	auth    *authenticator
 	metrics *Metrics
-	cluster membership.Cluster
-	gossip  *membership.Gossip // nil for a one-node cluster
-	peers   *peerClient
-	hub     *ws.Hub
-	gw      *Gateway
+	// observers caches request-duration histograms by route (measure).
+	observers sync.Map
+	cluster   membership.Cluster
+	gossip    *membership.Gossip // nil for a one-node cluster
+	peers     *peerClient
+	hub       *ws.Hub
+	gw        *Gateway
 
 	ln        net.Listener
 	srv       *http.Server

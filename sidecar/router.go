@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/ws"
 )
@@ -66,7 +68,6 @@ func (g *Gateway) resolve(ev Event) route {
 
 // outcome tallies what happened to one event.
 type outcome struct {
-	mu     sync.Mutex
 	counts deliveryCounts
 	failed []string
 }
@@ -89,68 +90,86 @@ func (c *deliveryCounts) add(o deliveryCounts) {
 }
 
 func (o *outcome) add(c deliveryCounts, failed []string) {
-	o.mu.Lock()
 	o.counts.add(c)
 	o.failed = append(o.failed, failed...)
-	o.mu.Unlock()
 }
 
 // dispatch hands ev to every recipient of r: local mailboxes at once, peers
 // with one request each carrying all their recipients, external gateways one
 // request per recipient, all in parallel within the forward deadline.
-func (g *Gateway) dispatch(ctx context.Context, r route, ev Event, body json.RawMessage, hops int) *outcome {
+func (g *Gateway) dispatch(ctx context.Context, r route, ev Event, body json.RawMessage, hops int) outcome {
 	var out outcome
 	tp := traceparentFrom(ctx)
 	if tp == "" {
 		tp = newTraceparent()
 	}
 	if len(r.local) > 0 {
-		shared := ws.NewTracedEvent(ev.EventID, ev.SessionID, tp, body, g.now()).WithSender(ev.SenderID)
-		if r.freshID {
-			shared.WithFreshID()
-		}
-		var c deliveryCounts
 		var moved []string
-		for _, p := range r.local {
-			switch g.hub.Deliver(p, shared) {
-			case ws.Live:
-				c.Live++
-			case ws.Queued:
-				c.Queued++
-			case ws.Duplicate:
-				c.Duplicates++
-			case ws.Gone: // moved to another node between lookup and delivery
-				moved = append(moved, p.ID())
-			}
-		}
-		var lost []string
-		for _, id := range moved {
+		out.counts, moved = g.deliverLocal(r, ev, body, tp)
+		for _, id := range moved { // moved to another node between lookup and delivery
 			if node := g.homeElsewhere(id); node != "" && hops < maxHops {
 				if r.peers == nil {
 					r.peers = map[string][]string{}
 				}
 				r.peers[node] = append(r.peers[node], id)
 			} else {
-				lost = append(lost, id) // reported as failed: the sender retries
+				out.failed = append(out.failed, id) // reported as failed: the sender retries
 			}
 		}
-		out.add(c, lost)
-		g.metrics.Deliveries.WithLabelValues("local").Add(float64(c.Live + c.Queued))
+		g.metrics.deliveredLocal.Add(float64(out.counts.Live + out.counts.Queued))
 	}
-	if len(r.peers) == 0 && len(r.external) == 0 {
-		return &out
+	if len(r.peers) > 0 || len(r.external) > 0 {
+		remote := g.dispatchRemote(ctx, r, ev, body, tp, hops)
+		out.add(remote.counts, remote.failed)
+	}
+	return out
+}
+
+// deliverLocal appends ev to the mailboxes of r's local recipients and says
+// which of them have moved away meanwhile.
+func (g *Gateway) deliverLocal(r route, ev Event, body json.RawMessage, tp string) (c deliveryCounts, moved []string) {
+	shared := ws.NewTracedEvent(ev.EventID, ev.SessionID, tp, body, g.now()).WithSender(ev.SenderID)
+	if r.freshID {
+		shared.WithFreshID()
+	}
+	for _, p := range r.local {
+		switch g.hub.Deliver(p, shared) {
+		case ws.Live:
+			c.Live++
+		case ws.Queued:
+			c.Queued++
+		case ws.Duplicate:
+			c.Duplicates++
+		case ws.Gone:
+			moved = append(moved, p.ID())
+		}
+	}
+	return c, moved
+}
+
+// dispatchRemote forwards ev to r's peers and external gateways in
+// parallel, within the forward deadline.
+func (g *Gateway) dispatchRemote(ctx context.Context, r route, ev Event, body json.RawMessage, tp string, hops int) outcome {
+	var (
+		mu  sync.Mutex
+		out outcome
+		wg  sync.WaitGroup
+	)
+	record := func(c deliveryCounts, failed []string, delivered prometheus.Counter, n int) {
+		mu.Lock()
+		out.add(c, failed)
+		mu.Unlock()
+		delivered.Add(float64(n))
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.forwardTimeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, traceKey{}, childTraceparent(tp)) // the hop's span
-	var wg sync.WaitGroup
 	for node, ids := range r.peers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			c, failed := g.forwardToPeer(ctx, node, ids, ev, body, hops+1)
-			out.add(c, failed)
-			g.metrics.Deliveries.WithLabelValues("peer").Add(float64(c.Live + c.Queued))
+			record(c, failed, g.metrics.deliveredPeer, c.Live+c.Queued)
 		}()
 	}
 	for _, e := range r.external {
@@ -158,12 +177,11 @@ func (g *Gateway) dispatch(ctx context.Context, r route, ev Event, body json.Raw
 		go func() {
 			defer wg.Done()
 			c, failed := g.forwardToGateway(ctx, e, ev, body)
-			out.add(c, failed)
-			g.metrics.Deliveries.WithLabelValues("external").Add(float64(c.Live))
+			record(c, failed, g.metrics.deliveredExternal, c.Live)
 		}()
 	}
 	wg.Wait()
-	return &out
+	return out
 }
 
 // peerDelivery is the body of a delivery between Switchyard nodes.

@@ -19,8 +19,18 @@ const (
 	traceparentHeader = "traceparent"
 )
 
-type requestIDKey struct{}
+type requestInfoKey struct{}
 type traceKey struct{}
+
+// requestInfo is what the middleware learns about a request, in one context
+// value (each value costs a copy of the request): its id, set by
+// withRequestID, and its credential, which authenticate fills in place
+// before any handler runs.
+type requestInfo struct {
+	id            string
+	cred          Credential
+	authenticated bool
+}
 
 // withRequestID gives every request an id.
 func withRequestID(next http.Handler) http.Handler {
@@ -30,7 +40,7 @@ func withRequestID(next http.Handler) http.Handler {
 			id = randomHex(8)
 		}
 		w.Header().Set(requestIDHeader, id)
-		ctx := context.WithValue(r.Context(), requestIDKey{}, id)
+		ctx := context.WithValue(r.Context(), requestInfoKey{}, &requestInfo{id: id})
 		if tp := r.Header.Get(traceparentHeader); validTraceparent(tp) {
 			ctx = context.WithValue(ctx, traceKey{}, tp)
 		}
@@ -38,9 +48,16 @@ func withRequestID(next http.Handler) http.Handler {
 	})
 }
 
+func requestInfoFrom(ctx context.Context) *requestInfo {
+	info, _ := ctx.Value(requestInfoKey{}).(*requestInfo)
+	return info
+}
+
 func requestIDFrom(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
+	if info := requestInfoFrom(ctx); info != nil {
+		return info.id
+	}
+	return ""
 }
 
 // traceparentFrom is the request's traceparent, or "".
@@ -49,8 +66,19 @@ func traceparentFrom(ctx context.Context) string {
 	return tp
 }
 
-// newTraceparent starts a trace (sampled).
-func newTraceparent() string { return "00-" + randomHex(16) + "-" + randomHex(8) + "-01" }
+// newTraceparent starts a trace (sampled): 16 random bytes of trace id and
+// 8 of span id, hex-encoded in place.
+func newTraceparent() string {
+	var random [24]byte
+	_, _ = rand.Read(random[:])
+	var tp [55]byte // "00-" + 32 + "-" + 16 + "-01"
+	copy(tp[:], "00-")
+	hex.Encode(tp[3:35], random[:16])
+	tp[35] = '-'
+	hex.Encode(tp[36:52], random[16:])
+	copy(tp[52:], "-01")
+	return string(tp[:])
+}
 
 // childTraceparent keeps the trace id and flags with a new span id: the
 // next hop's span.
@@ -87,10 +115,13 @@ func saneID(id string) bool {
 	return true
 }
 
+// randomHex is n (at most 32) random bytes in hex.
 func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
+	var random [32]byte
+	var out [64]byte
+	_, _ = rand.Read(random[:n])
+	hex.Encode(out[:2*n], random[:n])
+	return string(out[:2*n])
 }
 
 // traceAttrs are the log attributes that tie a line to its request and trace.

@@ -57,3 +57,41 @@ func AppendString(dst []byte, s string) []byte {
 	dst = append(dst, s[done:]...)
 	return append(dst, '"')
 }
+
+// AppendCompact appends the valid JSON text raw as encoding/json.Marshal
+// writes a json.RawMessage: without the whitespace between tokens, and with
+// <, >, &, U+2028 and U+2029 escaped inside strings. Escapes already in raw
+// are kept as they are.
+func AppendCompact(dst, raw []byte) []byte {
+	inString := false
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if !inString {
+			switch c {
+			case ' ', '\t', '\n', '\r':
+				continue
+			case '"':
+				inString = true
+			}
+			dst = append(dst, c)
+			continue
+		}
+		switch {
+		case c == '\\': // an escape: its next byte never ends the string
+			dst = append(dst, c, raw[i+1])
+			i++
+			continue
+		case c == '"':
+			inString = false
+		case c == '<' || c == '>' || c == '&':
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			continue
+		case c == 0xe2 && i+2 < len(raw) && raw[i+1] == 0x80 && (raw[i+2] == 0xa8 || raw[i+2] == 0xa9):
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[raw[i+2]&0xf])
+			i += 2
+			continue
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}

@@ -33,6 +33,37 @@ func FuzzAppendString(f *testing.F) {
 	})
 }
 
+var compactSamples = []string{
+	`{}`, `[]`, `1`, `"<&>"`, ` { "a" : [ 1 , 2.5e3 , true, null ] ,"b":{"c":"x y"} } `,
+	`"\u003c already escaped \" quote \\"`, "\"line\u2028sep\u2029\"", `{"k":"tab\there"}`,
+}
+
+func TestAppendCompactIsEncodingJSON(t *testing.T) {
+	for _, s := range compactSamples {
+		want, err := json.Marshal(json.RawMessage(s))
+		require.NoError(t, err, s)
+		require.Equal(t, string(want), string(AppendCompact([]byte("x"), []byte(s)))[1:], "%s", s)
+	}
+}
+
+func FuzzAppendCompact(f *testing.F) {
+	for _, s := range compactSamples {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if !json.Valid(raw) {
+			return
+		}
+		want, err := json.Marshal(json.RawMessage(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := AppendCompact(nil, raw); string(got) != string(want) {
+			t.Fatalf("%q: got %s, encoding/json %s", raw, got, want)
+		}
+	})
+}
+
 func BenchmarkAppendString(b *testing.B) {
 	s := "a message of a typical size for an agent hand-off, about one line of text"
 	buf := make([]byte, 0, 256)
