@@ -127,7 +127,11 @@ func (n *Node) requestObserver(r *http.Request, status int) prometheus.Observer 
 	if rc != nil && rc.RoutePattern() != "" {
 		route = rc.RoutePattern()
 	}
-	o := n.metrics.RequestDuration.WithLabelValues(route, r.Method, strconv.Itoa(status))
+	method := r.Method
+	if !routeMethod(method) { // clients send any token as a method: keep the label bounded
+		method = "other"
+	}
+	o := n.metrics.RequestDuration.WithLabelValues(route, method, strconv.Itoa(status))
 	if cacheable {
 		n.observers.Store(key, o)
 	}
@@ -192,12 +196,14 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 }
 
 // readAtMost reads r to its end into a buffer sized for the declared
-// Content-Length (unknown: -1), so that a body costs one allocation.
+// Content-Length (unknown: -1), so that a typical body costs one
+// allocation. The first buffer is at most firstReadBuffer: a client that
+// declares a large body and trickles it holds only what it sent.
 func readAtMost(r io.Reader, declared int64) ([]byte, error) {
 	if declared < 0 {
 		return io.ReadAll(r)
 	}
-	buf := make([]byte, 0, declared+1) // +1: the read that sees the end
+	buf := make([]byte, 0, min(declared, firstReadBuffer)+1) // +1: the read that sees the end
 	for {
 		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
@@ -207,11 +213,14 @@ func readAtMost(r io.Reader, declared int64) ([]byte, error) {
 		if err != nil {
 			return buf, err
 		}
-		if len(buf) == cap(buf) { // more than declared: net/http refuses that, but be safe
+		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
 	}
 }
+
+// firstReadBuffer bounds readAtMost's first allocation.
+const firstReadBuffer = 64 << 10
 
 func respond(w http.ResponseWriter, v any) error {
 	b, err := json.Marshal(v)

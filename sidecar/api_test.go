@@ -995,6 +995,8 @@ func TestAPIMembersHealthAndMetrics(t *testing.T) {
 	for range 2 {
 		require.Equal(t, http.StatusNotFound, do(t, http.MethodGet, n.URL()+"/no/such/path", nil, nil).Status)
 	}
+	// Any token is a method to net/http: the label stays bounded.
+	require.Equal(t, http.StatusMethodNotAllowed, do(t, "BREW", n.URL()+"/healthz", nil, nil).Status)
 
 	r := do(t, http.MethodGet, n.URL()+"/metrics", nil, nil)
 	require.Equal(t, http.StatusOK, r.Status)
@@ -1009,6 +1011,7 @@ func TestAPIMembersHealthAndMetrics(t *testing.T) {
 		`switchyard_http_request_duration_seconds_count{method="POST",route="/v1/gateway/events",status="200"} 2`,
 		`switchyard_http_request_duration_seconds_count{method="POST",route="/v1/gateway/events",status="400"} 1`,
 		`switchyard_http_request_duration_seconds_count{method="GET",route="unmatched",status="404"} 2`,
+		`switchyard_http_request_duration_seconds_count{method="other",`,
 	} {
 		assert.Contains(t, text, want)
 	}

@@ -280,14 +280,18 @@ func appendMetadata(dst []byte, m map[string]json.RawMessage) ([]byte, error) {
 	slices.Sort(keys)
 	dst = append(dst, '{')
 	for i, k := range keys {
-		if !json.Valid(m[k]) {
+		v := m[k]
+		if v == nil {
+			v = json.RawMessage("null") // what json.RawMessage's MarshalJSON says for nil
+		}
+		if !json.Valid(v) {
 			return nil, fmt.Errorf("metadata %q is not JSON", k)
 		}
 		if i > 0 {
 			dst = append(dst, ',')
 		}
 		dst = append(jsonw.AppendString(dst, k), ':')
-		dst = jsonw.AppendCompact(dst, m[k])
+		dst = jsonw.AppendCompact(dst, v)
 	}
 	return append(dst, '}'), nil
 }

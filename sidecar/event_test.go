@@ -13,7 +13,8 @@ func TestEventAppendJSON(t *testing.T) {
 		"every field": {SenderID: "a", SenderType: "human", EventType: "message", Message: "<b>&</b> \u2028 \"q\" \n",
 			SessionID: "s", SenderGatewayURL: "https://gw.example/x", RecipientID: "r", EventID: "e",
 			Metadata: map[string]json.RawMessage{"z": json.RawMessage(`{ "b" : [1, 2] }`), "a": json.RawMessage(`"<x>"`)}},
-		"empty metadata": {SenderID: "a", SenderType: "ai", EventType: "m", Metadata: map[string]json.RawMessage{}},
+		"empty metadata":     {SenderID: "a", SenderType: "ai", EventType: "m", Metadata: map[string]json.RawMessage{}},
+		"nil metadata value": {SenderID: "a", SenderType: "ai", EventType: "m", Metadata: map[string]json.RawMessage{"k": nil, "": json.RawMessage(` 1 `)}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			want, err := json.Marshal(ev)

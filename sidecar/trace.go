@@ -115,8 +115,14 @@ func saneID(id string) bool {
 	return true
 }
 
-// randomHex is n (at most 32) random bytes in hex.
+// randomHex is n random bytes in hex (on the stack up to 32 bytes, the
+// sizes ids use).
 func randomHex(n int) string {
+	if n > 32 {
+		b := make([]byte, n)
+		_, _ = rand.Read(b)
+		return hex.EncodeToString(b)
+	}
 	var random [32]byte
 	var out [64]byte
 	_, _ = rand.Read(random[:n])

@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"encoding/hex"
 	"net/http"
 	"testing"
 
@@ -44,4 +45,17 @@ func TestValidTraceparent(t *testing.T) {
 	child := childTraceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	assert.True(t, validTraceparent(child))
 	assert.Equal(t, "-01", child[52:])
+	a, b := newTraceparent(), newTraceparent()
+	assert.True(t, validTraceparent(a), a)
+	assert.NotEqual(t, a, b)
+}
+
+func TestRandomHex(t *testing.T) {
+	for _, n := range []int{0, 8, 32, 40} {
+		h := randomHex(n)
+		assert.Len(t, h, 2*n)
+		_, err := hex.DecodeString(h)
+		assert.NoError(t, err)
+	}
+	assert.NotEqual(t, randomHex(8), randomHex(8))
 }
