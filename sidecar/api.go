@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/switchyard-gw/switchyard/internal/ident"
+	"github.com/switchyard-gw/switchyard/internal/readinto"
 	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/ws"
 )
@@ -203,20 +204,7 @@ func readAtMost(r io.Reader, declared int64) ([]byte, error) {
 	if declared < 0 {
 		return io.ReadAll(r)
 	}
-	buf := make([]byte, 0, min(declared, firstReadBuffer)+1) // +1: the read that sees the end
-	for {
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if errors.Is(err, io.EOF) {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-	}
+	return readinto.Append(make([]byte, 0, min(declared, firstReadBuffer)+1), r) // +1: the read that sees the end
 }
 
 // firstReadBuffer bounds readAtMost's first allocation.

@@ -110,6 +110,17 @@ func rawServer(t *testing.T, accept string, frames ...[]byte) *httptest.Server {
 	}))
 }
 
+// dialRaw dials a rawServer that writes frames; both close with the test.
+func dialRaw(t *testing.T, frames ...[]byte) *Conn {
+	t.Helper()
+	srv := rawServer(t, "", frames...)
+	t.Cleanup(srv.Close)
+	c, err := dial(t, wsURL(srv), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 func frame(fin bool, opcode byte, payload string) []byte {
 	b0 := opcode
 	if fin {
@@ -119,11 +130,7 @@ func frame(fin bool, opcode byte, payload string) []byte {
 }
 
 func TestJoinsContinuationFrames(t *testing.T) {
-	srv := rawServer(t, "", frame(false, 1, "one "), frame(false, 0, "two "), frame(true, 0, "three"), frame(true, 2, "next"))
-	defer srv.Close()
-	c, err := dial(t, wsURL(srv), nil)
-	require.NoError(t, err)
-	defer c.Close()
+	c := dialRaw(t, frame(false, 1, "one "), frame(false, 0, "two "), frame(true, 0, "three"), frame(true, 2, "next"))
 	buf, err := c.Message(nil)
 	require.NoError(t, err)
 	require.Equal(t, "one two three", string(buf))
@@ -134,12 +141,7 @@ func TestJoinsContinuationFrames(t *testing.T) {
 
 func TestRefusesAMaskedServerFrame(t *testing.T) {
 	masked := []byte{0x81, 0x80 | 1, 0, 0, 0, 0, 'x'}
-	srv := rawServer(t, "", masked)
-	defer srv.Close()
-	c, err := dial(t, wsURL(srv), nil)
-	require.NoError(t, err)
-	defer c.Close()
-	_, err = c.Message(nil)
+	_, err := dialRaw(t, masked).Message(nil)
 	require.ErrorContains(t, err, "masked frame")
 }
 
@@ -147,31 +149,17 @@ func TestLongLengthEncodingsAreRead(t *testing.T) {
 	long := make([]byte, 10)
 	long[0], long[1] = 0x82, 127
 	binary.BigEndian.PutUint64(long[2:], 3)
-	srv := rawServer(t, "", append(long, "abc"...))
-	defer srv.Close()
-	c, err := dial(t, wsURL(srv), nil)
-	require.NoError(t, err)
-	defer c.Close()
-	buf, err := c.Message(nil)
+	buf, err := dialRaw(t, append(long, "abc"...)).Message(nil)
 	require.NoError(t, err)
 	require.Equal(t, "abc", string(buf), "a short payload in the 64-bit length form")
 }
 
 func TestRefusesOversizedAndMalformedLengths(t *testing.T) {
 	topBit := []byte{0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 1}
-	srv := rawServer(t, "", topBit)
-	defer srv.Close()
-	c, err := dial(t, wsURL(srv), nil)
-	require.NoError(t, err)
-	defer c.Close()
-	_, err = c.Message(nil)
+	_, err := dialRaw(t, topBit).Message(nil)
 	require.ErrorContains(t, err, "top bit")
 
-	srv2 := rawServer(t, "", frame(false, 1, "12345"), frame(true, 0, "678"))
-	defer srv2.Close()
-	c2, err := dial(t, wsURL(srv2), nil)
-	require.NoError(t, err)
-	defer c2.Close()
+	c2 := dialRaw(t, frame(false, 1, "12345"), frame(true, 0, "678"))
 	c2.MaxMessageBytes = 7
 	_, err = c2.Message(nil)
 	require.ErrorContains(t, err, "more than 7 bytes", "the limit counts the joined frames")

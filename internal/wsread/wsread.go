@@ -2,10 +2,10 @@ package wsread
 
 import (
 	"context"
-	"errors"
-	"io"
 
 	"github.com/coder/websocket"
+
+	"github.com/switchyard-gw/switchyard/internal/readinto"
 )
 
 // Message reads the next message of c into buf[:0], growing buf only when a
@@ -16,18 +16,5 @@ func Message(c *websocket.Conn, buf []byte) ([]byte, error) {
 	if err != nil {
 		return buf[:0], err
 	}
-	buf = buf[:0]
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if errors.Is(err, io.EOF) {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
+	return readinto.Append(buf[:0], r)
 }
