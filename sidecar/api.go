@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -234,39 +235,98 @@ func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 	return err
 }
 
-// wireDelivery is the body of POST /v1/gateway/deliveries.
+// wireDelivery is the body of POST /v1/gateway/deliveries, decoded by
+// decodeDelivery: pointers tell absent fields from empty ones.
 type wireDelivery struct {
-	RecipientID         *string         `json:"recipient_id"`
-	RecipientIDs        []string        `json:"recipient_ids"`
-	SessionID           *string         `json:"session_id"`
-	RecipientGatewayURL *string         `json:"recipient_gateway_url"`
-	RawEvent            json.RawMessage `json:"event"`
-	// Event is RawEvent decoded by decodeEvent, as a submit's body is (field
-	// names match exactly on both paths); nil when absent.
-	Event *wireEvent `json:"-"`
+	RecipientID         *string    `json:"recipient_id"`
+	RecipientIDs        []string   `json:"recipient_ids"`
+	SessionID           *string    `json:"session_id"`
+	RecipientGatewayURL *string    `json:"recipient_gateway_url"`
+	Event               *wireEvent `json:"event"`
+
+	values [3]string // what the string fields point at (see wireEvent)
 }
 
-// decodeDelivery decodes a delivery body; a type mismatch inside the event
-// names the field under "event.".
-func decodeDelivery(body []byte) (wireDelivery, *Error) {
-	var wd wireDelivery
-	if err := decodeJSON(body, &wd); err != nil {
-		return wd, err
-	}
-	switch {
-	case len(wd.RawEvent) == 0 || string(wd.RawEvent) == "null":
-		return wd, nil
-	case wd.RawEvent[0] != '{':
-		return wd, fieldError("invalid_type", "event", "must be of JSON type object")
-	}
-	wd.Event = new(wireEvent)
-	if err := decodeEvent(wd.RawEvent, wd.Event); err != nil {
-		if err.Field != "" { // the whole body passed checkJSON: only type errors get here
-			err.Field = "event." + err.Field
+// decodeDelivery vets and decodes a delivery body into w in one pass, as
+// decodeEvent does a submit's; the event's fields are named under
+// "event.". FuzzDeliveryDecoding holds it to checkJSON + encoding/json.
+func decodeDelivery(body []byte, w *wireDelivery) *Error {
+	return decodeTopLevel(body, w)
+}
+
+func (w *wireDelivery) decodeField(s *jsonChecker, key, raw []byte) {
+	switch string(key) {
+	case "recipient_id":
+		s.decodeString(key, raw, &w.RecipientID, &w.values[0])
+	case "session_id":
+		s.decodeString(key, raw, &w.SessionID, &w.values[1])
+	case "recipient_gateway_url":
+		s.decodeString(key, raw, &w.RecipientGatewayURL, &w.values[2])
+	case "recipient_ids":
+		w.RecipientIDs = nil
+		switch raw[0] {
+		case 'n':
+		case '[':
+			w.RecipientIDs = decodeStrings(s, "recipient_ids", raw)
+		default:
+			s.wrongType("recipient_ids", "array")
 		}
-		return wd, err
+	case "event":
+		switch raw[0] {
+		case 'n':
+			w.Event = nil
+		case '{':
+			w.Event = new(wireEvent)
+			if err := decodeEvent(raw, w.Event); err != nil && s.typeErr == nil {
+				err.Field = "event." + err.Field // only a type error: the body passed the checker
+				s.typeErr = err
+			}
+		default:
+			s.wrongType("event", "object")
+		}
 	}
-	return wd, nil
+}
+
+// decodeStrings decodes a checked JSON array of strings, as encoding/json
+// does into a []string: null elements are "", other types a type error
+// naming field. The strings share one allocation: a delivery names up to
+// thousands of recipients.
+func decodeStrings(s *jsonChecker, field string, raw []byte) []string {
+	var text []byte                     // every element's decoded text, back to back
+	var ends []int                      // where each element's text ends in text
+	e := jsonChecker{data: raw, pos: 1} // past '['
+	for {
+		e.space()
+		if e.data[e.pos] == ']' {
+			break
+		}
+		start := e.pos
+		_ = e.value()
+		switch v := e.data[start:e.pos]; v[0] {
+		case '"':
+			if bytes.IndexByte(v, '\\') < 0 {
+				text = append(text, v[1:len(v)-1]...)
+			} else {
+				decoded, _ := unquote(v)
+				text = append(text, decoded...)
+			}
+		case 'n': // null: the zero string
+		default:
+			s.wrongType(field, "string")
+		}
+		ends = append(ends, len(text))
+		e.space()
+		if e.data[e.pos] == ',' {
+			e.pos++
+		}
+	}
+	all := string(text)
+	out := make([]string, len(ends))
+	begin := 0
+	for i, end := range ends {
+		out[i], begin = all[begin:end], end
+	}
+	return out
 }
 
 func (w *wireDelivery) validate(lim Limits) (DeliveryRequest, *Error) {
@@ -319,8 +379,8 @@ func (n *Node) handleDeliver(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	wd, derr := decodeDelivery(body)
-	if derr != nil {
+	var wd wireDelivery
+	if derr := decodeDelivery(body, &wd); derr != nil {
 		return derr
 	}
 	req, verr := wd.validate(n.gw.limits)

@@ -172,6 +172,42 @@ func BenchmarkDecodeAndValidate(b *testing.B) {
 	}
 }
 
+// BenchmarkDecodeDelivery measures the decoding of a peer's delivery to
+// 1,000 recipients (the cross-node fan-out's body), by decodeDelivery and
+// by the generic path.
+func BenchmarkDecodeDelivery(b *testing.B) {
+	ids := make([]string, 1000)
+	for i := range ids {
+		ids[i] = fmt.Sprint("bench-", i)
+	}
+	body, err := json.Marshal(map[string]any{"recipient_ids": ids, "session_id": "s", "event": json.RawMessage(benchSubmitBody)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("decodeDelivery", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var w wireDelivery
+			if err := decodeDelivery(body, &w); err != nil || len(w.RecipientIDs) != 1000 {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("reference", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var w struct {
+				RecipientIDs []string   `json:"recipient_ids"`
+				SessionID    *string    `json:"session_id"`
+				Event        *wireEvent `json:"event"`
+			}
+			if err := decodeJSON(body, &w); err != nil || len(w.RecipientIDs) != 1000 {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
 // BenchmarkEncodeEvent measures the one encoding of an event per submit:
 // the hand-built encoder and encoding/json, which it matches byte for byte.
 func BenchmarkEncodeEvent(b *testing.B) {

@@ -55,16 +55,21 @@ type wireEvent struct {
 // "Sender_ID" for sender_id. SPEC's field names are fixed, so a differently
 // cased name is an unknown field, ignored like any other.
 func decodeEvent(data []byte, w *wireEvent) *Error {
-	s := jsonChecker{data: data, event: w}
+	return decodeTopLevel(data, w)
+}
+
+// decodeTopLevel vets data and hands each top-level field to into; the
+// first field of the wrong JSON type is reported after the body's syntax.
+func decodeTopLevel(data []byte, into topLevelFields) *Error {
+	s := jsonChecker{data: data, fields: into}
 	if err := s.check(); err != nil {
 		return err
 	}
 	return s.typeErr
 }
 
-// decodeEventField decodes one top-level field of an event, already checked.
-func (s *jsonChecker) decodeEventField(key, raw []byte) {
-	w := s.event
+// decodeField decodes one top-level field of an event, already checked.
+func (w *wireEvent) decodeField(s *jsonChecker, key, raw []byte) {
 	if string(key) == "metadata" {
 		switch raw[0] {
 		case 'n':
@@ -98,12 +103,18 @@ func (s *jsonChecker) decodeEventField(key, raw []byte) {
 	default:
 		return // unknown fields are ignored
 	}
+	s.decodeString(key, raw, field, &w.values[slot])
+}
+
+// decodeString sets *field to the checked JSON string raw, stored in
+// *value; null clears it, and any other type is a type error.
+func (s *jsonChecker) decodeString(key, raw []byte, field **string, value *string) {
 	switch raw[0] {
 	case 'n':
 		*field = nil
 	case '"':
-		w.values[slot], _ = unquote(raw) // checked already: cannot fail
-		*field = &w.values[slot]
+		*value, _ = unquote(raw) // checked already: cannot fail
+		*field = value
 	default:
 		s.wrongType(string(key), "string")
 	}

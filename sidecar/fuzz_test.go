@@ -30,7 +30,7 @@ func FuzzEventDecoding(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var w wireEvent
 		derr := decodeEvent(data, &w)
-		if !hasFoldedFieldName(data) {
+		if !hasFoldedFieldName(data, eventFieldNames) {
 			var ref wireEvent
 			requireSameDecoding(t, data, decodeJSON(data, &ref), &ref, derr, &w)
 		}
@@ -74,16 +74,20 @@ func FuzzEventDecoding(f *testing.F) {
 	})
 }
 
-// hasFoldedFieldName tells whether a top-level key of data names an event
-// field in another case ("SENDER_ID"): encoding/json takes it, decodeEvent
-// does not.
-func hasFoldedFieldName(data []byte) bool {
+var (
+	eventFieldNames = []string{"sender_id", "sender_type", "event_type", "message", "session_id",
+		"sender_gateway_url", "metadata", "recipient_id", "event_id"}
+	deliveryFieldNames = []string{"recipient_id", "recipient_ids", "session_id", "recipient_gateway_url", "event"}
+)
+
+// hasFoldedFieldName tells whether a top-level key of data names one of
+// names in another case ("SENDER_ID"): encoding/json takes it, the
+// decoders of the submit and delivery paths do not.
+func hasFoldedFieldName(data []byte, names []string) bool {
 	var top map[string]json.RawMessage
 	if json.Unmarshal(data, &top) != nil {
 		return false
 	}
-	names := []string{"sender_id", "sender_type", "event_type", "message", "session_id",
-		"sender_gateway_url", "metadata", "recipient_id", "event_id"}
 	for k := range top {
 		for _, name := range names {
 			if k != name && strings.EqualFold(k, name) {
@@ -94,28 +98,60 @@ func hasFoldedFieldName(data []byte) bool {
 	return false
 }
 
-// requireSameDecoding compares decodeEvent's answer with the reference's.
-func requireSameDecoding(t *testing.T, data []byte, refErr *Error, ref *wireEvent, err *Error, w *wireEvent) {
+// requireSameDecoding compares a decoder's answer with the reference's
+// (checkJSON + encoding/json), by their JSON forms: they hold every field,
+// null when absent, and not the values arrays only the decoders fill.
+func requireSameDecoding(t *testing.T, data []byte, refErr *Error, ref any, err *Error, got any) {
 	t.Helper()
 	if (refErr == nil) != (err == nil) {
-		t.Fatalf("%s: reference error %v, decodeEvent error %v", data, refErr, err)
+		t.Fatalf("%s: reference error %v, decoder error %v", data, refErr, err)
 	}
 	if err != nil {
 		if refErr.Status != err.Status || refErr.Code != err.Code || refErr.Field != err.Field {
-			t.Fatalf("%s: reference error %+v, decodeEvent error %+v", data, refErr, err)
+			t.Fatalf("%s: reference error %+v, decoder error %+v", data, refErr, err)
 		}
 		return
 	}
-	// The JSON forms hold every field (null when absent), not the values
-	// array only decodeEvent fills.
-	if a, b := dumpWire(ref), dumpWire(w); a != b {
-		t.Fatalf("%s: decoded differently:\nreference   %s\ndecodeEvent %s", data, a, b)
+	a, _ := json.Marshal(ref)
+	b, _ := json.Marshal(got)
+	if string(a) != string(b) {
+		t.Fatalf("%s: decoded differently:\nreference %s\ndecoder   %s", data, a, b)
 	}
 }
 
-func dumpWire(w *wireEvent) string {
-	b, _ := json.Marshal(w)
-	return string(b)
+// FuzzDeliveryDecoding: decodeDelivery answers what checkJSON +
+// encoding/json answer (but for field names in another case, at either
+// level), and never panics.
+func FuzzDeliveryDecoding(f *testing.F) {
+	for _, seed := range []string{
+		`{"recipient_ids":["a","b"],"session_id":"s","event":{"sender_id":"x","sender_type":"ai","event_type":"m"}}`,
+		`{"recipient_id":"r","event":{"sender_id":5}}`, `{"recipient_ids":[1,null,"x"]}`, `{"recipient_ids":[null,"x\u0041"]}`, `{"recipient_ids":"x"}`,
+		`{"event":[]}`, `{"event":null,"recipient_ids":null}`, `{"EVENT":{}}`, `{"event":{"Sender_ID":"x"}}`,
+		`{"recipient_gateway_url":1,"event":{"metadata":"x"}}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var w wireDelivery
+		err := decodeDelivery(data, &w)
+		if hasFoldedFieldName(data, deliveryFieldNames) {
+			return
+		}
+		var top struct {
+			Event json.RawMessage `json:"event"`
+		}
+		if json.Unmarshal(data, &top) == nil && hasFoldedFieldName(top.Event, eventFieldNames) {
+			return
+		}
+		var ref struct {
+			RecipientID         *string    `json:"recipient_id"`
+			RecipientIDs        []string   `json:"recipient_ids"`
+			SessionID           *string    `json:"session_id"`
+			RecipientGatewayURL *string    `json:"recipient_gateway_url"`
+			Event               *wireEvent `json:"event"`
+		}
+		requireSameDecoding(t, data, decodeJSON(data, &ref), &ref, err, &w)
+	})
 }
 
 // FuzzTokenParsing: no string makes token verification panic, and what it

@@ -21,17 +21,23 @@ func checkJSON(data []byte) *Error {
 	return s.check()
 }
 
-// jsonChecker walks a body once. With event set, it also decodes the
-// top-level fields of an event into it (decodeEvent).
+// jsonChecker walks a body once. With fields set, it also hands each
+// top-level field to it once checked (decodeTopLevel).
 type jsonChecker struct {
-	data  []byte
-	pos   int
-	depth int
-	path  [][]byte // keys from the root to the value being checked
-	event *wireEvent
-	// typeErr is the first event field of the wrong JSON type. Like
+	data   []byte
+	pos    int
+	depth  int
+	path   [][]byte // keys from the root to the value being checked
+	fields topLevelFields
+	// typeErr is the first field of the wrong JSON type. Like
 	// encoding/json, a body's syntax errors are reported before it.
 	typeErr *Error
+}
+
+// topLevelFields decodes the top-level fields of a body the checker walks:
+// key and the raw text of its value, checked already.
+type topLevelFields interface {
+	decodeField(s *jsonChecker, key, raw []byte)
 }
 
 func (s *jsonChecker) check() *Error {
@@ -173,8 +179,8 @@ func (s *jsonChecker) object() *Error {
 		if err := s.value(); err != nil {
 			return err
 		}
-		if s.event != nil && s.depth == 1 {
-			s.decodeEventField(key, s.data[start:s.pos])
+		if s.fields != nil && s.depth == 1 {
+			s.fields.decodeField(s, key, s.data[start:s.pos])
 		}
 		s.path = s.path[:len(s.path)-1]
 		s.space()
