@@ -104,7 +104,7 @@ func (c Credential) fullRights() *Error {
 
 // credentialFrom is the credential authenticate found for the request.
 func credentialFrom(ctx context.Context) Credential {
-	if info := requestInfoFrom(ctx); info != nil && info.authenticated {
+	if info := requestInfoFrom(ctx); info != nil {
 		return info.cred
 	}
 	return Credential{Kind: credNone}
@@ -183,7 +183,7 @@ func (a *authenticator) authenticate(next http.Handler) http.Handler {
 			info = &requestInfo{}
 			r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
 		}
-		info.cred, info.authenticated = cred, true
+		info.cred = cred
 		next.ServeHTTP(w, r)
 	})
 }

@@ -24,12 +24,11 @@ type traceKey struct{}
 
 // requestInfo is what the middleware learns about a request, in one context
 // value (each value costs a copy of the request): its id, set by
-// withRequestID, and its credential, which authenticate fills in place
-// before any handler runs.
+// withRequestID, and its credential (credNone until authenticate fills it
+// in place, before any handler runs).
 type requestInfo struct {
-	id            string
-	cred          Credential
-	authenticated bool
+	id   string
+	cred Credential
 }
 
 // withRequestID gives every request an id.
@@ -40,7 +39,7 @@ func withRequestID(next http.Handler) http.Handler {
 			id = randomHex(8)
 		}
 		w.Header().Set(requestIDHeader, id)
-		ctx := context.WithValue(r.Context(), requestInfoKey{}, &requestInfo{id: id})
+		ctx := context.WithValue(r.Context(), requestInfoKey{}, &requestInfo{id: id, cred: Credential{Kind: credNone}})
 		if tp := r.Header.Get(traceparentHeader); validTraceparent(tp) {
 			ctx = context.WithValue(ctx, traceKey{}, tp)
 		}
