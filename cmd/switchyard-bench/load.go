@@ -161,9 +161,24 @@ type publisher struct {
 	perSess []atomic.Int64 // events accepted per session index
 }
 
+// maxInFlight is how many submits may be outstanding at once: concurrency
+// when going as fast as possible; at a fixed rate, four times that, room
+// for a burst while the node lags.
+func maxInFlight(rate float64, concurrency int) int {
+	if rate > 0 {
+		return concurrency * 4
+	}
+	return concurrency
+}
+
 func newPublisher(o options, sessions int) *publisher {
+	// The client keeps as many connections idle as may be in flight: with
+	// fewer, each burst opens connections that are closed right after, and
+	// the node pays an accept, a new connection's buffers and a close per
+	// burst, which a steady client never causes.
+	conns := maxInFlight(o.rate, o.concurrency)
 	return &publisher{
-		hc:      &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: o.concurrency * 2, MaxIdleConns: o.concurrency * 2}},
+		hc:      &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns, MaxIdleConns: conns}},
 		url:     strings.TrimSuffix(o.url, "/") + "/v1/gateway/events",
 		apiKey:  o.apiKey,
 		pad:     strings.Repeat("x", max(o.messageBytes-40, 0)),
@@ -202,7 +217,7 @@ func (p *publisher) run(d time.Duration, rate float64, concurrency int, pick fun
 	var wg sync.WaitGroup
 	if rate > 0 {
 		interval := time.Duration(float64(time.Second) / rate)
-		sem := make(chan struct{}, concurrency*4)
+		sem := make(chan struct{}, maxInFlight(rate, concurrency))
 		start := time.Now()
 		for k := int64(0); time.Now().Before(deadline); k++ {
 			s, name := pick(k)
