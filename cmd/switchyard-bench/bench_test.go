@@ -73,6 +73,8 @@ func requireEveryDelivery(t *testing.T, r result, perEvent int64) {
 	require.GreaterOrEqual(t, r.MaxMs, r.P99ms)
 	require.GreaterOrEqual(t, r.P99ms, r.P50ms)
 	require.Positive(t, r.ServerCPUSec, "read from /proc for the given pid")
+	require.Positive(t, r.ServerSysCPUSec, "the socket writes are kernel time")
+	require.Less(t, r.ServerSysCPUSec, r.ServerCPUSec, "user time is the rest")
 	require.Positive(t, r.ServerPeakRSSMiB)
 }
 

@@ -35,6 +35,7 @@ type result struct {
 	P999ms           float64 `json:"p999_ms"`
 	MaxMs            float64 `json:"max_ms"`
 	ServerCPUSec     float64 `json:"server_cpu_s"`
+	ServerSysCPUSec  float64 `json:"server_sys_cpu_s"` // of ServerCPUSec, the time in the kernel
 	PerServerCPUSec  float64 `json:"deliveries_per_server_cpu_s"`
 	ServerRSSMiB     float64 `json:"server_rss_mib"`
 	ServerPeakRSSMiB float64 `json:"server_peak_rss_mib"`
@@ -49,7 +50,7 @@ func (r result) print(w io.Writer) {
 	fmt.Fprintf(tw, "events sent / deliveries\t%d / %d (lost %d, duplicates %d, submit errors %d)\n", r.EventsSent, r.Deliveries, r.Lost, r.Duplicates, r.SubmitErrors)
 	fmt.Fprintf(tw, "deliveries/s\t%.0f over %.1f s\n", r.DeliveriesPerSec, r.Seconds)
 	fmt.Fprintf(tw, "latency ms\tp50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f\n", r.P50ms, r.P90ms, r.P99ms, r.P999ms, r.MaxMs)
-	fmt.Fprintf(tw, "server CPU\t%.2f s (%.0f deliveries per CPU-second)\n", r.ServerCPUSec, r.PerServerCPUSec)
+	fmt.Fprintf(tw, "server CPU\t%.2f s (%.0f deliveries per CPU-second), %.2f s of it in the kernel\n", r.ServerCPUSec, r.PerServerCPUSec, r.ServerSysCPUSec)
 	fmt.Fprintf(tw, "server RSS\t%.1f MiB (peak %.1f MiB)\n", r.ServerRSSMiB, r.ServerPeakRSSMiB)
 	if r.RSSPerConnKiB > 0 {
 		fmt.Fprintf(tw, "RSS per connection\t%.1f KiB\n", r.RSSPerConnKiB)

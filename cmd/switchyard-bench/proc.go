@@ -11,6 +11,7 @@ import (
 // procSample is a process's CPU time and memory from /proc.
 type procSample struct {
 	cpu   time.Duration // user + system
+	sys   time.Duration // system: the time spent in the kernel on the process's behalf
 	rss   int64         // bytes
 	hwm   int64         // peak RSS, bytes
 	taken time.Time
@@ -34,6 +35,7 @@ func sampleProc(pid string) (procSample, error) {
 	utime, _ := strconv.ParseInt(fields[11], 10, 64)
 	stime, _ := strconv.ParseInt(fields[12], 10, 64)
 	s.cpu = time.Duration(utime+stime) * clockTick
+	s.sys = time.Duration(stime) * clockTick
 	status, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
 		return s, err

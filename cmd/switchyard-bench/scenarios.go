@@ -50,6 +50,7 @@ func (m *measure) server() procSample {
 			continue
 		}
 		total.cpu += s.cpu
+		total.sys += s.sys
 		total.rss += s.rss
 		total.hwm += s.hwm
 	}
@@ -62,6 +63,7 @@ func (m *measure) finish(r *result) {
 	r.Seconds = time.Since(m.start).Seconds()
 	end := m.server()
 	r.ServerCPUSec = (end.cpu - m.server0.cpu).Seconds()
+	r.ServerSysCPUSec = (end.sys - m.server0.sys).Seconds()
 	r.ServerRSSMiB = float64(end.rss) / (1 << 20)
 	r.ServerPeakRSSMiB = float64(max(m.peak, end.rss)) / (1 << 20)
 	b, _ := sampleProc(fmt.Sprint(os.Getpid()))
