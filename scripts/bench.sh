@@ -77,6 +77,8 @@ for window in 0 2ms; do
 done
 node_args=()
 run pairs              --scenario pairs --pairs 1000 --concurrency 32
+# Few submits in flight: the latency without the queueing of 32.
+run pairs-4-in-flight  --scenario pairs --pairs 1000 --concurrency 4
 run idle-10k           --scenario idle --connections 10000
 # The agent's sidecar: one attached participant, GOMAXPROCS=1 as injected.
 node_env=(GOMAXPROCS=1)
@@ -84,4 +86,5 @@ run sidecar-1-agent-1000-per-s       --scenario fanout --subscribers 1 --rate 10
 run_floor sidecar-1-agent-1000-per-s-floor --scenario fanout --subscribers 1 --rate 1000 --concurrency 4
 node_env=()
 run_floor pairs-floor              --scenario pairs --pairs 1000 --concurrency 32
+run_floor pairs-4-in-flight-floor  --scenario pairs --pairs 1000 --concurrency 4
 run_floor fanout-100-per-s-floor   --scenario fanout --subscribers 1000 --batch --rate 100
