@@ -113,6 +113,13 @@ export class SwitchyardClient {
   private taker: (() => void) | null = null;
   private iterating = false;
 
+  /**
+   * Settles when the client stops for good: resolves after close(), rejects
+   * with the PermanentError (or the error a callback threw) that stopped it.
+   */
+  readonly done: Promise<void>;
+  private settleDone!: (err: Error | null) => void;
+
   constructor(opts: ClientOptions) {
     if (!opts.url) throw new TypeError("switchyard: url is required");
     if (!opts.participantId) throw new TypeError("switchyard: participantId is required");
@@ -125,6 +132,10 @@ export class SwitchyardClient {
     this.maxBackoff = Math.max(opts.maxBackoffMs ?? 5000, this.minBackoff);
     this.currentUrl = opts.url;
     if (opts.resumeFrom !== undefined) this.seq = this.consumedSeq = this.ackedSeq = opts.resumeFrom;
+    this.done = new Promise((resolve, reject) => {
+      this.settleDone = (err) => (err ? reject(err) : resolve());
+    });
+    this.done.catch(() => {}); // rejections are for those who await it
   }
 
   /** The seq of the last event (or gap end) received, or resumeFrom: where a reconnect resumes. */
@@ -258,17 +269,19 @@ export class SwitchyardClient {
 
   private start(): void {
     if (this.loop || this.closed) return;
-    this.loop = this.run().catch((err: Error) => this.fail(err));
+    this.loop = this.run()
+      .catch((err: Error) => this.fail(err))
+      .finally(() => this.settleDone(this.failure));
   }
 
   private async run(): Promise<void> {
     this.factory ??= await pickFactory(this.opts.WebSocket);
     let backoff = this.minBackoff;
     let resume = this.opts.resumeFrom !== undefined;
-    for (let attempt = 0; !this.closed; attempt++) {
+    for (let attempt = 0; !this.closed && !this.failure; attempt++) {
       const url = this.urls[attempt % this.urls.length];
       const { connected, close } = await this.session(url, resume);
-      if (this.closed) return;
+      if (this.closed || this.failure) return;
       const permanent = permanentError(close);
       if (permanent) return this.fail(permanent);
       if (connected) backoff = this.minBackoff; // it worked for a while: start over
@@ -304,7 +317,14 @@ export class SwitchyardClient {
               continue; // not JSON: skipped, as the Go client does
             }
             if (f.type === "welcome") connected = true;
-            this.handle(f);
+            try {
+              this.handle(f);
+            } catch (err) {
+              // A callback threw: stop, as the Go client's Run returns the handler's error.
+              this.fail(err instanceof Error ? err : new Error(String(err)));
+              this.socket?.close(1000, "");
+              return;
+            }
           }
         },
         close: (c) => {
@@ -316,7 +336,7 @@ export class SwitchyardClient {
         },
       });
       this.socket = sock;
-      if (this.closed) sock.close(1000, "");
+      if (this.closed || this.failure) sock.close(1000, "");
     });
   }
 

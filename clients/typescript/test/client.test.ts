@@ -139,6 +139,7 @@ describe("single node", () => {
       const r = await post(node.url, { session_id: s, message: String(i) });
       assert.equal(r.recipients, 1);
     }
+    gate.duplicate = true; // the client drops what it already has
     gate.open = true;
     const first2 = await within(next);
     assert.equal(first2.done, false);
@@ -200,6 +201,21 @@ describe("single node", () => {
     });
     await assert.rejects(mallory.events().next(), PermanentError);
     assert.equal(disconnects, 0, "no reconnect after 1008");
+
+    const bad = new Error("the callback gave up");
+    const seen: number[] = [];
+    const jack = client({
+      url: node.url, participantId: fresh("jack"), sessions: [s],
+      onEvent: (f) => {
+        seen.push(f.seq);
+        throw bad;
+      },
+    });
+    await within(jack.connect());
+    await post(node.url, { session_id: s, message: "one" });
+    await assert.rejects(within(jack.done), (err) => err === bad);
+    assert.equal(seen.length, 1);
+    assert.equal(jack.connected, false);
 
     const badKey = client({ url: node.url, participantId: fresh("gina"), apiKey: "wrong" });
     await assert.rejects(within(badKey.connect()), (err: unknown) => {

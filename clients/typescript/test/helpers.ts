@@ -14,9 +14,16 @@ export const API_KEY = "test-key";
 export const TOKEN_SECRET = "test-token-secret-0123456789abcdef";
 
 const children = new Set<ChildProcess>();
-process.on("exit", () => {
+const killAll = () => {
   for (const c of children) c.kill("SIGKILL");
-});
+};
+process.on("exit", killAll);
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.on(sig, () => {
+    killAll();
+    process.exit(1);
+  });
+}
 
 export async function freePort(): Promise<number> {
   const srv = net.createServer();
@@ -140,10 +147,11 @@ export function mintToken(participantId: string): string {
 /**
  * A constructor with the DOM WebSocket API built on `ws`, as a browser
  * would give it (no headers), plus a gate: while closed, new connections
- * fail like an unreachable node (close 1006). It records URLs and sent frames.
+ * fail like an unreachable node (close 1006). It records URLs and sent
+ * frames, and with gate.duplicate hands every message over twice.
  */
 export function gatedDomWebSocket() {
-  const gate = { open: true, urls: [] as string[], sent: [] as string[], live: new Set<WS>() };
+  const gate = { open: true, duplicate: false, urls: [] as string[], sent: [] as string[], live: new Set<WS>() };
   class DomWS implements WebSocketLike {
     readyState = 0;
     onopen: ((ev: any) => void) | null = null;
@@ -167,7 +175,10 @@ export function gatedDomWebSocket() {
         this.readyState = 1;
         this.onopen?.({});
       });
-      ws.on("message", (data) => this.onmessage?.({ data: data.toString() }));
+      ws.on("message", (data) => {
+        this.onmessage?.({ data: data.toString() });
+        if (gate.duplicate) this.onmessage?.({ data: data.toString() }); // as a buggy network or node might
+      });
       ws.on("error", () => this.onerror?.({}));
       ws.on("close", (code, reason) => {
         gate.live.delete(ws);
