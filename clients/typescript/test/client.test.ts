@@ -259,6 +259,28 @@ test("a gap frame is surfaced when the mailbox overflowed", async (t) => {
   assert.equal(second.lastSeq, last + 10);
 });
 
+test("after its node restarts (mailbox lost), the client reconnects (Node adapter, 1006) and takes the new numbering", async (t) => {
+  const first = await startNode({ name: "restart-1" });
+  t.after(() => first.stop());
+  const s = fresh("s");
+  const kim = client({ url: first.url, participantId: fresh("kim"), sessions: [s] });
+  t.after(() => kim.close());
+  const it = kim.events();
+  await within(kim.connect());
+  for (let i = 1; i <= 2; i++) await post(first.url, { session_id: s, message: `old ${i}` });
+  assert.deepEqual(messages(await take(it, 2)), ["old 1", "old 2"]);
+  assert.ok(kim.lastSeq >= 2);
+
+  await first.stop(); // SIGKILL: the connection drops (1006) and the mailbox is gone
+  const second = await startNode({ name: "restart-2", port: Number(new URL(first.url).port) });
+  t.after(() => second.stop());
+  await waitFor(() => kim.connected, 30_000, "reconnect to the restarted node");
+  for (let i = 1; i <= 3; i++) await post(second.url, { session_id: s, message: `new ${i}` });
+  const got = await take(it, 3);
+  assert.deepEqual(messages(got), ["new 1", "new 2", "new 3"]);
+  assertContiguous(got, (got[0] as EventFrame).seq);
+});
+
 test("a draining node's client reconnects to the other node and misses nothing", async (t) => {
   const a = await startNode({ name: "drain-a", args: ["--drain-timeout", "5s"] });
   t.after(() => a.stop());

@@ -47,9 +47,9 @@ export interface Node {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export async function startNode(opts: { name: string; args?: string[]; join?: string } = { name: "n1" }): Promise<Node> {
+export async function startNode(opts: { name: string; args?: string[]; join?: string; port?: number } = { name: "n1" }): Promise<Node> {
   if (!existsSync(BIN)) throw new Error(`${BIN} is missing: run go build -o bin/switchyard ./cmd/switchyard`);
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const gossipPort = await freePort();
   const gossip = `127.0.0.1:${gossipPort}`;
   const args = ["serve", "--listen", `127.0.0.1:${port}`, "--gossip-bind", gossip, "--api-key", API_KEY,
