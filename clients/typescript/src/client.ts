@@ -261,6 +261,7 @@ export class SwitchyardClient {
       this.wake?.();
       this.taker?.();
       for (const w of this.welcomeWaiters.splice(0)) w.reject(new ConnectionClosedError("switchyard: the client is closed"));
+      if (!this.loop) this.settleDone(null); // never started
     }
     await this.loop;
   }
@@ -309,6 +310,7 @@ export class SwitchyardClient {
         open: () => {},
         message: (data) => {
           for (const line of data.split("\n")) {
+            if (this.closed || this.failure) return; // stopping: hand nothing more over
             if (!line.trim()) continue;
             let f: ServerFrame;
             try {

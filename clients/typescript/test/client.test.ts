@@ -317,3 +317,14 @@ test("a draining node's client reconnects to the other node and misses nothing",
 });
 
 after(closeAll);
+
+test("options are checked; close() before connecting ends everything", async () => {
+  assert.throws(() => new SwitchyardClient({ url: "ftp://127.0.0.1:1", participantId: "x" }), TypeError);
+  assert.throws(() => new SwitchyardClient({ url: "http://127.0.0.1:1", participantId: "" }), TypeError);
+  const c = new SwitchyardClient({ url: "http://127.0.0.1:1", participantId: "x" });
+  await within(c.close());
+  await within(c.done);
+  await assert.rejects(c.connect(), ConnectionClosedError);
+  assert.deepEqual(await within(c.events().next()), { done: true, value: undefined });
+  await assert.rejects(c.submitOverSocket({ event_type: "message", session_id: "s" }), ConnectionClosedError);
+});
