@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import {
   ConnectionClosedError, PermanentError, SwitchyardClient, SwitchyardError,
-  type ClientOptions, type Delivery, type EventFrame,
+  type ClientOptions, type Delivery, type EventFrame, type WebSocketConstructor,
 } from "../src/index.js";
 import { API_KEY, gatedDomWebSocket, mintToken, post, startNode, take, waitFor, within, type Node } from "./helpers.js";
 
@@ -151,6 +151,21 @@ describe("single node", () => {
     // Nothing more (no duplicate) before a marker sent now.
     await post(node.url, { session_id: s, message: "marker" });
     assert.deepEqual(messages(await take(it, 1)), ["marker"]);
+  });
+
+  const platform = (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+  test("the platform WebSocket (Node's own, a WHATWG one) works as the browser adapter", { skip: !platform && "no globalThis.WebSocket (run node with --experimental-websocket)" }, async () => {
+    const s = fresh("s");
+    const token = mintToken("lena");
+    const lena = client({ url: node.url, participantId: "lena", token, apiKey: undefined, sessions: [s], WebSocket: platform, batch: true, ack: true });
+    const it = lena.events();
+    await within(lena.connect());
+    const r = await within(lena.submitOverSocket({ event_type: "message", session_id: s, message: "to nobody" }).catch((e) => e));
+    assert.ok(r instanceof SwitchyardError && r.status === 404, String(r));
+    for (let i = 1; i <= 5; i++) await post(node.url, { session_id: s, message: String(i) });
+    const got = await take(it, 5);
+    assert.deepEqual(messages(got), range(1, 5));
+    assertContiguous(got, (got[0] as EventFrame).seq);
   });
 
   test("resumeFrom: a new client picks up where an earlier one stopped (Node adapter)", async () => {
