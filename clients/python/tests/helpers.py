@@ -76,12 +76,16 @@ async def in_session(client: Client, session: str, participant: str, url: str = 
 
 class Proxy:
     """A loopback TCP proxy. cut() kills every connection, as a network
-    failure would; while refusing, new connections are closed at once."""
+    failure would; while refusing, new connections are closed at once;
+    while swallowing, what the server sends is dropped (kept in swallowed)
+    instead of reaching the client, as on a link that went dead silently."""
 
     def __init__(self, target_url: str) -> None:
         host, port = target_url.split("://", 1)[1].rsplit(":", 1)
         self.target = (host, int(port))
         self.refusing = False
+        self.swallowing = False
+        self.swallowed = bytearray()
         self.server = None
         self.writers: List[asyncio.StreamWriter] = []
         self.tasks: List[asyncio.Task] = []
@@ -114,12 +118,14 @@ class Proxy:
             return
         self.writers += [writer, up_writer]
         self.tasks += [asyncio.ensure_future(self._pipe(reader, up_writer)),
-                       asyncio.ensure_future(self._pipe(up_reader, writer))]
+                       asyncio.ensure_future(self._pipe(up_reader, writer, downstream=True))]
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, downstream=False) -> None:
         try:
             while data := await reader.read(65536):
+                if downstream and self.swallowing:
+                    self.swallowed += data
+                    continue
                 writer.write(data)
                 await writer.drain()
         except OSError:

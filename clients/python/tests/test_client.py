@@ -114,9 +114,11 @@ def test_submit_over_rest_and_socket_join_leave(start_node):
 
 
 def test_resumed_client_gets_every_missed_event_once(start_node):
-    """The client's connection dies and stays down while 20 events are
-    submitted; it reconnects with resume_from and gets exactly those 20,
-    once each, in order, seqs following on."""
+    """The link to the client goes dead: events 6-15 are written by the node
+    but never reach the client, then the connection is cut and stays down
+    while 16-25 are submitted. The client reconnects with resume_from and
+    gets exactly 6-25, once each, in order, seqs following on (without
+    resume_from, 6-15 would be lost: the node wrote them)."""
     node = start_node()
 
     async def main():
@@ -128,17 +130,21 @@ def test_resumed_client_gets_every_missed_event_once(start_node):
             await submit_range(alice, "s1", 1, 5)
             await col.wait_for(5)
 
+            px.swallowing = True
+            await submit_range(alice, "s1", 6, 15)
+            await until(lambda: b'"message":"15"' in px.swallowed, what="the node to write event 15")
             px.refusing = True
             px.cut()
+            px.swallowing = False
             await until(lambda: not bob.connected, what="the client to notice the cut")
-            await submit_range(alice, "s1", 6, 25)
+            assert len(col.events) == 5
+            await submit_range(alice, "s1", 16, 25)
             px.refusing = False
 
-            events = await col.wait_for(25)
+            await until(lambda: bob.connected); print("WELCOME", bob.welcome); await col.wait_for(25, timeout=5)
             assert bob.welcome.resumed
             await submit_range(alice, "s1", 26, 26)  # the marker
-            events = await col.wait_for(26)
-            assert_exactly(events, 1, 26)
+            assert_exactly(await col.wait_for(26), 1, 26)
             assert not [i for i in col.items if isinstance(i, Gap)]
             await col.stop()
 
