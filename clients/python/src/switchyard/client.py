@@ -47,6 +47,15 @@ _HEADERS_KW = (
 
 _POLICY_VIOLATION = 1008
 
+# An HTTP status other than 101 at attach: InvalidStatusCode (status_code)
+# from the implementation of websockets < 14, InvalidStatus (response) from
+# the newer one.
+_INVALID_STATUS = tuple(
+    getattr(websockets.exceptions, name)
+    for name in ("InvalidStatusCode", "InvalidStatus")
+    if hasattr(websockets.exceptions, name)
+)
+
 
 class GatewayEvent(TypedDict, total=False):
     """A GatewayEvent as the REST API takes it (see docs/SPEC.md, section 2)."""
@@ -203,6 +212,9 @@ class Client:
         if participant_type not in ("ai", "human"):
             raise ValueError('participant_type must be "ai" or "human"')
         self.urls: List[str] = [u.rstrip("/") for u in (url, *also_urls)]
+        for u in self.urls:
+            if urllib.parse.urlsplit(u).scheme.lower() not in ("http", "https", "ws", "wss"):
+                raise ValueError(f"node URL {u!r}: want http:// or https://")
         self.participant_id = participant_id
         self.participant_type = participant_type
         self.sessions: List[str] = list(sessions)
@@ -336,8 +348,10 @@ class Client:
         return answer
 
     async def request(self, method: str, path: str, body: Any = None, *, url: Optional[str] = None) -> Dict[str, Any]:
-        """Call any REST endpoint with this client's credential; returns the
-        decoded answer and raises :class:`SwitchyardError` on a status >= 300."""
+        """Call a JSON REST endpoint (e.g. ``GET /v1/gateway/members``) with
+        this client's credential; returns the decoded answer and raises
+        :class:`SwitchyardError` on a status >= 300 (urllib's errors, such as
+        ``URLError``, when the node cannot be reached)."""
         base = (url or self._url or self.urls[0]).rstrip("/")
         base = base.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
         return await asyncio.to_thread(self._http, method, base + path, body)
@@ -435,9 +449,7 @@ class Client:
 
     def _attach_uri(self, base: str) -> str:
         scheme, rest = base.split("://", 1) if "://" in base else ("", base)
-        scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(scheme.lower())
-        if scheme is None:
-            raise AttachRefused(0, "invalid_url", f"node URL {base!r}: want http or https")
+        scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}[scheme.lower()]
         query: List[Any] = [("participant_id", self.participant_id),
                             ("participant_type", self.participant_type)]
         query += [("session_id", s) for s in self.sessions]
@@ -453,11 +465,12 @@ class Client:
         try:
             ws = await websockets.connect(self._attach_uri(url), open_timeout=self.open_timeout,
                                           max_size=None, close_timeout=5, **{_HEADERS_KW: headers})
-        except websockets.InvalidStatusCode as e:  # websockets < 14
-            self._refused(e.status_code, b"")
-            raise
-        except getattr(websockets, "InvalidStatus", ()) as e:  # websockets >= 14
-            self._refused(e.response.status_code, e.response.body or b"")
+        except _INVALID_STATUS as e:
+            response = getattr(e, "response", None)
+            if response is not None:
+                self._refused(response.status_code, response.body or b"")
+            else:
+                self._refused(e.status_code, b"")
             raise
         acker = asyncio.ensure_future(self._ack_loop(ws)) if self.ack else None
         try:
