@@ -3,13 +3,20 @@
 Every test ends with a marker event and waits for it, so "exactly once, in
 order" is checked on everything before it without sleeping."""
 
+import asyncio
+import os
+import re
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 
+import switchyard
 from conftest import API_KEY, mint_token
 from helpers import TIMEOUT, Collector, Proxy, in_session, run, until
-from switchyard import AttachRefused, Client, Event, Gap, SwitchyardError
+from switchyard import AttachRefused, Client, Gap, NotAnswered, SwitchyardError
 
 FAST = dict(min_backoff=0.05, max_backoff=0.5)
 
@@ -271,3 +278,93 @@ def test_gap_when_the_mailbox_overflowed(start_node):
 
 async def _not(aw):
     return not await aw
+
+
+def test_socket_submit_without_answer_raises_not_answered(start_node):
+    """A submit over the socket whose result frame never comes (the link
+    dies first) raises NotAnswered; the retry with the same event_id, after
+    the reconnect, is delivered once."""
+    node = start_node()
+
+    async def main():
+        async with Client(node.url, api_key=API_KEY, participant_id="bob", sessions=["s1"]) as bob, \
+                Proxy(node.url) as px, \
+                Client(px.url, api_key=API_KEY, participant_id="alice", sessions=["s1"], **FAST) as alice:
+            col = Collector(bob)
+            alice_col = Collector(alice)
+            await bob.wait_attached(TIMEOUT)
+            await alice.wait_attached(TIMEOUT)
+            event = {"event_type": "message", "session_id": "s1", "message": "1", "event_id": "once"}
+
+            px.swallowing = True
+            pending = asyncio.ensure_future(alice.submit_over_socket(event))
+            await col.wait_for(1)  # the node took it, but its answer is swallowed
+            px.cut()
+            px.swallowing = False
+            with pytest.raises(NotAnswered):
+                await pending
+
+            answer = await alice.submit_over_socket(event)  # waits for the reconnect
+            assert answer["event_id"] == "once"
+            await alice.submit_over_socket({"event_type": "message", "session_id": "s1", "message": "2"})
+            assert_exactly(await col.wait_for(2), 1, 2)
+            await alice_col.stop()
+            await col.stop()
+
+    run(main())
+
+
+def test_close_ends_events_and_does_not_reconnect(start_node):
+    """close() ends events() and the participant goes offline for good;
+    a socket submit after it raises NotAnswered."""
+    node = start_node()
+
+    async def main():
+        alice = sender(node.url)
+        bob = Client(node.url, api_key=API_KEY, participant_id="bob", sessions=["s1"], **FAST)
+        col = Collector(bob)
+        await bob.wait_attached(TIMEOUT)
+        await until(lambda: in_session(alice, "s1", "bob"), what="bob online")
+        await bob.close()
+        await asyncio.wait_for(col.task, TIMEOUT)  # events() ended without error
+        assert not bob.connected
+        await until(lambda: _not(in_session(alice, "s1", "bob")), what="bob offline")
+        with pytest.raises(NotAnswered):
+            await bob.submit_over_socket({"event_type": "message", "session_id": "s1"})
+
+    run(main())
+
+
+def test_readme_example_runs(start_node, tmp_path):
+    """The README's example (an echo bot) works as written against a node."""
+    node = start_node()
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    env = dict(os.environ, SWITCHYARD_URL=node.url, SWITCHYARD_API_KEY=API_KEY,
+               PYTHONPATH=str(Path(switchyard.__file__).resolve().parent.parent))
+    out = open(tmp_path / "example.out", "wb")
+    proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    async def main():
+        async with Client(node.url, api_key=API_KEY, participant_id="alice", participant_type="human",
+                          sessions=["s1"]) as alice:
+            col = Collector(alice)
+            await until(lambda: in_session(alice, "s1", "echo-bot"), what="the example to attach")
+            await alice.submit({"event_type": "message", "session_id": "s1", "message": "hi"})
+            events = await col.wait_for(1)
+            assert (events[0].sender_id, events[0].message) == ("echo-bot", "echo: hi")
+            await col.stop()
+
+    try:
+        run(main())
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        out.close()
+    assert "1 alice hi" in (tmp_path / "example.out").read_text()
