@@ -476,7 +476,7 @@ class Client:
         try:
             async for message in ws:
                 if isinstance(message, bytes):
-                    message = message.decode()
+                    message = message.decode(errors="replace")
                 for line in message.split("\n"):
                     if line.strip():
                         self._frame(ws, url, line)
