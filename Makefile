@@ -8,7 +8,7 @@ IMAGE ?= ghcr.io/switchyard-gw/switchyard:$(VERSION)
 
 GO ?= go
 
-.PHONY: all build test lint deploy-test helm-lint bench image clean
+.PHONY: all build test lint deploy-test helm-lint bench bench-cluster image clean
 
 all: lint test build
 
@@ -42,6 +42,12 @@ helm-lint:
 BENCH_DURATION ?= 8s
 bench:
 	scripts/bench.sh $(BENCH_DURATION)
+
+# The cluster scenario (docs/BENCHMARKS.md, "A cluster of N sidecars"):
+# CLUSTER_SIZES real nodes on loopback, one JSON line per size.
+CLUSTER_SIZES ?= 10 50 100
+bench-cluster:
+	scripts/bench-cluster.sh $(CLUSTER_SIZES)
 
 image:
 	docker build --build-arg VERSION=$(VERSION) -f deploy/Dockerfile -t $(IMAGE) .

@@ -36,12 +36,13 @@ type options struct {
 	jsonOnly     bool
 	cpuProfile   string
 	floorListen  string
+	cluster      clusterOptions
 }
 
 func main() {
 	var o options
 	var pids string
-	flag.StringVar(&o.scenario, "scenario", "fanout", "fanout, pairs, cross-node or idle")
+	flag.StringVar(&o.scenario, "scenario", "fanout", "fanout, pairs, cross-node, idle or cluster")
 	flag.StringVar(&o.url, "url", "http://127.0.0.1:8787", "node that takes the submits")
 	flag.StringVar(&o.subURL, "sub-url", "", "node the subscribers attach to (default --url; cross-node: another node)")
 	flag.StringVar(&pids, "pid", "", "server process id(s), comma-separated, for CPU and memory from /proc")
@@ -59,6 +60,18 @@ func main() {
 	flag.BoolVar(&o.jsonOnly, "json", false, "print only the JSON line")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write the load generator's own CPU profile to this file")
 	flag.StringVar(&o.floorListen, "floor-listen", "", "instead of a load, serve the floor server on this address until SIGTERM (docs/BENCHMARKS.md)")
+	flag.StringVar(&o.cluster.bin, "switchyard", "switchyard", "cluster: the switchyard binary to start the nodes with")
+	flag.IntVar(&o.cluster.nodes, "nodes", 10, "cluster: nodes to start")
+	flag.IntVar(&o.cluster.basePort, "base-port", 0, "cluster: node i serves HTTP on base+i and gossip on base+10000+i (0: free ports)")
+	flag.IntVar(&o.cluster.participants, "participants", 10000, "cluster: participants spread over the nodes")
+	flag.IntVar(&o.cluster.sessionsPer, "sessions-per-participant", 10, "cluster: sessions each participant is in")
+	flag.IntVar(&o.cluster.bigSessions, "big-agent-sessions", 1000, "cluster: sessions of the one big agent")
+	flag.DurationVar(&o.cluster.idleWindow, "idle-window", 10*time.Second, "cluster: how long idle CPU is measured")
+	flag.IntVar(&o.cluster.attaches, "attaches", 200, "cluster: attach → welcome samples")
+	flag.IntVar(&o.cluster.joins, "joins", 50, "cluster: join samples, for a participant in few sessions and for the big agent")
+	flag.IntVar(&o.cluster.agents, "agents", 50, "cluster: agents reconnecting during the rolling restart")
+	flag.BoolVar(&o.cluster.skipRestart, "skip-restart", false, "cluster: skip the rolling restart")
+	flag.IntVar(&o.cluster.restartNodes, "restart-nodes", 0, "cluster: how many nodes the rolling restart restarts, one after another (0: all)")
 	flag.Parse()
 	if o.floorListen != "" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -97,6 +110,18 @@ func main() {
 		res, err = runPairs(ctx, o)
 	case "idle":
 		res, err = runIdle(ctx, o)
+	case "cluster":
+		cres, cerr := runCluster(ctx, o.cluster)
+		if cerr != nil {
+			fmt.Fprintln(os.Stderr, "switchyard-bench:", cerr)
+			os.Exit(1)
+		}
+		b, _ := json.Marshal(cres)
+		fmt.Println(string(b))
+		if !o.jsonOnly {
+			cres.print(os.Stdout)
+		}
+		return
 	default:
 		err = fmt.Errorf("unknown scenario %q", o.scenario)
 	}
