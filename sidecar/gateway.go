@@ -296,11 +296,16 @@ func (g *Gateway) submitJSON(ctx context.Context, raw []byte, cred Credential, w
 }
 
 // authorizeSubmit checks that a participant token submits only as its own
-// participant, to its sessions; a direct message without a session needs a
-// token without a sessions claim.
+// participant, to its sessions, and registers no external gateway (that
+// takes an API key, as on the PUT endpoint); a direct message without a
+// session needs a token without a sessions claim.
 func authorizeSubmit(cred Credential, ev Event) *Error {
 	if err := cred.actAs(ev.SenderID, "sender_id"); err != nil {
 		return err
+	}
+	if ev.SenderGatewayURL != "" && cred.Kind == credToken {
+		return errForbidden("sender_gateway_url", "a participant token may not register an external gateway: "+
+			"leave sender_gateway_url out, or submit with an API key")
 	}
 	if ev.SessionID != "" {
 		return cred.useSession(ev.SessionID)
