@@ -136,6 +136,11 @@ type Config struct {
 	// do not answer 502 for ever; it comes back by registering again.
 	// Default 5.
 	ExternalFailureLimit int
+	// ExternalRetryAfter: how long a node does not route to an external
+	// participant that another node registered after ExternalFailureLimit
+	// failed deliveries in a row (the owner drops its own; this node cannot);
+	// then one delivery probes it again. Default 1m.
+	ExternalRetryAfter time.Duration
 
 	// Version is reported in logs and node metadata.
 	Version string
@@ -209,6 +214,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ExternalFailureLimit <= 0 {
 		c.ExternalFailureLimit = 5
+	}
+	if c.ExternalRetryAfter <= 0 {
+		c.ExternalRetryAfter = time.Minute
 	}
 	if c.MaxSessionsPerParticipant <= 0 {
 		c.MaxSessionsPerParticipant = 128

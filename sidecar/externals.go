@@ -27,11 +27,13 @@ type externalLimits struct {
 	sessions      int           // sessions per external participant
 	ttl           time.Duration // idle time after which one expires
 	failureLimit  int           // consecutive failed deliveries that drop one
+	retryAfter    time.Duration // how long another node's failing one is not routed to
 }
 
 func externalLimitsOf(cfg Config) externalLimits {
 	return externalLimits{max: cfg.MaxExternalParticipants, perCredential: cfg.MaxExternalsPerCredential,
-		sessions: cfg.MaxSessionsPerParticipant, ttl: cfg.ExternalTTL, failureLimit: cfg.ExternalFailureLimit}
+		sessions: cfg.MaxSessionsPerParticipant, ttl: cfg.ExternalTTL, failureLimit: cfg.ExternalFailureLimit,
+		retryAfter: cfg.ExternalRetryAfter}
 }
 
 // externalParticipant is one registered external participant.
@@ -58,10 +60,14 @@ type externals struct {
 	perOwner map[string]int
 	limits   externalLimits
 	cluster  membership.Cluster
+	// others is the circuit breaker for the external participants other
+	// nodes own, which this node delivers to but cannot drop.
+	others breakers
 }
 
 func newExternals(limits externalLimits, cluster membership.Cluster) *externals {
-	return &externals{byID: map[string]*externalParticipant{}, perOwner: map[string]int{}, limits: limits, cluster: cluster}
+	return &externals{byID: map[string]*externalParticipant{}, perOwner: map[string]int{}, limits: limits, cluster: cluster,
+		others: breakers{byKey: map[breakerKey]*breakerState{}, limits: limits}}
 }
 
 // externalRequest is one registration: participant id of type typ (empty:
@@ -171,9 +177,11 @@ func (x *externals) dropLocked(id string, p *externalParticipant) {
 }
 
 // expire drops every external participant idle for longer than the TTL at
-// now and returns how many it dropped. It visits each entry once: the work
-// of a sweep is bounded by limits.max.
+// now and returns how many it dropped, and forgets old failures of other
+// nodes' ones. It visits each entry once: the work of a sweep is bounded by
+// twice limits.max.
 func (x *externals) expire(now time.Time) int {
+	x.others.prune(now)
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	n := 0
@@ -336,14 +344,108 @@ func (g *Gateway) registerExternal(req externalRequest) *Error {
 }
 
 // recordExternalDelivery feeds the circuit breaker with the outcome of one
-// delivery to an external participant this node owns.
+// delivery to external participant e: one this node owns is dropped when it
+// trips; one another node owns is not routed to from here for a while.
 func (g *Gateway) recordExternalDelivery(e membership.Entry, ok bool) {
 	if e.Node != g.self {
-		return // another node owns it and keeps its own record
+		if g.externals.others.record(e, ok, g.now()) {
+			g.metrics.externalsDropped.WithLabelValues("suspended").Inc()
+			g.log.Warn("an external participant of another node keeps failing; not routed to from this node for a while",
+				"participant", e.Participant, "owner", e.Node, "failures", g.externals.limits.failureLimit,
+				"retry_after", g.externals.limits.retryAfter)
+		}
+		return
 	}
 	if g.externals.delivered(e.Participant, e.GatewayURL, ok, g.now()) {
 		g.metrics.externalsDropped.WithLabelValues("failing").Inc()
 		g.log.Warn("an external participant was dropped: its gateway kept failing",
 			"participant", e.Participant, "failures", g.externals.limits.failureLimit)
+	}
+}
+
+// externalRoutable reports whether resolve may route to external
+// participant e: always for one this node owns (its breaker drops it
+// instead), and for another node's unless its breaker is open.
+func (g *Gateway) externalRoutable(e membership.Entry) bool {
+	return e.Node == g.self || g.externals.others.allow(e, g.now())
+}
+
+// breakers is the circuit breaker of the external participants other nodes
+// own: their owner keeps their registration, and does not see the
+// deliveries that fail here. After limits.failureLimit failures in a row
+// one is skipped for limits.retryAfter; then one delivery probes it again
+// (half-open): success closes the breaker, failure opens it again. Growth:
+// byKey is bounded by limits.max (failures past it are not tracked) and
+// entries without a failure for max(ttl, retryAfter) are pruned by the
+// sweeper.
+type breakers struct {
+	mu     sync.Mutex
+	byKey  map[breakerKey]*breakerState
+	limits externalLimits
+}
+
+type breakerKey struct{ node, participant, url string }
+
+type breakerState struct {
+	failures  int       // in a row
+	last      time.Time // the last failure
+	openUntil time.Time // not routed to before (once failures reached the limit)
+}
+
+func keyOf(e membership.Entry) breakerKey { return breakerKey{e.Node, e.Participant, e.GatewayURL} }
+
+// allow reports whether e may be delivered to at now. An open breaker whose
+// time is up lets one delivery through and stays open for another period
+// meanwhile, so concurrent submits do not all probe.
+func (b *breakers) allow(e membership.Entry, now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	st := b.byKey[keyOf(e)]
+	if st == nil || st.failures < b.limits.failureLimit {
+		return true
+	}
+	if now.Before(st.openUntil) {
+		return false
+	}
+	st.openUntil = now.Add(b.limits.retryAfter)
+	return true
+}
+
+// record notes a delivery to e; tripped is true when this failure opened
+// the breaker.
+func (b *breakers) record(e membership.Entry, ok bool, now time.Time) (tripped bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	k := keyOf(e)
+	if ok {
+		delete(b.byKey, k)
+		return false
+	}
+	st := b.byKey[k]
+	if st == nil {
+		if len(b.byKey) >= b.limits.max {
+			return false
+		}
+		st = &breakerState{}
+		b.byKey[k] = st
+	}
+	st.failures++
+	st.last = now
+	if st.failures < b.limits.failureLimit {
+		return false
+	}
+	st.openUntil = now.Add(b.limits.retryAfter)
+	return st.failures == b.limits.failureLimit
+}
+
+// prune forgets breakers without a failure for max(ttl, retryAfter).
+func (b *breakers) prune(now time.Time) {
+	keep := max(b.limits.ttl, b.limits.retryAfter)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for k, st := range b.byKey {
+		if now.Sub(st.last) > keep {
+			delete(b.byKey, k)
+		}
 	}
 }

@@ -17,6 +17,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/switchyard-gw/switchyard/membership"
 )
 
 // TestTokenMayNotRegisterAnExternalGateway: a participant token that submits
@@ -337,4 +339,63 @@ func TestFailingExternalParticipantIsDropped(t *testing.T) {
 	require.Equal(t, http.StatusOK, apiPut(t, n, "s1", "far", []byte(`{"gateway_url":`+apiStr(broken.URL())+`}`), nil).Status)
 	r = postJSON(t, n.URL()+apiEventsPath, event("alice", "s1", "to far again"), nil)
 	assert.Equal(t, http.StatusBadGateway, r.Status, "%s", r.Raw)
+}
+
+// TestFailingExternalParticipantOfAnotherNodeIsSkipped: the node that
+// registered an external participant rarely delivers to it; the others do.
+// One that failed --external-failure-limit deliveries in a row from a node
+// is not routed to from that node any more (for --external-retry-after), so
+// submits there answer 200 instead of 502.
+func TestFailingExternalParticipantOfAnotherNodeIsSkipped(t *testing.T) {
+	broken := newCFGateway(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusForbidden) })
+	nodes := cfCluster(t, 2, Config{AllowGateways: []string{broken.URL()}}, nil, nil)
+	n1, n2 := nodes[0], nodes[1]
+	const limit = 5 // the default --external-failure-limit
+	bob, _ := attach(t, n2, "bob", sessionQuery("s1"), nil)
+	require.Equal(t, http.StatusOK, apiPut(t, n1, "s1", "far", []byte(`{"gateway_url":`+apiStr(broken.URL())+`}`), nil).Status)
+	require.Eventually(t, func() bool {
+		view, _ := cfSession(n2.URL(), "s1", nil)
+		return len(view["far"]) == 1
+	}, 10*time.Second, 10*time.Millisecond, "node 2 never learned of far")
+
+	for i := range limit {
+		r := postJSON(t, n2.URL()+apiEventsPath, event("alice", "s1", "to far and bob"), nil)
+		apiRequireError(t, r, http.StatusBadGateway, "recipients_unreachable", "")
+		apiNextEvent(t, bob, uint64(i+1))
+	}
+	r := submit(t, n2, event("alice", "s1", "far is skipped"))
+	assert.Equal(t, float64(1), r.Body["recipients"], "%s", r.Raw)
+	apiNextEvent(t, bob, limit+1)
+	assert.Len(t, broken.requests(), limit)
+	assert.Equal(t, float64(1), metricValue(t, n2, `switchyard_external_participants_dropped_total{reason="suspended"}`))
+	view, _ := cfSession(n1.URL(), "s1", nil)
+	assert.Contains(t, view, "far", "its owner keeps the registration")
+}
+
+// TestBreakerOfAnotherNodesExternalHalfOpens: once --external-retry-after
+// has passed, one delivery probes the failing gateway again: success
+// closes the breaker, failure opens it for another period.
+func TestBreakerOfAnotherNodesExternalHalfOpens(t *testing.T) {
+	b := breakers{byKey: map[breakerKey]*breakerState{}, limits: externalLimits{max: 10, failureLimit: 2, retryAfter: time.Minute, ttl: time.Hour}}
+	e := membership.Entry{Participant: "far", Node: "node-1", GatewayURL: "http://127.0.0.1:9"}
+	t0 := time.Unix(1_000_000, 0)
+	assert.False(t, b.record(e, false, t0))
+	assert.True(t, b.allow(e, t0), "one failure is not enough")
+	assert.True(t, b.record(e, false, t0), "the second trips it")
+	assert.False(t, b.allow(e, t0.Add(59*time.Second)))
+	assert.True(t, b.allow(e, t0.Add(61*time.Second)), "half-open: one probe")
+	assert.False(t, b.allow(e, t0.Add(62*time.Second)), "only one")
+	assert.False(t, b.record(e, false, t0.Add(62*time.Second)), "a failed probe opens it again, without a second alarm")
+	assert.False(t, b.allow(e, t0.Add(121*time.Second)))
+	assert.True(t, b.allow(e, t0.Add(123*time.Second)))
+	b.record(e, true, t0.Add(123*time.Second))
+	assert.True(t, b.allow(e, t0.Add(124*time.Second)), "a success closes it")
+	assert.Empty(t, b.byKey, "and forgets it")
+
+	for i := range 20 { // bounded by limits.max
+		b.record(membership.Entry{Participant: strconv.Itoa(i), Node: "node-1"}, false, t0)
+	}
+	assert.Len(t, b.byKey, 10)
+	b.prune(t0.Add(time.Hour + time.Second))
+	assert.Empty(t, b.byKey, "old failures are forgotten")
 }

@@ -18,7 +18,8 @@ type Metrics struct {
 	RequestDuration *prometheus.HistogramVec
 	Handoffs        *prometheus.CounterVec
 	// externalsDropped counts external participants dropped by reason:
-	// expired (idle past --external-ttl) or failing (the circuit breaker).
+	// expired (idle past --external-ttl), failing (the circuit breaker) or
+	// suspended (another node's, skipped here for a while).
 	externalsDropped *prometheus.CounterVec
 
 	// Children of the vectors above that every submit touches, looked up
@@ -45,7 +46,7 @@ func newMetrics() *Metrics {
 		}, []string{"result"}),
 		externalsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_external_participants_dropped_total",
-			Help: "External participants this node dropped, by reason: expired (idle past --external-ttl) or failing (their gateway failed --external-failure-limit deliveries in a row).",
+			Help: "External participants this node dropped, by reason: expired (idle past --external-ttl), failing (their gateway failed --external-failure-limit deliveries in a row), or suspended (another node's, not routed to from here for --external-retry-after after as many failures).",
 		}, []string{"reason"}),
 		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "switchyard_http_request_duration_seconds",
@@ -56,7 +57,7 @@ func newMetrics() *Metrics {
 	m.Registry.MustRegister(m.Submits, m.Deliveries, m.RequestDuration, m.Handoffs, m.externalsDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Registry.MustRegister(m.Hub.Collectors()...)
-	for _, reason := range []string{"expired", "failing"} {
+	for _, reason := range []string{"expired", "failing", "suspended"} {
 		m.externalsDropped.WithLabelValues(reason) // exported at 0 from the start
 	}
 	m.submitsOK = m.Submits.WithLabelValues("ok")

@@ -53,7 +53,7 @@ func (g *Gateway) resolve(ev Event) route {
 		case e.Participant == ev.SenderID && ev.RecipientID == "":
 			// the sender does not get its own event
 		case e.GatewayURL != "":
-			if !seenExternal[e.Participant] && g.hub.Lookup(e.Participant) == nil {
+			if !seenExternal[e.Participant] && g.hub.Lookup(e.Participant) == nil && g.externalRoutable(e) {
 				seenExternal[e.Participant] = true
 				r.external = append(r.external, e)
 			}

@@ -44,7 +44,7 @@ type serveFlags struct {
 	rejoinInterval              time.Duration
 
 	maxExternals, maxExternalsPerCredential int
-	externalTTL                             time.Duration
+	externalTTL, externalRetryAfter         time.Duration
 	externalFailureLimit                    int
 
 	tokenSecret, tokenSecretFile string
@@ -96,6 +96,7 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.IntVar(&f.maxExternalsPerCredential, "max-externals-per-credential", 1000, "external participants one API key registers on this node (503 past it)")
 	fs.DurationVar(&f.externalTTL, "external-ttl", 30*time.Minute, "an external participant idle this long (no submit, PUT or delivery) is dropped")
 	fs.IntVar(&f.externalFailureLimit, "external-failure-limit", 5, "failed deliveries in a row after which an external participant is dropped from its sessions")
+	fs.DurationVar(&f.externalRetryAfter, "external-retry-after", time.Minute, "how long a node skips another node's external participant after --external-failure-limit failed deliveries in a row, before probing it again")
 	fs.DurationVar(&f.rejoinInterval, "rejoin-interval", 30*time.Second, "how often --join is retried, so a node cut off comes back")
 	fs.StringVar(&f.tokenSecret, "token-secret", "", "secret that verifies participant tokens (HS256); prefer SWITCHYARD_TOKEN_SECRET or --token-secret-file")
 	fs.StringVar(&f.tokenSecretFile, "token-secret-file", "", "file holding the participant token secret")
@@ -231,6 +232,7 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 		MaxExternalsPerCredential: f.maxExternalsPerCredential,
 		ExternalTTL:               f.externalTTL,
 		ExternalFailureLimit:      f.externalFailureLimit,
+		ExternalRetryAfter:        f.externalRetryAfter,
 		Gossip: &membership.GossipConfig{
 			Bind:           f.gossipBind,
 			Advertise:      f.gossipAdvertise,
