@@ -76,9 +76,9 @@ func (c Credential) rateKey(r *http.Request, presented string) string {
 	return "addr:" + host
 }
 
-// keyID is a short digest of an API key: it names the key without
+// apiKeyID is a short digest of an API key: it names the key without
 // revealing it.
-func keyID(key string) string {
+func apiKeyID(key string) string {
 	d := sha256.Sum256([]byte(key))
 	return hex.EncodeToString(d[:8])
 }
@@ -225,7 +225,7 @@ func (a *authenticator) identify(presented string) (Credential, *Error) {
 		return Credential{}, newError(http.StatusUnauthorized, "unauthorized", "",
 			"send a credential: Authorization: Bearer <api key or participant token>")
 	case a.keys.valid(presented):
-		return Credential{Kind: credAPIKey, KeyID: keyID(presented)}, nil
+		return Credential{Kind: credAPIKey, KeyID: apiKeyID(presented)}, nil
 	case a.tokens != nil && strings.Count(presented, ".") == 2:
 		cred, err := a.tokens.verify(presented)
 		if errors.Is(err, errTokenExpired) {

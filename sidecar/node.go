@@ -270,6 +270,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.shutdownOnce.Do(func() {
 		n.draining.Store(true)
 		n.gw.closed.Store(true)
+		close(n.sweepStop) // external participants stay as they are while the node drains
+		if n.started.Load() {
+			<-n.sweepDone
+		}
 		n.log.Info("draining")
 		n.hub.Drain()        // 1001 to every client, spread over a quarter of the drain
 		if n.gossip != nil { // before leaving: what is here moves to successors
@@ -295,10 +299,6 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			<-n.serveDone
 		} else {
 			_ = n.ln.Close()
-		}
-		close(n.sweepStop)
-		if n.started.Load() {
-			<-n.sweepDone
 		}
 		if n.gossip != nil {
 			_ = n.gossip.Shutdown()
