@@ -399,3 +399,27 @@ func TestBreakerOfAnotherNodesExternalHalfOpens(t *testing.T) {
 	b.prune(t0.Add(time.Hour + time.Second))
 	assert.Empty(t, b.byKey, "old failures are forgotten")
 }
+
+// TestExternalSenderOfAPartly502SubmitIsRegistered: a submit answered 502
+// registers its sender when some recipients got the event (they may answer
+// at once), and not when every recipient failed.
+func TestExternalSenderOfAPartly502SubmitIsRegistered(t *testing.T) {
+	fake := newCFGateway(t, nil)
+	broken := newCFGateway(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusUnauthorized) })
+	n := startNode(t, Config{AllowGateways: []string{fake.URL(), broken.URL()}})
+	bob, _ := attach(t, n, "bob", sessionQuery("partly"), nil)
+	for _, s := range []string{"partly", "all-fail"} {
+		require.Equal(t, http.StatusOK, apiPut(t, n, s, "far", []byte(`{"gateway_url":`+apiStr(broken.URL())+`}`), nil).Status)
+	}
+
+	r := externalSubmit(t, n, "outsider", "partly", fake.URL(), nil)
+	apiRequireError(t, r, http.StatusBadGateway, "recipients_unreachable", "")
+	apiNextEvent(t, bob, 1)
+	view, _ := cfSession(n.URL(), "partly", nil)
+	assert.Contains(t, view, "outsider", "bob got it: the sender is registered")
+
+	r = externalSubmit(t, n, "stranger", "all-fail", fake.URL(), nil)
+	apiRequireError(t, r, http.StatusBadGateway, "recipients_unreachable", "")
+	view, _ = cfSession(n.URL(), "all-fail", nil)
+	assert.NotContains(t, view, "stranger", "nobody got it: nothing registered")
+}
