@@ -461,7 +461,7 @@ func (n *Node) handlePutParticipant(w http.ResponseWriter, r *http.Request) erro
 		if err := cred.fullRights(); err != nil {
 			return err
 		}
-		if err := n.gw.addExternal(participantID, ptype, *pb.GatewayURL, sessionID); err != nil {
+		if err := n.gw.addExternal(participantID, ptype, *pb.GatewayURL, sessionID, cred.externalOwner()); err != nil {
 			return err
 		}
 	} else if err := n.gw.addParticipant(r.Context(), participantID, ptype, sessionID, hopsOf(r)); err != nil {

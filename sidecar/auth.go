@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"slices"
@@ -53,6 +54,9 @@ type Credential struct {
 	// sessions it may use (nil: any).
 	Subject  string
 	Sessions []string
+	// KeyID names an API key without holding it (a digest prefix): what
+	// per-credential quotas count against.
+	KeyID string
 }
 
 // rateKey names the credential for the rate limiter without holding the
@@ -70,6 +74,13 @@ func (c Credential) rateKey(r *http.Request, presented string) string {
 		host = host[:i]
 	}
 	return "addr:" + host
+}
+
+// apiKeyID is a short digest of an API key: it names the key without
+// revealing it.
+func apiKeyID(key string) string {
+	d := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(d[:8])
 }
 
 var errForbidden = func(field, detail string) *Error {
@@ -214,7 +225,7 @@ func (a *authenticator) identify(presented string) (Credential, *Error) {
 		return Credential{}, newError(http.StatusUnauthorized, "unauthorized", "",
 			"send a credential: Authorization: Bearer <api key or participant token>")
 	case a.keys.valid(presented):
-		return Credential{Kind: credAPIKey}, nil
+		return Credential{Kind: credAPIKey, KeyID: apiKeyID(presented)}, nil
 	case a.tokens != nil && strings.Count(presented, ".") == 2:
 		cred, err := a.tokens.verify(presented)
 		if errors.Is(err, errTokenExpired) {

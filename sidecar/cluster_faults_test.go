@@ -596,8 +596,8 @@ func (g *deliveriesGateway) requests() []deliveriesGatewayRequest {
 
 // TestClusterFaultGatewayURLNeedsTheAllowList: without --allow-gateway a
 // sender_gateway_url or gateway_url is refused with 422
-// gateway_url_not_allowed, and nothing is sent to it; a cluster member's own
-// URL is always allowed.
+// gateway_url_not_allowed, and nothing is sent to it. (A cluster member's
+// own URL is refused too: TestGatewayURLOfAClusterMemberIsRefused.)
 func TestClusterFaultGatewayURLNeedsTheAllowList(t *testing.T) {
 	fake := newCFGateway(t, nil)
 	nodes := cfCluster(t, 2, Config{}, nil, nil)
@@ -616,11 +616,6 @@ func TestClusterFaultGatewayURLNeedsTheAllowList(t *testing.T) {
 	r = submit(t, n1, event("x", "s1", "only bob"))
 	assert.Equal(t, float64(1), r.Body["recipients"], "%s", r.Raw)
 	assert.Empty(t, fake.requests(), "nothing is sent to a gateway that is not allowed")
-
-	// A member's own URL needs no allow-list entry.
-	ev = event("peer-agent", "s1", "from a member's URL")
-	ev["sender_gateway_url"] = n2.URL()
-	submit(t, n1, ev)
 }
 
 // TestClusterFaultExternalGatewaysGetSpecShapedDeliveries: a sender with a

@@ -120,8 +120,27 @@ type Config struct {
 	// PeerAttemptTimeout bounds one request to a peer or gateway. Default 2s.
 	PeerAttemptTimeout time.Duration
 	// MaxExternalParticipants bounds the external participants this node
-	// registers. Default 10000.
+	// registers (503 too_many_external_participants past it). Default 10000.
 	MaxExternalParticipants int
+	// MaxExternalsPerCredential bounds the external participants one
+	// credential (an API key) registers on this node, so that one client
+	// cannot fill the node's cap (503 too_many_external_participants past
+	// it). Default 1000.
+	MaxExternalsPerCredential int
+	// ExternalTTL: an external participant that neither submits with its
+	// sender_gateway_url, is PUT again, nor takes a delivery for this long
+	// is dropped. Default 30m.
+	ExternalTTL time.Duration
+	// ExternalFailureLimit: an external participant whose gateway failed
+	// this many deliveries in a row is dropped from its sessions, so they
+	// do not answer 502 for ever; it comes back by registering again.
+	// Default 5.
+	ExternalFailureLimit int
+	// ExternalRetryAfter: how long a node does not route to an external
+	// participant that another node registered after ExternalFailureLimit
+	// failed deliveries in a row (the owner drops its own; this node cannot);
+	// then one delivery probes it again. Default 1m.
+	ExternalRetryAfter time.Duration
 
 	// Version is reported in logs and node metadata.
 	Version string
@@ -186,6 +205,21 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxExternalParticipants <= 0 {
 		c.MaxExternalParticipants = 10000
+	}
+	if c.MaxExternalsPerCredential <= 0 {
+		c.MaxExternalsPerCredential = 1000
+	}
+	if c.ExternalTTL <= 0 {
+		c.ExternalTTL = 30 * time.Minute
+	}
+	if c.ExternalFailureLimit <= 0 {
+		c.ExternalFailureLimit = 5
+	}
+	if c.ExternalRetryAfter <= 0 {
+		c.ExternalRetryAfter = time.Minute
+	}
+	if c.MaxSessionsPerParticipant <= 0 {
+		c.MaxSessionsPerParticipant = 128
 	}
 	if c.Version == "" {
 		c.Version = "dev"

@@ -30,7 +30,7 @@ type Gateway struct {
 	externalKey    string   // bearer for external gateways
 	allowGateways  []string // URL prefixes external gateways must match
 	forwardTimeout time.Duration
-	externals      externals
+	externals      *externals
 	moved          movedTo
 	// closed is set when the node starts draining: it takes no more
 	// submits (its directory stops being kept up to date once it leaves).
@@ -79,6 +79,12 @@ func (r *SubmitResult) appendJSON(dst []byte) []byte {
 // When some recipient's node or gateway cannot be reached it answers 502
 // naming them; the others did get the event.
 func (g *Gateway) Submit(ctx context.Context, ev Event) (SubmitResult, error) {
+	return g.submit(ctx, ev, "")
+}
+
+// submit is Submit on behalf of owner, the credential an external sender
+// registered by ev counts against ("": none).
+func (g *Gateway) submit(ctx context.Context, ev Event, owner string) (SubmitResult, error) {
 	if g.closed.Load() {
 		return SubmitResult{}, newError(http.StatusServiceUnavailable, "draining", "",
 			"this node is shutting down; submit to another node (with the same event_id)")
@@ -90,8 +96,10 @@ func (g *Gateway) Submit(ctx context.Context, ev Event) (SubmitResult, error) {
 	if ev.SessionID == "" && ev.RecipientID == "" {
 		return SubmitResult{}, fieldError(codeMissingField, "session_id", "session_id or recipient_id is required")
 	}
+	var sender *externalRequest // registered once the submit is accepted
 	if ev.SenderGatewayURL != "" {
-		if err := g.registerSender(ev); err != nil {
+		var err *Error
+		if sender, err = g.admitSender(ev, owner); err != nil {
 			return SubmitResult{}, err
 		}
 	}
@@ -113,6 +121,9 @@ func (g *Gateway) Submit(ctx context.Context, ev Event) (SubmitResult, error) {
 		return SubmitResult{}, err
 	}
 	out := g.dispatch(ctx, r, ev, body, 0)
+	if sender != nil && out.counts.total() > 0 { // someone got it and may answer
+		g.registerSender(*sender)
+	}
 	if len(out.failed) > 0 {
 		slices.Sort(out.failed)
 		return SubmitResult{}, &Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", EventID: ev.EventID,
@@ -125,22 +136,34 @@ func (g *Gateway) Submit(ctx context.Context, ev Event) (SubmitResult, error) {
 	return SubmitResult{Status: "ok", EventID: ev.EventID, Recipients: out.counts.total(), deliveryCounts: out.counts}, nil
 }
 
-// registerSender makes the sender of ev an external participant of its
-// session at its sender_gateway_url, known cluster-wide, so replies reach it.
-func (g *Gateway) registerSender(ev Event) error {
-	if !g.gatewayAllowed(ev.SenderGatewayURL) {
-		return errGatewayNotAllowed("sender_gateway_url")
+// admitSender checks ev's sender_gateway_url before anything is delivered
+// and returns the registration to make once the submit is accepted (nil:
+// none, as the event has no session or its sender is attached here, where
+// local wins).
+func (g *Gateway) admitSender(ev Event, owner string) (*externalRequest, *Error) {
+	req := externalRequest{id: ev.SenderID, typ: ev.SenderType, url: ev.SenderGatewayURL,
+		session: ev.SessionID, owner: owner, field: "sender_gateway_url"}
+	if err := g.checkGatewayTarget(req.url, req.field); err != nil {
+		return nil, err
 	}
 	if ev.SessionID == "" || g.hub.Lookup(ev.SenderID) != nil {
-		return nil // no session to join, or the sender is attached here: local wins
+		return nil, nil
 	}
-	e, ok := g.externals.register(ev.SenderID, ev.SenderType, ev.SenderGatewayURL, ev.SessionID)
-	if !ok {
-		return newError(http.StatusServiceUnavailable, "too_many_external_participants", "",
-			"this node holds its maximum of external participants")
+	if err := g.externals.admit(req); err != nil {
+		return nil, err
 	}
-	g.cluster.PutLocal(e)
-	return nil
+	return &req, nil
+}
+
+// registerSender makes the sender of an accepted submit an external
+// participant of its session at its sender_gateway_url, known cluster-wide,
+// so replies reach it. The event is delivered by now: a registration that
+// lost a race for the last free place is logged, not answered.
+func (g *Gateway) registerSender(req externalRequest) {
+	if err := g.registerExternal(req); err != nil {
+		g.log.Warn("an external sender could not be registered after its submit was accepted",
+			"participant", req.id, "err", err)
+	}
 }
 
 // localTargets resolves the recipients of ev homed on this node.
@@ -292,15 +315,20 @@ func (g *Gateway) submitJSON(ctx context.Context, raw []byte, cred Credential, w
 	if err := authorizeSubmit(cred, ev); err != nil {
 		return SubmitResult{}, err
 	}
-	return g.Submit(ctx, ev)
+	return g.submit(ctx, ev, cred.externalOwner())
 }
 
 // authorizeSubmit checks that a participant token submits only as its own
-// participant, to its sessions; a direct message without a session needs a
-// token without a sessions claim.
+// participant, to its sessions, and registers no external gateway (that
+// takes an API key, as on the PUT endpoint); a direct message without a
+// session needs a token without a sessions claim.
 func authorizeSubmit(cred Credential, ev Event) *Error {
 	if err := cred.actAs(ev.SenderID, "sender_id"); err != nil {
 		return err
+	}
+	if ev.SenderGatewayURL != "" && cred.Kind == credToken {
+		return errForbidden("sender_gateway_url", "a participant token may not register an external gateway: "+
+			"leave sender_gateway_url out, or submit with an API key")
 	}
 	if ev.SessionID != "" {
 		return cred.useSession(ev.SessionID)

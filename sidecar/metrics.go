@@ -17,6 +17,10 @@ type Metrics struct {
 	Deliveries      *prometheus.CounterVec
 	RequestDuration *prometheus.HistogramVec
 	Handoffs        *prometheus.CounterVec
+	// externalsDropped counts external participants dropped by reason:
+	// expired (idle past --external-ttl), failing (the circuit breaker) or
+	// suspended (another node's, skipped here for a while).
+	externalsDropped *prometheus.CounterVec
 
 	// Children of the vectors above that every submit touches, looked up
 	// once.
@@ -40,15 +44,22 @@ func newMetrics() *Metrics {
 			Name: "switchyard_handoffs_total",
 			Help: "Participants taken over from another node, by result: taken, abandoned (another node had it), or failed (started afresh).",
 		}, []string{"result"}),
+		externalsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchyard_external_participants_dropped_total",
+			Help: "External participants this node dropped, by reason: expired (idle past --external-ttl), failing (their gateway failed --external-failure-limit deliveries in a row), or suspended (another node's, not routed to from here for --external-retry-after after as many failures).",
+		}, []string{"reason"}),
 		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "switchyard_http_request_duration_seconds",
 			Help:    "Latency of REST requests by route, method and status (WebSocket attaches excluded).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"route", "method", "status"}),
 	}
-	m.Registry.MustRegister(m.Submits, m.Deliveries, m.RequestDuration, m.Handoffs,
+	m.Registry.MustRegister(m.Submits, m.Deliveries, m.RequestDuration, m.Handoffs, m.externalsDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Registry.MustRegister(m.Hub.Collectors()...)
+	for _, reason := range []string{"expired", "failing", "suspended"} {
+		m.externalsDropped.WithLabelValues(reason) // exported at 0 from the start
+	}
 	m.submitsOK = m.Submits.WithLabelValues("ok")
 	m.deliveredLocal = m.Deliveries.WithLabelValues("local")
 	m.deliveredPeer = m.Deliveries.WithLabelValues("peer")
@@ -63,4 +74,13 @@ func (m *Metrics) recordSubmit(err error) {
 		return
 	}
 	m.Submits.WithLabelValues(asError(err).Code).Inc()
+}
+
+// watchExternals exports count, the external participants registered on
+// this node, as a gauge read at each scrape.
+func (m *Metrics) watchExternals(count func() int) {
+	m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "switchyard_external_participants",
+		Help: "External participants registered on this node (their directory entries are this node's).",
+	}, func() float64 { return float64(count()) }))
 }

@@ -42,6 +42,10 @@ type Node struct {
 	started   atomic.Bool
 	draining  atomic.Bool
 
+	// sweepStop and sweepDone stop and await the sweeper of idle external
+	// participants that Start runs.
+	sweepStop, sweepDone chan struct{}
+
 	shutdownOnce sync.Once
 	shutdownErr  error
 
@@ -125,7 +129,7 @@ func New(cfg Config) (*Node, error) {
 		externalKey:    cfg.ExternalKey,
 		allowGateways:  cfg.AllowGateways,
 		forwardTimeout: cfg.ForwardTimeout,
-		externals:      externals{entries: map[string]membership.Entry{}, max: cfg.MaxExternalParticipants},
+		externals:      newExternals(externalLimitsOf(cfg), n.cluster),
 		metrics:        n.metrics,
 		log:            n.log,
 		now:            time.Now,
@@ -150,6 +154,8 @@ func New(cfg Config) (*Node, error) {
 		Logger:                    n.log,
 	})
 	n.gw.hub = n.hub
+	n.metrics.watchExternals(n.gw.externals.count)
+	n.sweepStop, n.sweepDone = make(chan struct{}), make(chan struct{})
 	n.newConns = map[net.Conn]struct{}{}
 	n.srv = &http.Server{
 		ConnState:         n.trackConn,
@@ -242,6 +248,7 @@ func (n *Node) Start() {
 			n.log.Error("http server stopped", "err", err)
 		}
 	}()
+	go n.gw.sweepExternals(n.sweepStop, n.sweepDone)
 	n.log.Info("serving", "url", n.url, "listen", n.ln.Addr().String(), "version", n.cfg.Version,
 		"auth", n.auth.enabled())
 }
@@ -263,6 +270,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.shutdownOnce.Do(func() {
 		n.draining.Store(true)
 		n.gw.closed.Store(true)
+		close(n.sweepStop) // external participants stay as they are while the node drains
+		if n.started.Load() {
+			<-n.sweepDone
+		}
 		n.log.Info("draining")
 		n.hub.Drain()        // 1001 to every client, spread over a quarter of the drain
 		if n.gossip != nil { // before leaving: what is here moves to successors

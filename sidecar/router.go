@@ -3,6 +3,7 @@ package sidecar
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -52,7 +53,7 @@ func (g *Gateway) resolve(ev Event) route {
 		case e.Participant == ev.SenderID && ev.RecipientID == "":
 			// the sender does not get its own event
 		case e.GatewayURL != "":
-			if !seenExternal[e.Participant] && g.hub.Lookup(e.Participant) == nil {
+			if !seenExternal[e.Participant] && g.hub.Lookup(e.Participant) == nil && g.externalRoutable(e) {
 				seenExternal[e.Participant] = true
 				r.external = append(r.external, e)
 			}
@@ -226,8 +227,12 @@ type externalDelivery struct {
 	Event               json.RawMessage `json:"event"`
 }
 
+// forwardToGateway posts one delivery for external participant e to its
+// gateway, and feeds the outcome to the circuit breaker (see
+// externals.delivered).
 func (g *Gateway) forwardToGateway(ctx context.Context, e membership.Entry, ev Event, body json.RawMessage) (deliveryCounts, []string) {
 	if !g.gatewayAllowed(e.GatewayURL) { // the allow-list may have shrunk since it was registered
+		g.recordExternalDelivery(e, false)
 		return deliveryCounts{}, []string{e.Participant}
 	}
 	req, _ := json.Marshal(externalDelivery{RecipientID: e.Participant, SessionID: ev.SessionID,
@@ -236,13 +241,18 @@ func (g *Gateway) forwardToGateway(ctx context.Context, e membership.Entry, ev E
 	switch {
 	case err != nil:
 		g.log.Warn("an external gateway could not be reached", append(traceAttrs(ctx, traceparentFrom(ctx)), "participant", e.Participant, "err", err)...)
+		if !errors.Is(ctx.Err(), context.Canceled) { // the submitter gave up: no fault of the gateway
+			g.recordExternalDelivery(e, false)
+		}
 		return deliveryCounts{}, []string{e.Participant}
 	case ans.Status == http.StatusOK:
+		g.recordExternalDelivery(e, true)
 		return deliveryCounts{Live: 1}, nil // handed over: what it does next is its gateway's business
 	case ans.Status == http.StatusNotFound:
 		return deliveryCounts{}, nil
 	default:
 		g.log.Warn("an external gateway refused a delivery", append(traceAttrs(ctx, traceparentFrom(ctx)), "participant", e.Participant, "status", ans.Status)...)
+		g.recordExternalDelivery(e, false)
 		return deliveryCounts{}, []string{e.Participant}
 	}
 }
@@ -287,54 +297,6 @@ func urlUnder(raw, prefix string) bool {
 	return u.Path == base || strings.HasPrefix(u.Path, base+"/") || base == ""
 }
 
-// externals are the external participants this node registered (from
-// sender_gateway_url or a PUT with gateway_url). This node owns their
-// directory entries.
-type externals struct {
-	mu      sync.Mutex
-	entries map[string]membership.Entry
-	max     int
-}
-
-// register adds session to the external participant id at url and returns
-// the entry to publish, or false when the registry is full.
-func (x *externals) register(id, typ, url, session string) (membership.Entry, bool) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	e, ok := x.entries[id]
-	if !ok && len(x.entries) >= x.max {
-		return e, false
-	}
-	e.Participant, e.GatewayURL, e.Online = id, url, true
-	if typ != "" {
-		e.Type = typ
-	}
-	if session != "" && !slices.Contains(e.Sessions, session) {
-		e.Sessions = append(slices.Clone(e.Sessions), session)
-		slices.Sort(e.Sessions)
-	}
-	x.entries[id] = e
-	return e, true
-}
-
-// remove takes session away from external participant id; it reports the
-// entry left (ok false: it had no such session) and whether any remains.
-func (x *externals) remove(id, session string) (e membership.Entry, ok, remains bool) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	e, found := x.entries[id]
-	if !found || !slices.Contains(e.Sessions, session) {
-		return e, false, found
-	}
-	e.Sessions = slices.DeleteFunc(slices.Clone(e.Sessions), func(s string) bool { return s == session })
-	if len(e.Sessions) == 0 {
-		delete(x.entries, id)
-		return e, true, false
-	}
-	x.entries[id] = e
-	return e, true, true
-}
-
 // addParticipant adds participant id to session where it lives: on this
 // node when it is homed here or nowhere yet (it is then created offline
 // here), otherwise on the peers that host it.
@@ -353,15 +315,7 @@ func (g *Gateway) addParticipant(ctx context.Context, id, typ, session string, h
 // removeParticipant takes participant id out of session here, on the peers
 // that host it, and from this node's external participants.
 func (g *Gateway) removeParticipant(ctx context.Context, id, session string, hops int) error {
-	removed := false
-	if e, ok, remains := g.externals.remove(id, session); ok {
-		removed = true
-		if remains {
-			g.cluster.PutLocal(e)
-		} else {
-			g.cluster.DeleteLocal(id)
-		}
-	}
+	removed := g.externals.remove(id, session)
 	if g.hub.Lookup(id) != nil {
 		if err := g.leave(id, session); err == nil {
 			removed = true
@@ -377,20 +331,6 @@ func (g *Gateway) removeParticipant(ctx context.Context, id, session string, hop
 	if !removed {
 		return newError(http.StatusNotFound, "participant_not_found", "", "the participant is not in that session")
 	}
-	return nil
-}
-
-// addExternal registers an external participant of session at url.
-func (g *Gateway) addExternal(id, typ, url, session string) error {
-	if !g.gatewayAllowed(url) {
-		return errGatewayNotAllowed("gateway_url")
-	}
-	e, ok := g.externals.register(id, typ, url, session)
-	if !ok {
-		return newError(http.StatusServiceUnavailable, "too_many_external_participants", "",
-			"this node holds its maximum of external participants")
-	}
-	g.cluster.PutLocal(e)
 	return nil
 }
 

@@ -43,6 +43,10 @@ type serveFlags struct {
 	forwardTimeout              time.Duration
 	rejoinInterval              time.Duration
 
+	maxExternals, maxExternalsPerCredential int
+	externalTTL, externalRetryAfter         time.Duration
+	externalFailureLimit                    int
+
 	tokenSecret, tokenSecretFile string
 	tokenLeeway                  time.Duration
 	rateLimit                    float64
@@ -88,6 +92,11 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.externalKey, "external-key", "", "bearer token sent to external gateways")
 	fs.Var(&f.allowGateways, "allow-gateway", "URL prefix an external gateway URL must start with (repeatable)")
 	fs.DurationVar(&f.forwardTimeout, "forward-timeout", 5*time.Second, "deadline for handing an event to peers and gateways, retries included")
+	fs.IntVar(&f.maxExternals, "max-external-participants", 10000, "external participants (behind other gateways) this node registers (503 past it)")
+	fs.IntVar(&f.maxExternalsPerCredential, "max-externals-per-credential", 1000, "external participants one API key registers on this node (503 past it)")
+	fs.DurationVar(&f.externalTTL, "external-ttl", 30*time.Minute, "an external participant idle this long (no submit, PUT or delivery) is dropped")
+	fs.IntVar(&f.externalFailureLimit, "external-failure-limit", 5, "failed deliveries in a row after which an external participant is dropped from its sessions")
+	fs.DurationVar(&f.externalRetryAfter, "external-retry-after", time.Minute, "how long a node skips another node's external participant after --external-failure-limit failed deliveries in a row, before probing it again")
 	fs.DurationVar(&f.rejoinInterval, "rejoin-interval", 30*time.Second, "how often --join is retried, so a node cut off comes back")
 	fs.StringVar(&f.tokenSecret, "token-secret", "", "secret that verifies participant tokens (HS256); prefer SWITCHYARD_TOKEN_SECRET or --token-secret-file")
 	fs.StringVar(&f.tokenSecretFile, "token-secret-file", "", "file holding the participant token secret")
@@ -219,6 +228,11 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 		ExternalKey:               f.externalKey,
 		AllowGateways:             f.allowGateways,
 		ForwardTimeout:            f.forwardTimeout,
+		MaxExternalParticipants:   f.maxExternals,
+		MaxExternalsPerCredential: f.maxExternalsPerCredential,
+		ExternalTTL:               f.externalTTL,
+		ExternalFailureLimit:      f.externalFailureLimit,
+		ExternalRetryAfter:        f.externalRetryAfter,
 		Gossip: &membership.GossipConfig{
 			Bind:           f.gossipBind,
 			Advertise:      f.gossipAdvertise,
