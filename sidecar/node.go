@@ -148,6 +148,9 @@ func New(cfg Config) (*Node, error) {
 		BeforeWelcome:             func(ctx context.Context) { n.cluster.Sync(ctx) },
 		Metrics:                   n.metrics.Hub,
 		Logger:                    n.log,
+
+		MaxConnectionsPerParticipant: cfg.MaxConnectionsPerParticipant,
+		MaxConnectionsPerCredential:  cfg.MaxConnectionsPerCredential,
 	})
 	n.gw.hub = n.hub
 	n.newConns = map[net.Conn]struct{}{}

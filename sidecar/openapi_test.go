@@ -625,6 +625,12 @@ func TestOpenAPIConformance(t *testing.T) {
 		s.attach(t, one, http.StatusSwitchingProtocols, docAccepts, url.Values{"participant_id": {"first"}}, h)
 		s.attach(t, one, http.StatusServiceUnavailable, docAccepts, url.Values{"participant_id": {"second"}}, h)
 
+		capped := startNode(t, Config{APIKeys: []string{"k"}, MaxConnectionsPerParticipant: 1, MaxConnectionsPerCredential: 2})
+		s.attach(t, capped, http.StatusSwitchingProtocols, docAccepts, url.Values{"participant_id": {"first"}}, h)
+		s.attach(t, capped, http.StatusTooManyRequests, docAccepts, url.Values{"participant_id": {"first"}}, h)
+		s.attach(t, capped, http.StatusSwitchingProtocols, docAccepts, url.Values{"participant_id": {"second"}}, h)
+		s.attach(t, capped, http.StatusTooManyRequests, docAccepts, url.Values{"participant_id": {"third"}}, h)
+
 		limited := startNode(t, Config{APIKeys: []string{"k"}, RateLimit: 0.001, RateBurst: 1})
 		k := bearerHeader("k")
 		s.post(t, http.StatusNotFound, docAccepts, limited.URL()+"/v1/gateway/events", ev("a", "s"), k) // the one token

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -270,4 +271,88 @@ func TestSecretsStayOutOfMetricsAndErrors(t *testing.T) {
 	for _, secret := range []string{"admin-key", alice, "wrong-key", string(testSecret)} {
 		assert.False(t, strings.Contains(body, secret), "metrics leak a secret")
 	}
+}
+
+// refusedAttach dials participant and requires the attach to be refused
+// before the upgrade; it returns the HTTP answer.
+func refusedAttach(t *testing.T, n *Node, participant string, header http.Header) apiResponse {
+	t.Helper()
+	conn, resp, err := dial(n, participant, nil, header)
+	if err == nil {
+		_ = conn.CloseNow()
+	}
+	require.Error(t, err, "the attach of %s must be refused", participant)
+	require.NotNil(t, resp)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	out := apiResponse{Status: resp.StatusCode, Header: resp.Header, Raw: raw}
+	require.NoError(t, json.Unmarshal(raw, &out.Body), "answer is not JSON: %s", raw)
+	return out
+}
+
+// TestConnectionsPerParticipantAreCapped: past its cap a participant's
+// attach is refused with 429 while others still attach, and a slot comes
+// back when one of its connections closes.
+func TestConnectionsPerParticipantAreCapped(t *testing.T) {
+	n := startNode(t, Config{MaxConnectionsPerParticipant: 2})
+	first, _ := attach(t, n, "alice", nil, nil)
+	attach(t, n, "alice", nil, nil)
+
+	r := refusedAttach(t, n, "alice", nil)
+	assert.Equal(t, http.StatusTooManyRequests, r.Status)
+	assert.Equal(t, "too_many_connections", r.Body["code"])
+	assert.Equal(t, "participant_id", r.Body["field"])
+	attach(t, n, "bob", nil, nil) // others still attach
+
+	require.NoError(t, first.conn.Close(websocket.StatusNormalClosure, ""))
+	require.Eventually(t, func() bool { // once the node has seen it go
+		conn, resp, err := dial(n, "alice", nil, nil)
+		if err != nil {
+			require.NotNil(t, resp)
+			require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+			return false
+		}
+		t.Cleanup(func() { _ = conn.CloseNow() })
+		return true
+	}, 10*time.Second, 10*time.Millisecond)
+}
+
+// TestConnectionsPerCredentialAreCapped: one credential (a token's subject,
+// however many tokens it has; an API key) holds at most its cap of a
+// node's connections, so others still attach.
+func TestConnectionsPerCredentialAreCapped(t *testing.T) {
+	n := startNode(t, Config{APIKeys: []string{"admin-key"}, TokenSecret: testSecret,
+		MaxConnections: 10, MaxConnectionsPerCredential: 4})
+	alice := http.Header{"Authorization": {"Bearer " + mint(t, "alice", nil, time.Hour)}}
+	for range 4 {
+		attach(t, n, "alice", nil, alice)
+	}
+	r := refusedAttach(t, n, "alice", alice)
+	assert.Equal(t, http.StatusTooManyRequests, r.Status)
+	assert.Equal(t, "too_many_connections", r.Body["code"])
+	another := http.Header{"Authorization": {"Bearer " + mint(t, "alice", []string{"s1"}, 2*time.Hour)}}
+	assert.Equal(t, http.StatusTooManyRequests, refusedAttach(t, n, "alice", another).Status,
+		"another token of the same subject is the same credential")
+
+	admin := http.Header{"Authorization": {"Bearer admin-key"}}
+	for _, p := range []string{"p1", "p2", "p3", "p4"} {
+		attach(t, n, p, nil, admin)
+	}
+	r = refusedAttach(t, n, "p5", admin)
+	assert.Equal(t, http.StatusTooManyRequests, r.Status)
+	assert.Equal(t, "too_many_connections", r.Body["code"])
+
+	attach(t, n, "carol", nil, http.Header{"Authorization": {"Bearer " + mint(t, "carol", nil, time.Hour)}})
+	// The node-wide cap is still 503: one slot is left, then none.
+	attach(t, n, "dave", nil, http.Header{"Authorization": {"Bearer " + mint(t, "dave", nil, time.Hour)}})
+	r = refusedAttach(t, n, "erin", http.Header{"Authorization": {"Bearer " + mint(t, "erin", nil, time.Hour)}})
+	assert.Equal(t, http.StatusServiceUnavailable, r.Status)
+}
+
+func TestConnectionCapDefaults(t *testing.T) {
+	cfg := Config{MaxConnections: 200}.withDefaults()
+	assert.Equal(t, 8, cfg.MaxConnectionsPerParticipant)
+	assert.Equal(t, 50, cfg.MaxConnectionsPerCredential, "a quarter of the node's connections")
+	assert.Equal(t, 1, Config{MaxConnections: 2}.withDefaults().MaxConnectionsPerCredential, "at least one")
 }

@@ -52,6 +52,8 @@ type serveFlags struct {
 	configFile                   string
 	printConfig                  bool
 	debugListen                  string
+
+	maxConnsPerParticipant, maxConnsPerCredential int
 }
 
 func newServeFlags() (*flag.FlagSet, *serveFlags) {
@@ -73,6 +75,8 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.DurationVar(&f.offlineTTL, "offline-ttl", 2*time.Minute, "how long a detached participant stays routable")
 	fs.DurationVar(&f.dedupeWindow, "dedupe-window", 10*time.Minute, "how long a retried (sender_id, event_id) is not delivered again")
 	fs.IntVar(&f.maxConnections, "max-connections", 100000, "WebSocket connections per node (503 past it)")
+	fs.IntVar(&f.maxConnsPerParticipant, "max-connections-per-participant", 8, "WebSocket connections one participant holds on this node (429 past it)")
+	fs.IntVar(&f.maxConnsPerCredential, "max-connections-per-credential", 0, "WebSocket connections attached with one API key or participant token's subject on this node (429 past it; default: a quarter of --max-connections)")
 	fs.IntVar(&f.writeQueueBytes, "write-queue-bytes", 4<<20, "unsent bytes a connection may fall behind before close 4000")
 	fs.DurationVar(&f.writeTimeout, "write-timeout", 10*time.Second, "deadline of one WebSocket write")
 	fs.DurationVar(&f.coalesceWindow, "coalesce-window", 0, "how long a woken WebSocket writer waits so that events arriving meanwhile share one write (0: write at once)")
@@ -219,6 +223,10 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 		ExternalKey:               f.externalKey,
 		AllowGateways:             f.allowGateways,
 		ForwardTimeout:            f.forwardTimeout,
+
+		MaxConnectionsPerParticipant: f.maxConnsPerParticipant,
+		MaxConnectionsPerCredential:  f.maxConnsPerCredential,
+
 		Gossip: &membership.GossipConfig{
 			Bind:           f.gossipBind,
 			Advertise:      f.gossipAdvertise,
