@@ -564,8 +564,11 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 	}
 	cred := credentialFrom(r.Context())
 	req.Credential = cred
+	// The connection's frames draw from the rate-limit bucket its attach
+	// drew from (wsBackend.allowFrame).
+	req.RateKey = cred.rateKey(r, presented(r))
 	if cred.Kind != credNone { // with authentication off there is no credential to count
-		req.CredentialKey = cred.rateKey(r, presented(r))
+		req.CredentialKey = req.RateKey
 	}
 	opts := &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled, OriginPatterns: n.cfg.AllowedOrigins}
 	policy := cred.actAs(req.ParticipantID, "participant_id")

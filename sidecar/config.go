@@ -37,8 +37,9 @@ type Config struct {
 	// Default 30s.
 	TokenLeeway time.Duration
 	// RateLimit is the requests per second one credential may make to the
-	// client endpoints (submit, attach, session changes); 429 past it
-	// (--rate-limit). Default 10000; negative: no limit.
+	// client endpoints (submit, attach, session changes), WebSocket submit,
+	// join and leave frames included; 429 past it (--rate-limit). Default
+	// 10000; negative: no limit.
 	RateLimit float64
 	// RateBurst is the bucket size of the rate limit. Default 2×RateLimit.
 	RateBurst int

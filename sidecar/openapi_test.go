@@ -641,6 +641,17 @@ func TestOpenAPIConformance(t *testing.T) {
 		s.attach(t, limited, http.StatusTooManyRequests, docAccepts, url.Values{"participant_id": {"p"}}, h)
 		s.call(t, http.StatusOK, docAccepts, http.MethodGet, limited.URL()+"/v1/gateway/members", nil, k) // not limited
 
+		// WebSocket frames draw from the same bucket: a 429 result, or an
+		// error frame without an id.
+		framed := startNode(t, Config{APIKeys: []string{"k"}, RateLimit: 0.001, RateBurst: 1})
+		c := s.attach(t, framed, http.StatusSwitchingProtocols, docAccepts, url.Values{"participant_id": {"p"}}, h) // the one token
+		s.frame(t, c, "welcome")
+		c.send(map[string]any{"type": "join", "id": "j", "session_id": "s"})
+		res := s.frame(t, c, "result")
+		assert.Equal(t, float64(http.StatusTooManyRequests), res["status"])
+		c.send(map[string]any{"type": "leave", "session_id": "s"})
+		assert.Equal(t, "rate_limited", s.frame(t, c, "error")["code"])
+
 		// A draining node: unready, and refusing attaches and takeovers.
 		// (Shutdown would stop the listener too early to see them; the
 		// flag is what Shutdown sets first.)

@@ -34,6 +34,10 @@ type Identity struct {
 	// Credential is what authenticated the connection, opaque to this
 	// package; the Backend uses it to decide what the connection may do.
 	Credential any
+	// RateKey names the connection's credential for the Backend's rate
+	// limit (never the secret itself), computed at attach; opaque to this
+	// package.
+	RateKey string
 }
 
 // Reply is a REST-shaped answer: the status and the JSON body. For an error,

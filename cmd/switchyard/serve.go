@@ -96,7 +96,7 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.tokenSecret, "token-secret", "", "secret that verifies participant tokens (HS256); prefer SWITCHYARD_TOKEN_SECRET or --token-secret-file")
 	fs.StringVar(&f.tokenSecretFile, "token-secret-file", "", "file holding the participant token secret")
 	fs.DurationVar(&f.tokenLeeway, "token-leeway", 30*time.Second, "clock skew allowed on a token's exp and nbf")
-	fs.Float64Var(&f.rateLimit, "rate-limit", 10000, "requests per second per credential on submit, attach and session changes (429 past it; -1: off)")
+	fs.Float64Var(&f.rateLimit, "rate-limit", 10000, "requests per second per credential on submit, attach and session changes, WebSocket submit, join and leave frames included (429 past it; -1: off)")
 	fs.IntVar(&f.rateBurst, "rate-burst", 0, "burst of the rate limit (default: twice --rate-limit)")
 	fs.Var(&f.allowedOrigins, "allowed-origins", "Origin host pattern a browser WebSocket may come from, e.g. app.example.com or *.example.com (repeatable)")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate: serve HTTPS and WSS (with --tls-key)")
