@@ -564,6 +564,12 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 	}
 	cred := credentialFrom(r.Context())
 	req.Credential = cred
+	// The connection's frames draw from the rate-limit bucket its attach
+	// drew from (wsBackend.allowFrame).
+	req.RateKey = cred.rateKey(r, presented(r))
+	if cred.Kind != credNone { // with authentication off there is no credential to count
+		req.CredentialKey = req.RateKey
+	}
 	opts := &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled, OriginPatterns: n.cfg.AllowedOrigins}
 	policy := cred.actAs(req.ParticipantID, "participant_id")
 	for _, s := range req.Sessions {
@@ -594,6 +600,12 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 		return newError(http.StatusServiceUnavailable, "draining", "", "this node is shutting down; attach to another node")
 	case errors.Is(err, ws.ErrTooManyConnections):
 		return newError(http.StatusServiceUnavailable, "too_many_connections", "", "this node holds its maximum of connections; try another node")
+	case errors.Is(err, ws.ErrTooManyParticipantConnections):
+		return newError(http.StatusTooManyRequests, "too_many_connections", "participant_id",
+			"this participant holds its maximum of connections on this node (--max-connections-per-participant); close one first")
+	case errors.Is(err, ws.ErrTooManyCredentialConnections):
+		return newError(http.StatusTooManyRequests, "too_many_connections", "",
+			"this credential holds its maximum of connections on this node (--max-connections-per-credential); close one first")
 	case err != nil:
 		n.log.Debug("websocket attach failed", "participant", req.ParticipantID, "err", err)
 	}

@@ -211,8 +211,7 @@ func (a *authenticator) rateLimited(next http.Handler) http.Handler {
 		key := credentialFrom(r.Context()).rateKey(r, presented(r))
 		if wait, ok := a.limit.allow(key); !ok {
 			w.Header().Set("Retry-After", retryAfter(wait))
-			writeError(w, newError(http.StatusTooManyRequests, "rate_limited", "",
-				"too many requests for this credential; retry after the time in Retry-After"))
+			writeError(w, errRateLimited(wait, "too many requests for this credential; retry after the time in Retry-After"))
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -37,8 +37,9 @@ type Config struct {
 	// Default 30s.
 	TokenLeeway time.Duration
 	// RateLimit is the requests per second one credential may make to the
-	// client endpoints (submit, attach, session changes); 429 past it
-	// (--rate-limit). Default 10000; negative: no limit.
+	// client endpoints (submit, attach, session changes), WebSocket submit,
+	// join and leave frames included; 429 past it (--rate-limit). Default
+	// 10000; negative: no limit.
 	RateLimit float64
 	// RateBurst is the bucket size of the rate limit. Default 2×RateLimit.
 	RateBurst int
@@ -84,6 +85,17 @@ type Config struct {
 	// MaxConnections: WebSocket connections this node holds at most (503
 	// past it). Default 100000.
 	MaxConnections int
+	// MaxConnectionsPerParticipant: WebSocket connections one participant
+	// holds on this node at once (429 too_many_connections past it).
+	// Default 8: a person's tabs and devices, plus a reconnect overlapping
+	// a connection the node has not yet seen go.
+	MaxConnectionsPerParticipant int
+	// MaxConnectionsPerCredential: WebSocket connections attached with one
+	// credential (an API key, or a participant token's subject) on this
+	// node at once (429 too_many_connections past it), so that one
+	// credential never takes every slot. Not applied when authentication
+	// is off. Default MaxConnections/4 (at least 1).
+	MaxConnectionsPerCredential int
 
 	// DrainTimeout bounds a graceful shutdown. Default 10s.
 	DrainTimeout time.Duration
@@ -170,6 +182,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConnections <= 0 {
 		c.MaxConnections = 100000
+	}
+	if c.MaxConnectionsPerParticipant <= 0 {
+		c.MaxConnectionsPerParticipant = 8
+	}
+	if c.MaxConnectionsPerCredential <= 0 {
+		c.MaxConnectionsPerCredential = max(1, c.MaxConnections/4)
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 10 * time.Second

@@ -18,6 +18,9 @@ type Error struct {
 	// recipients that missed it).
 	EventID string   `json:"event_id,omitempty"`
 	Failed  []string `json:"failed,omitempty"`
+	// RetryAfter, on a 429 rate_limited, is the whole seconds to wait (at
+	// least 1): the Retry-After header of REST, for WebSocket frames too.
+	RetryAfter int `json:"retry_after,omitempty"`
 }
 
 func (e *Error) Error() string {

@@ -352,13 +352,39 @@ func (g *Gateway) wsSubmit(ctx context.Context, who ws.Identity, raw json.RawMes
 	return ws.Reply{Status: http.StatusOK, Body: res.appendJSON(make([]byte, 0, 160))}
 }
 
-type wsBackend struct{ g *Gateway }
+// wsBackend answers client frames. Submit, join and leave frames draw from
+// the rate limit (limit, nil: none) like their REST twins.
+type wsBackend struct {
+	g     *Gateway
+	limit *rateLimiter
+}
+
+// allowFrame takes a token for one client frame from the bucket of the
+// connection's credential: the one its attach and the credential's REST
+// requests draw from. Past the limit it answers 429 rate_limited, with the
+// wait in retry_after, and the frame is not executed.
+func (b wsBackend) allowFrame(who ws.Identity) *Error {
+	if b.limit == nil {
+		return nil
+	}
+	if wait, ok := b.limit.allow(who.RateKey); !ok {
+		return errRateLimited(wait, "too many requests for this credential (REST requests and WebSocket frames together); retry in "+
+			retryAfter(wait)+" s (retry_after)")
+	}
+	return nil
+}
 
 func (b wsBackend) Submit(ctx context.Context, who ws.Identity, raw json.RawMessage) ws.Reply {
+	if err := b.allowFrame(who); err != nil {
+		return replyError(err)
+	}
 	return b.g.wsSubmit(ctx, who, raw)
 }
 
 func (b wsBackend) Join(ctx context.Context, who ws.Identity, session string) ws.Reply {
+	if err := b.allowFrame(who); err != nil {
+		return replyError(err)
+	}
 	if err := credOf(who).useSession(session); err != nil {
 		return replyError(err)
 	}
@@ -369,6 +395,9 @@ func (b wsBackend) Join(ctx context.Context, who ws.Identity, session string) ws
 }
 
 func (b wsBackend) Leave(ctx context.Context, who ws.Identity, session string) ws.Reply {
+	if err := b.allowFrame(who); err != nil {
+		return replyError(err)
+	}
 	if err := b.g.leave(who.ParticipantID, session); err != nil {
 		return replyError(err)
 	}

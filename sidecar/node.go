@@ -147,11 +147,14 @@ func New(cfg Config) (*Node, error) {
 		MaxFrameBytes:             cfg.MaxFrameBytes,
 		MaxSessionsPerParticipant: cfg.MaxSessionsPerParticipant,
 		DrainSpread:               cfg.DrainTimeout / 4,
-		Backend:                   wsBackend{n.gw},
+		Backend:                   wsBackend{n.gw, n.auth.limit},
 		Listener:                  directoryWriter{n.cluster},
 		BeforeWelcome:             func(ctx context.Context) { n.cluster.Sync(ctx) },
 		Metrics:                   n.metrics.Hub,
 		Logger:                    n.log,
+
+		MaxConnectionsPerParticipant: cfg.MaxConnectionsPerParticipant,
+		MaxConnectionsPerCredential:  cfg.MaxConnectionsPerCredential,
 	})
 	n.gw.hub = n.hub
 	n.metrics.watchExternals(n.gw.externals.count)

@@ -625,6 +625,12 @@ func TestOpenAPIConformance(t *testing.T) {
 		s.attach(t, one, http.StatusSwitchingProtocols, docAccepts, url.Values{"participant_id": {"first"}}, h)
 		s.attach(t, one, http.StatusServiceUnavailable, docAccepts, url.Values{"participant_id": {"second"}}, h)
 
+		capped := startNode(t, Config{APIKeys: []string{"k"}, MaxConnectionsPerParticipant: 1, MaxConnectionsPerCredential: 2})
+		s.attach(t, capped, http.StatusSwitchingProtocols, docAccepts, url.Values{"participant_id": {"first"}}, h)
+		s.attach(t, capped, http.StatusTooManyRequests, docAccepts, url.Values{"participant_id": {"first"}}, h)
+		s.attach(t, capped, http.StatusSwitchingProtocols, docAccepts, url.Values{"participant_id": {"second"}}, h)
+		s.attach(t, capped, http.StatusTooManyRequests, docAccepts, url.Values{"participant_id": {"third"}}, h)
+
 		limited := startNode(t, Config{APIKeys: []string{"k"}, RateLimit: 0.001, RateBurst: 1})
 		k := bearerHeader("k")
 		s.post(t, http.StatusNotFound, docAccepts, limited.URL()+"/v1/gateway/events", ev("a", "s"), k) // the one token
@@ -634,6 +640,17 @@ func TestOpenAPIConformance(t *testing.T) {
 		s.call(t, http.StatusTooManyRequests, docAccepts, http.MethodDelete, limited.URL()+"/v1/gateway/sessions/s/participants/p", nil, k)
 		s.attach(t, limited, http.StatusTooManyRequests, docAccepts, url.Values{"participant_id": {"p"}}, h)
 		s.call(t, http.StatusOK, docAccepts, http.MethodGet, limited.URL()+"/v1/gateway/members", nil, k) // not limited
+
+		// WebSocket frames draw from the same bucket: a 429 result, or an
+		// error frame without an id.
+		framed := startNode(t, Config{APIKeys: []string{"k"}, RateLimit: 0.001, RateBurst: 1})
+		c := s.attach(t, framed, http.StatusSwitchingProtocols, docAccepts, url.Values{"participant_id": {"p"}}, h) // the one token
+		s.frame(t, c, "welcome")
+		c.send(map[string]any{"type": "join", "id": "j", "session_id": "s"})
+		res := s.frame(t, c, "result")
+		assert.Equal(t, float64(http.StatusTooManyRequests), res["status"])
+		c.send(map[string]any{"type": "leave", "session_id": "s"})
+		assert.Equal(t, "rate_limited", s.frame(t, c, "error")["code"])
 
 		// A draining node: unready, and refusing attaches and takeovers.
 		// (Shutdown would stop the listener too early to see them; the

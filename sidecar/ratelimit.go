@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"math"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -66,5 +67,17 @@ func (l *rateLimiter) sweep(now time.Time) {
 
 // retryAfter renders a wait as whole seconds, at least 1.
 func retryAfter(d time.Duration) string {
-	return strconv.Itoa(max(1, int(math.Ceil(d.Seconds()))))
+	return strconv.Itoa(retryAfterSeconds(d))
+}
+
+func retryAfterSeconds(d time.Duration) int {
+	return max(1, int(math.Ceil(d.Seconds())))
+}
+
+// errRateLimited is the 429 for a credential whose bucket is empty; wait is
+// how long until it holds a token again, carried as retry_after.
+func errRateLimited(wait time.Duration, detail string) *Error {
+	e := newError(http.StatusTooManyRequests, "rate_limited", "", detail)
+	e.RetryAfter = retryAfterSeconds(wait)
+	return e
 }

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -270,4 +271,203 @@ func TestSecretsStayOutOfMetricsAndErrors(t *testing.T) {
 	for _, secret := range []string{"admin-key", alice, "wrong-key", string(testSecret)} {
 		assert.False(t, strings.Contains(body, secret), "metrics leak a secret")
 	}
+}
+
+// refusedAttach dials participant and requires the attach to be refused
+// before the upgrade; it returns the HTTP answer.
+func refusedAttach(t *testing.T, n *Node, participant string, header http.Header) apiResponse {
+	t.Helper()
+	conn, resp, err := dial(n, participant, nil, header)
+	if err == nil {
+		_ = conn.CloseNow()
+	}
+	require.Error(t, err, "the attach of %s must be refused", participant)
+	require.NotNil(t, resp)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	out := apiResponse{Status: resp.StatusCode, Header: resp.Header, Raw: raw}
+	require.NoError(t, json.Unmarshal(raw, &out.Body), "answer is not JSON: %s", raw)
+	return out
+}
+
+// TestConnectionsPerParticipantAreCapped: past its cap a participant's
+// attach is refused with 429 while others still attach, and a slot comes
+// back when one of its connections closes.
+func TestConnectionsPerParticipantAreCapped(t *testing.T) {
+	n := startNode(t, Config{MaxConnectionsPerParticipant: 2})
+	first, _ := attach(t, n, "alice", nil, nil)
+	attach(t, n, "alice", nil, nil)
+
+	r := refusedAttach(t, n, "alice", nil)
+	assert.Equal(t, http.StatusTooManyRequests, r.Status)
+	assert.Equal(t, "too_many_connections", r.Body["code"])
+	assert.Equal(t, "participant_id", r.Body["field"])
+	attach(t, n, "bob", nil, nil) // others still attach
+
+	require.NoError(t, first.conn.Close(websocket.StatusNormalClosure, ""))
+	require.Eventually(t, func() bool { // once the node has seen it go
+		conn, resp, err := dial(n, "alice", nil, nil)
+		if err != nil { // (assert, not require: this runs in Eventually's goroutine)
+			if assert.NotNil(t, resp) {
+				assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+			}
+			return false
+		}
+		t.Cleanup(func() { _ = conn.CloseNow() })
+		return true
+	}, 10*time.Second, 10*time.Millisecond)
+}
+
+// TestConnectionsPerCredentialAreCapped: one credential (a token's subject,
+// however many tokens it has; an API key) holds at most its cap of a
+// node's connections, so others still attach.
+func TestConnectionsPerCredentialAreCapped(t *testing.T) {
+	n := startNode(t, Config{APIKeys: []string{"admin-key"}, TokenSecret: testSecret,
+		MaxConnections: 10, MaxConnectionsPerCredential: 4})
+	alice := http.Header{"Authorization": {"Bearer " + mint(t, "alice", nil, time.Hour)}}
+	for range 4 {
+		attach(t, n, "alice", nil, alice)
+	}
+	r := refusedAttach(t, n, "alice", alice)
+	assert.Equal(t, http.StatusTooManyRequests, r.Status)
+	assert.Equal(t, "too_many_connections", r.Body["code"])
+	another := http.Header{"Authorization": {"Bearer " + mint(t, "alice", []string{"s1"}, 2*time.Hour)}}
+	assert.Equal(t, http.StatusTooManyRequests, refusedAttach(t, n, "alice", another).Status,
+		"another token of the same subject is the same credential")
+
+	admin := http.Header{"Authorization": {"Bearer admin-key"}}
+	for _, p := range []string{"p1", "p2", "p3", "p4"} {
+		attach(t, n, p, nil, admin)
+	}
+	r = refusedAttach(t, n, "p5", admin)
+	assert.Equal(t, http.StatusTooManyRequests, r.Status)
+	assert.Equal(t, "too_many_connections", r.Body["code"])
+
+	attach(t, n, "carol", nil, http.Header{"Authorization": {"Bearer " + mint(t, "carol", nil, time.Hour)}})
+	// The node-wide cap is still 503: one slot is left, then none.
+	attach(t, n, "dave", nil, http.Header{"Authorization": {"Bearer " + mint(t, "dave", nil, time.Hour)}})
+	r = refusedAttach(t, n, "erin", http.Header{"Authorization": {"Bearer " + mint(t, "erin", nil, time.Hour)}})
+	assert.Equal(t, http.StatusServiceUnavailable, r.Status)
+}
+
+func TestConnectionCapDefaults(t *testing.T) {
+	cfg := Config{MaxConnections: 200}.withDefaults()
+	assert.Equal(t, 8, cfg.MaxConnectionsPerParticipant)
+	assert.Equal(t, 50, cfg.MaxConnectionsPerCredential, "a quarter of the node's connections")
+	assert.Equal(t, 1, Config{MaxConnections: 2}.withDefaults().MaxConnectionsPerCredential, "at least one")
+}
+
+// results sends frames on c and returns the result frames answering those
+// with an id, in order, skipping the events delivered meanwhile.
+func results(c *client, frames ...map[string]any) []map[string]any {
+	c.t.Helper()
+	want := 0
+	for _, f := range frames {
+		c.send(f)
+		if f["id"] != nil {
+			want++
+		}
+	}
+	var out []map[string]any
+	for len(out) < want {
+		if f := c.next(); f["type"] == "result" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func submitFrame(id, sender, session string) map[string]any {
+	return map[string]any{"type": "submit", "id": id, "event": event(sender, session, id)}
+}
+
+// TestRateLimitCountsWebSocketFrames: submit, join and leave frames draw
+// from the bucket of the connection's credential, the one its REST
+// requests draw from: with a burst of 8 and a rate too low to refill
+// during the test, exactly 8 requests and frames are let through in all;
+// the rest are answered 429 rate_limited with retry_after and not
+// executed. Acks are not limited.
+func TestRateLimitCountsWebSocketFrames(t *testing.T) {
+	n := startNode(t, Config{APIKeys: []string{"k", "other"}, RateLimit: 0.001, RateBurst: 8})
+	k := http.Header{"Authorization": {"Bearer k"}}
+	alice, _ := attach(t, n, "alice", sessionQuery("s1"), k) // 1
+	bob, _ := attach(t, n, "bob", sessionQuery("s1"), k)     // 2
+	eventsURL := n.URL() + "/v1/gateway/events"
+	for _, m := range []string{"rest-1", "rest-2"} { // 3, 4
+		require.Equal(t, http.StatusOK, postJSON(t, eventsURL, event("carol", "s1", m), bearerHeader("k")).Status)
+	}
+
+	var frames []map[string]any
+	for i := range 6 {
+		frames = append(frames, submitFrame("c"+strconv.Itoa(i), "bob", "s1"))
+	}
+	frames = append(frames,
+		map[string]any{"type": "join", "id": "j", "session_id": "s2"},
+		map[string]any{"type": "leave", "id": "l", "session_id": "s1"})
+	res := results(bob, frames...)
+	accepted := 0
+	for i, r := range res {
+		switch r["status"] {
+		case float64(http.StatusOK):
+			accepted++
+			assert.Less(t, i, 4, "frames are let through in order until the bucket is empty")
+		case float64(http.StatusTooManyRequests):
+			body := r["body"].(map[string]any)
+			assert.Equal(t, "rate_limited", body["code"], "%v", r)
+			assert.GreaterOrEqual(t, body["retry_after"], float64(1), "%v", r)
+		default:
+			t.Errorf("frame %v answered %v", r["id"], r)
+		}
+	}
+	assert.Equal(t, 4, accepted, "8 in all: 2 attaches, 2 REST submits, 4 frames")
+
+	// What was refused was not done: alice got the 2 REST and 4 frame
+	// submits only, and bob is still in s1 alone of his sessions.
+	for _, want := range []string{"rest-1", "rest-2", "c0", "c1", "c2", "c3"} {
+		assert.Equal(t, want, alice.next()["event"].(map[string]any)["message"])
+	}
+	s := do(t, http.MethodGet, n.URL()+"/v1/gateway/sessions/s1", nil, bearerHeader("other"))
+	require.Equal(t, http.StatusOK, s.Status)
+	assert.Len(t, s.Body["participants"], 2, "%s", s.Raw)
+	assert.Equal(t, http.StatusNotFound, do(t, http.MethodGet, n.URL()+"/v1/gateway/sessions/s2", nil, bearerHeader("other")).Status)
+
+	// A frame without an id: an error frame. An ack: not limited.
+	bob.send(map[string]any{"type": "submit", "event": event("bob", "s1", "no-id")})
+	f := bob.next()
+	for f["type"] == "event" { // bob's own events may come after the results
+		f = bob.next()
+	}
+	assert.Equal(t, "error", f["type"])
+	assert.Equal(t, "rate_limited", f["code"])
+	ack := results(bob, map[string]any{"type": "ack", "id": "a", "seq": 1})
+	assert.Equal(t, float64(http.StatusOK), ack[0]["status"])
+
+	// REST on the same key is refused too; another key has its own bucket.
+	r := postJSON(t, eventsURL, event("carol", "s1", "late"), bearerHeader("k"))
+	assert.Equal(t, http.StatusTooManyRequests, r.Status)
+	assert.Equal(t, r.Header.Get("Retry-After"), strconv.Itoa(int(r.Body["retry_after"].(float64))))
+	assert.Equal(t, http.StatusOK, postJSON(t, eventsURL, event("carol", "s1", "other"), bearerHeader("other")).Status)
+	assert.Equal(t, "other", alice.next()["event"].(map[string]any)["message"], "no refused submit reached alice")
+}
+
+// TestRateLimitCountsTokenFramesBySubject: a participant token's frames
+// draw from its subject's bucket, which every token of that subject
+// shares.
+func TestRateLimitCountsTokenFramesBySubject(t *testing.T) {
+	n := startNode(t, Config{APIKeys: []string{"admin-key"}, TokenSecret: testSecret, RateLimit: 0.001, RateBurst: 3})
+	attach(t, n, "bob", sessionQuery("s1"), http.Header{"Authorization": {"Bearer admin-key"}})
+	alice, _ := attach(t, n, "alice", sessionQuery("s1"),
+		http.Header{"Authorization": {"Bearer " + mint(t, "alice", []string{"s1"}, time.Hour)}}) // 1
+
+	res := results(alice, submitFrame("c0", "alice", "s1"), submitFrame("c1", "alice", "s1"), submitFrame("c2", "alice", "s1"))
+	assert.Equal(t, float64(http.StatusOK), res[0]["status"])
+	assert.Equal(t, float64(http.StatusOK), res[1]["status"])
+	assert.Equal(t, float64(http.StatusTooManyRequests), res[2]["status"])
+
+	another := mint(t, "alice", nil, 2*time.Hour)
+	r := postJSON(t, n.URL()+"/v1/gateway/events", event("alice", "s1", "x"), bearerHeader(another))
+	assert.Equal(t, http.StatusTooManyRequests, r.Status, "another token of the same subject shares the bucket")
+	r = postJSON(t, n.URL()+"/v1/gateway/events", event("carol", "s1", "x"), bearerHeader("admin-key"))
+	assert.Equal(t, http.StatusOK, r.Status, "another credential has its own bucket")
 }

@@ -54,6 +54,15 @@ type Config struct {
 	// MaxSessionsPerParticipant bounds the sessions one participant joins.
 	// Default 128.
 	MaxSessionsPerParticipant int
+	// MaxConnectionsPerParticipant bounds the connections one participant
+	// holds on this node at once (ErrTooManyParticipantConnections past
+	// it). Default 8.
+	MaxConnectionsPerParticipant int
+	// MaxConnectionsPerCredential bounds the connections attached with one
+	// credential (AttachRequest.CredentialKey) at once
+	// (ErrTooManyCredentialConnections past it). Default 0: no bound; the
+	// sidecar sets it.
+	MaxConnectionsPerCredential int
 	// SweepInterval is how often mailboxes are expired and offline
 	// participants removed. Default 1s.
 	SweepInterval time.Duration
@@ -110,6 +119,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxSessionsPerParticipant <= 0 {
 		c.MaxSessionsPerParticipant = 128
+	}
+	if c.MaxConnectionsPerParticipant <= 0 {
+		c.MaxConnectionsPerParticipant = 8
 	}
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = time.Second

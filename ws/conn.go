@@ -34,6 +34,10 @@ type Identity struct {
 	// Credential is what authenticated the connection, opaque to this
 	// package; the Backend uses it to decide what the connection may do.
 	Credential any
+	// RateKey names the connection's credential for the Backend's rate
+	// limit (never the secret itself), computed at attach; opaque to this
+	// package.
+	RateKey string
 }
 
 // Reply is a REST-shaped answer: the status and the JSON body. For an error,
@@ -51,6 +55,10 @@ type AttachRequest struct {
 	Sessions   []string
 	ResumeFrom *uint64 // nil: start after the last event written to an earlier connection
 	Batch      bool    // the client takes several newline-separated frames per message
+	// CredentialKey groups connections for MaxConnectionsPerCredential
+	// (never the secret itself); empty: the connection is not counted
+	// against any credential.
+	CredentialKey string
 }
 
 // conn is one WebSocket connection of a participant. Its fields below mu are
@@ -67,6 +75,8 @@ type conn struct {
 	hub   *Hub
 	who   Identity
 	batch bool
+
+	credKey string // AttachRequest.CredentialKey: the count admit took a share of
 
 	// writingSince is when the write in progress began (UnixNano), 0 when
 	// none is; the hub's sweeper cuts writes older than WriteTimeout. A
@@ -86,38 +96,26 @@ type conn struct {
 }
 
 // Attach upgrades the request and starts serving the connection. It returns
-// before upgrading with ErrDraining or ErrTooManyConnections, and otherwise
-// once the connection is served by its own goroutine, so that the HTTP
-// server's goroutine and request are not held for the connection's life.
-// Shutdown waits for the connection to end.
+// before upgrading with ErrDraining, ErrTooManyConnections,
+// ErrTooManyParticipantConnections or ErrTooManyCredentialConnections, and
+// otherwise once the connection is served by its own goroutine, so that the
+// HTTP server's goroutine and request are not held for the connection's
+// life. Shutdown waits for the connection to end.
 func (h *Hub) Attach(w http.ResponseWriter, r *http.Request, req AttachRequest, opts *websocket.AcceptOptions, maxConns int) error {
-	h.connMu.Lock()
-	switch {
-	case h.draining:
-		h.connMu.Unlock()
-		return ErrDraining
-	case maxConns > 0 && len(h.conns)+h.upgrading >= maxConns:
-		h.connMu.Unlock()
-		return ErrTooManyConnections
+	if err := h.admit(req, maxConns); err != nil {
+		return err
 	}
-	h.upgrading++ // holds a slot; Shutdown only sees connections once started
-	h.connWG.Add(1)
-	h.connMu.Unlock()
-
 	if p := h.Lookup(req.ParticipantID); p != nil {
 		p.awaitTakeover(r.Context())
 	}
 	hj := &hijackRecorder{ResponseWriter: w}
 	ws, err := websocket.Accept(hj, r, opts)
 	if err != nil {
-		h.connMu.Lock()
-		h.upgrading--
-		h.connMu.Unlock()
-		h.connWG.Done()
+		h.unadmit(req)
 		return err // Accept has answered the client
 	}
 	ws.SetReadLimit(h.cfg.MaxFrameBytes)
-	c := &conn{ws: ws, raw: hj.conn, hub: h, who: req.Identity, batch: req.Batch, held: true}
+	c := &conn{ws: ws, raw: hj.conn, hub: h, who: req.Identity, credKey: req.CredentialKey, batch: req.Batch, held: true}
 	c.start(req)
 
 	h.connMu.Lock()
@@ -152,7 +150,61 @@ func (c *conn) serve() {
 func (h *Hub) forget(c *conn) {
 	h.connMu.Lock()
 	delete(h.conns, c)
+	h.releaseLocked(c.who.ParticipantID, c.credKey)
 	h.connMu.Unlock()
+}
+
+// admit takes a connection slot for req, or says why there is none: the
+// node is draining, holds maxConns connections (0: no bound), or req's
+// participant or credential holds its maximum. The counts are checked and
+// taken under one lock, so two attaches cannot both take the last slot.
+// The slot is given back by releaseLocked when the connection ends.
+func (h *Hub) admit(req AttachRequest, maxConns int) error {
+	h.connMu.Lock()
+	defer h.connMu.Unlock()
+	perParticipant, perCredential := h.cfg.MaxConnectionsPerParticipant, h.cfg.MaxConnectionsPerCredential
+	switch {
+	case h.draining:
+		return ErrDraining
+	case maxConns > 0 && len(h.conns)+h.upgrading >= maxConns:
+		return ErrTooManyConnections
+	case perParticipant > 0 && h.participantConns[req.ParticipantID] >= perParticipant:
+		return ErrTooManyParticipantConnections
+	case perCredential > 0 && req.CredentialKey != "" && h.credentialConns[req.CredentialKey] >= perCredential:
+		return ErrTooManyCredentialConnections
+	}
+	h.upgrading++ // holds a slot; Shutdown only sees connections once started
+	h.participantConns[req.ParticipantID]++
+	if req.CredentialKey != "" {
+		h.credentialConns[req.CredentialKey]++
+	}
+	h.connWG.Add(1)
+	return nil
+}
+
+// unadmit gives back the slot admit took for req, for an attach that did
+// not start a connection.
+func (h *Hub) unadmit(req AttachRequest) {
+	h.connMu.Lock()
+	h.upgrading--
+	h.releaseLocked(req.ParticipantID, req.CredentialKey)
+	h.connMu.Unlock()
+	h.connWG.Done()
+}
+
+// releaseLocked gives back the participant's and the credential's share of
+// a slot admit took; counts that reach zero are deleted, so the maps hold
+// only keys with a connection (at most maxConns of each). connMu is held.
+func (h *Hub) releaseLocked(participant, credential string) {
+	if h.participantConns[participant]--; h.participantConns[participant] <= 0 {
+		delete(h.participantConns, participant)
+	}
+	if credential == "" {
+		return
+	}
+	if h.credentialConns[credential]--; h.credentialConns[credential] <= 0 {
+		delete(h.credentialConns, credential)
+	}
 }
 
 // start binds c to its participant, positions its cursor and queues the

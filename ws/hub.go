@@ -43,6 +43,14 @@ type Hub struct {
 	draining  bool
 	connWG    sync.WaitGroup
 
+	// Connections (started or upgrading) per participant and per
+	// credential key, for the per-participant and per-credential caps;
+	// guarded by connMu. Attaches grow them; an entry is deleted when its
+	// count reaches zero, so each holds at most one key per connection slot
+	// (at most maxConns keys).
+	participantConns map[string]int
+	credentialConns  map[string]int
+
 	stopSweep chan struct{}
 	sweepDone chan struct{}
 	stopOnce  sync.Once
@@ -130,6 +138,7 @@ func NewHub(cfg Config) *Hub {
 	for i := range h.shards {
 		h.shards[i].m = make(map[string]*Participant)
 	}
+	h.participantConns, h.credentialConns = make(map[string]int), make(map[string]int)
 	go h.sweepLoop()
 	return h
 }

@@ -56,6 +56,8 @@ type serveFlags struct {
 	configFile                   string
 	printConfig                  bool
 	debugListen                  string
+
+	maxConnsPerParticipant, maxConnsPerCredential int
 }
 
 func newServeFlags() (*flag.FlagSet, *serveFlags) {
@@ -77,6 +79,8 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.DurationVar(&f.offlineTTL, "offline-ttl", 2*time.Minute, "how long a detached participant stays routable")
 	fs.DurationVar(&f.dedupeWindow, "dedupe-window", 10*time.Minute, "how long a retried (sender_id, event_id) is not delivered again")
 	fs.IntVar(&f.maxConnections, "max-connections", 100000, "WebSocket connections per node (503 past it)")
+	fs.IntVar(&f.maxConnsPerParticipant, "max-connections-per-participant", 8, "WebSocket connections one participant holds on this node (429 past it)")
+	fs.IntVar(&f.maxConnsPerCredential, "max-connections-per-credential", 0, "WebSocket connections attached with one API key or participant token's subject on this node (429 past it; default: a quarter of --max-connections)")
 	fs.IntVar(&f.writeQueueBytes, "write-queue-bytes", 4<<20, "unsent bytes a connection may fall behind before close 4000")
 	fs.DurationVar(&f.writeTimeout, "write-timeout", 10*time.Second, "deadline of one WebSocket write")
 	fs.DurationVar(&f.coalesceWindow, "coalesce-window", 0, "how long a woken WebSocket writer waits so that events arriving meanwhile share one write (0: write at once)")
@@ -101,7 +105,7 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.tokenSecret, "token-secret", "", "secret that verifies participant tokens (HS256); prefer SWITCHYARD_TOKEN_SECRET or --token-secret-file")
 	fs.StringVar(&f.tokenSecretFile, "token-secret-file", "", "file holding the participant token secret")
 	fs.DurationVar(&f.tokenLeeway, "token-leeway", 30*time.Second, "clock skew allowed on a token's exp and nbf")
-	fs.Float64Var(&f.rateLimit, "rate-limit", 10000, "requests per second per credential on submit, attach and session changes (429 past it; -1: off)")
+	fs.Float64Var(&f.rateLimit, "rate-limit", 10000, "requests per second per credential on submit, attach and session changes, WebSocket submit, join and leave frames included (429 past it; -1: off)")
 	fs.IntVar(&f.rateBurst, "rate-burst", 0, "burst of the rate limit (default: twice --rate-limit)")
 	fs.Var(&f.allowedOrigins, "allowed-origins", "Origin host pattern a browser WebSocket may come from, e.g. app.example.com or *.example.com (repeatable)")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate: serve HTTPS and WSS (with --tls-key)")
@@ -194,45 +198,47 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 		secret = []byte(strings.TrimSpace(string(b)))
 	}
 	return sidecar.Config{
-		Listen:                    f.listen,
-		AdvertiseURL:              f.advertiseURL,
-		NodeName:                  f.nodeName,
-		APIKeys:                   keys,
-		Insecure:                  f.insecure,
-		MaxBodyBytes:              f.maxBodyBytes,
-		MaxMessageBytes:           f.maxMessageBytes,
-		MaxMetadataKeys:           f.maxMetadataKeys,
-		MaxFrameBytes:             f.maxFrameBytes,
-		MaxSessionsPerParticipant: f.maxSessions,
-		MailboxSize:               f.mailboxSize,
-		MailboxTTL:                f.mailboxTTL,
-		OfflineTTL:                f.offlineTTL,
-		DedupeWindow:              f.dedupeWindow,
-		WriteQueueBytes:           f.writeQueueBytes,
-		WriteTimeout:              f.writeTimeout,
-		CoalesceWindow:            f.coalesceWindow,
-		MaxBatchBytes:             f.maxBatchBytes,
-		MaxConnections:            f.maxConnections,
-		DrainTimeout:              f.drainTimeout,
-		ReadHeaderTimeout:         f.readHeaderTimeout,
-		IdleTimeout:               f.idleTimeout,
-		TokenSecret:               secret,
-		TokenLeeway:               f.tokenLeeway,
-		RateLimit:                 f.rateLimit,
-		RateBurst:                 f.rateBurst,
-		AllowedOrigins:            f.allowedOrigins,
-		TLSCert:                   f.tlsCert,
-		TLSKey:                    f.tlsKey,
-		PeerCA:                    f.peerCA,
-		ClusterKey:                f.clusterKey,
-		ExternalKey:               f.externalKey,
-		AllowGateways:             f.allowGateways,
-		ForwardTimeout:            f.forwardTimeout,
-		MaxExternalParticipants:   f.maxExternals,
-		MaxExternalsPerCredential: f.maxExternalsPerCredential,
-		ExternalTTL:               f.externalTTL,
-		ExternalFailureLimit:      f.externalFailureLimit,
-		ExternalRetryAfter:        f.externalRetryAfter,
+		Listen:                       f.listen,
+		AdvertiseURL:                 f.advertiseURL,
+		NodeName:                     f.nodeName,
+		APIKeys:                      keys,
+		Insecure:                     f.insecure,
+		MaxBodyBytes:                 f.maxBodyBytes,
+		MaxMessageBytes:              f.maxMessageBytes,
+		MaxMetadataKeys:              f.maxMetadataKeys,
+		MaxFrameBytes:                f.maxFrameBytes,
+		MaxSessionsPerParticipant:    f.maxSessions,
+		MailboxSize:                  f.mailboxSize,
+		MailboxTTL:                   f.mailboxTTL,
+		OfflineTTL:                   f.offlineTTL,
+		DedupeWindow:                 f.dedupeWindow,
+		WriteQueueBytes:              f.writeQueueBytes,
+		WriteTimeout:                 f.writeTimeout,
+		CoalesceWindow:               f.coalesceWindow,
+		MaxBatchBytes:                f.maxBatchBytes,
+		MaxConnections:               f.maxConnections,
+		DrainTimeout:                 f.drainTimeout,
+		ReadHeaderTimeout:            f.readHeaderTimeout,
+		IdleTimeout:                  f.idleTimeout,
+		TokenSecret:                  secret,
+		TokenLeeway:                  f.tokenLeeway,
+		RateLimit:                    f.rateLimit,
+		RateBurst:                    f.rateBurst,
+		AllowedOrigins:               f.allowedOrigins,
+		TLSCert:                      f.tlsCert,
+		TLSKey:                       f.tlsKey,
+		PeerCA:                       f.peerCA,
+		ClusterKey:                   f.clusterKey,
+		ExternalKey:                  f.externalKey,
+		AllowGateways:                f.allowGateways,
+		ForwardTimeout:               f.forwardTimeout,
+		MaxExternalParticipants:      f.maxExternals,
+		MaxExternalsPerCredential:    f.maxExternalsPerCredential,
+		ExternalTTL:                  f.externalTTL,
+		ExternalFailureLimit:         f.externalFailureLimit,
+		ExternalRetryAfter:           f.externalRetryAfter,
+		MaxConnectionsPerParticipant: f.maxConnsPerParticipant,
+		MaxConnectionsPerCredential:  f.maxConnsPerCredential,
 		Gossip: &membership.GossipConfig{
 			Bind:           f.gossipBind,
 			Advertise:      f.gossipAdvertise,
