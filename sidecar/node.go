@@ -150,6 +150,8 @@ func New(cfg Config) (*Node, error) {
 		Logger:                    n.log,
 	})
 	n.gw.hub = n.hub
+	n.gw.holdFor = n.hub.Settings().OfflineTTL
+	n.gw.stateLimit = cfg.MaxHandoffBytes
 	n.newConns = map[net.Conn]struct{}{}
 	n.srv = &http.Server{
 		ConnState:         n.trackConn,

@@ -29,6 +29,7 @@ type serveFlags struct {
 	dedupeWindow                    time.Duration
 	maxMetadataKeys, maxSessions    int
 	maxFrameBytes                   int64
+	maxHandoffBytes                 int64
 	drainTimeout, writeTimeout      time.Duration
 	coalesceWindow                  time.Duration
 	maxBatchBytes                   int
@@ -71,6 +72,7 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.IntVar(&f.mailboxSize, "mailbox-size", 1024, "events kept per participant for resumption")
 	fs.DurationVar(&f.mailboxTTL, "mailbox-ttl", 5*time.Minute, "how long an event stays in a mailbox")
 	fs.DurationVar(&f.offlineTTL, "offline-ttl", 2*time.Minute, "how long a detached participant stays routable")
+	fs.Int64Var(&f.maxHandoffBytes, "max-handoff-bytes", 0, "largest participant state (mailbox, seqs, dedupe keys) moved between nodes (default: what the fullest mailbox can hold)")
 	fs.DurationVar(&f.dedupeWindow, "dedupe-window", 10*time.Minute, "how long a retried (sender_id, event_id) is not delivered again")
 	fs.IntVar(&f.maxConnections, "max-connections", 100000, "WebSocket connections per node (503 past it)")
 	fs.IntVar(&f.writeQueueBytes, "write-queue-bytes", 4<<20, "unsent bytes a connection may fall behind before close 4000")
@@ -198,6 +200,7 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 		MailboxSize:               f.mailboxSize,
 		MailboxTTL:                f.mailboxTTL,
 		OfflineTTL:                f.offlineTTL,
+		MaxHandoffBytes:           f.maxHandoffBytes,
 		DedupeWindow:              f.dedupeWindow,
 		WriteQueueBytes:           f.writeQueueBytes,
 		WriteTimeout:              f.writeTimeout,
