@@ -292,8 +292,9 @@ type faultProxy struct {
 	seen []seenDelivery
 	wg   sync.WaitGroup
 
-	releaseCuts atomic.Int64 // release answers still to cut halfway
-	releasesCut atomic.Int64 // release answers cut so far
+	releaseCuts  atomic.Int64 // release answers still to cut halfway
+	releasesCut  atomic.Int64 // release answers cut so far
+	failConfirms atomic.Bool  // a release's confirm is answered 500, never reaching the node
 
 	connMu sync.Mutex // not mu: http.Server.Close, called under mu, closes tracked conns
 	cut    bool
@@ -424,6 +425,10 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "proxy stopped", http.StatusServiceUnavailable)
 		return
 	}
+	if r.URL.Path == releasePath && p.failConfirms.Load() && isConfirm(r) {
+		http.Error(w, "confirm lost (injected by the test)", http.StatusInternalServerError)
+		return
+	}
 	if r.URL.Path == releasePath && p.releaseCuts.Add(-1) >= 0 {
 		p.cutAnswer(w, r)
 		return
@@ -489,6 +494,15 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // participant go), the asking peer gets half the body and a closed
 // connection.
 func (p *faultProxy) cutReleaseAnswers(n int64) { p.releaseCuts.Store(n) }
+
+// isConfirm reports whether r is a release's confirm; r's body stays
+// readable.
+func isConfirm(r *http.Request) bool {
+	body, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	var ref participantRef
+	return json.Unmarshal(body, &ref) == nil && ref.Confirm
+}
 
 // cutAnswer passes r to the node and sends back half its answer, with the
 // whole answer's Content-Length, then closes the connection.

@@ -345,3 +345,37 @@ func TestTakeoverPastMaxHandoffBytesLeavesTheParticipantHome(t *testing.T) {
 	assert.Equal(t, float64(missed), w["seq"])
 	readMissed(t, back, missed, 1)
 }
+
+// TestAHeldCopyIsDroppedWhenTheParticipantComesBack: bob moves from node 1
+// to node 2 and node 2's confirm is lost, so node 1 keeps a copy of what
+// it released. Bob comes back to node 1 (taken over from node 2), then
+// moves to node 2 again: node 1 hands over the bob it has now, not the
+// stale copy, and he gets the newest event once, seq continuing.
+func TestAHeldCopyIsDroppedWhenTheParticipantComesBack(t *testing.T) {
+	px := newFaultProxy(t)
+	nodes := cfCluster(t, 2, Config{ForwardTimeout: 2 * time.Second}, map[int]*faultProxy{0: px}, nil)
+	px.failConfirms.Store(true)
+	require.NoError(t, nodes[0].gw.join("bob", "ai", "s1"))
+	waitHomedOn(t, nodes[1], "bob", "node-1")
+	queueNumbered(t, nodes[0], 1, 3)
+
+	moveTo := func(node *Node, first, last int) {
+		t.Helper()
+		c, _ := attach(t, node, "bob", url.Values{"batch": {"1"}}, nil)
+		for i := first; i <= last; i++ {
+			f := c.next()
+			require.Equal(t, uint64(i), seqOf(f))
+			require.Equal(t, strconv.Itoa(i), strings.SplitN(f["event"].(map[string]any)["message"].(string), " ", 2)[0])
+		}
+		require.NoError(t, c.conn.Close(websocket.StatusNormalClosure, ""))
+		for _, n := range nodes {
+			waitHomedOn(t, n, "bob", node.Name())
+		}
+	}
+	moveTo(nodes[1], 1, 3)
+	require.Equal(t, 1, nodes[0].gw.held.count(), "the confirm was lost: node 1 holds its copy")
+	queueNumbered(t, nodes[1], 4, 5)
+	moveTo(nodes[0], 4, 5)
+	queueNumbered(t, nodes[0], 6, 6)
+	moveTo(nodes[1], 6, 6)
+}
