@@ -130,72 +130,78 @@ type restoreRequest struct {
 // released until the new home confirms it has it, so that a transfer cut
 // midway can be asked for again (the same answer) or given back (restored
 // here). A release adds an entry, which replaces the participant it
-// exported in memory; a confirm, a restore or expiry removes it. Entries
-// expire after --offline-ttl, when the participant, offline here, would
-// have been dropped anyway; expired ones are pruned at most once a second.
+// exported in memory; a confirm, a restore, this node taking the
+// participant over again, or a timer after --offline-ttl (when the
+// participant, offline here, would have been dropped anyway) removes it.
+// A timer is no goroutine until it fires, and then a short one.
 type heldStates struct {
-	mu        sync.Mutex
-	entries   map[string]heldState
-	lastPrune time.Time
+	mu      sync.Mutex
+	entries map[string]heldState
 }
 
 type heldState struct {
-	st    *ws.ParticipantState
-	to    string // the node it was released to
-	until time.Time
+	st     *ws.ParticipantState
+	to     string // the node it was released to
+	expiry *time.Timer
 }
 
-// hold keeps st, released to node to, until until.
-func (h *heldStates) hold(st *ws.ParticipantState, to string, until, now time.Time) {
+// hold keeps st, released to node to, for ttl.
+func (h *heldStates) hold(st *ws.ParticipantState, to string, ttl time.Duration) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.entries == nil {
 		h.entries = map[string]heldState{}
 	}
-	if now.Sub(h.lastPrune) >= time.Second {
-		h.lastPrune = now
-		for id, e := range h.entries {
-			if now.After(e.until) {
-				delete(h.entries, id)
-			}
-		}
+	h.removeLocked(st.ID)
+	h.entries[st.ID] = heldState{st: st, to: to, expiry: time.AfterFunc(ttl, func() { h.expire(st) })}
+}
+
+// expire drops st unless another state of its participant replaced it.
+func (h *heldStates) expire(st *ws.ParticipantState) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if e, ok := h.entries[st.ID]; ok && e.st == st {
+		delete(h.entries, st.ID)
 	}
-	h.entries[st.ID] = heldState{st: st, to: to, until: until}
 }
 
 // get returns the state of id held for node to, or nil.
-func (h *heldStates) get(id, to string, now time.Time) *ws.ParticipantState {
+func (h *heldStates) get(id, to string) *ws.ParticipantState {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if e, ok := h.entries[id]; ok && e.to == to && now.Before(e.until) {
+	if e, ok := h.entries[id]; ok && e.to == to {
 		return e.st
 	}
 	return nil
 }
 
 // take returns the state of id held for node to, or nil, and forgets it.
-func (h *heldStates) take(id, to string, now time.Time) *ws.ParticipantState {
+func (h *heldStates) take(id, to string) *ws.ParticipantState {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	e, ok := h.entries[id]
 	if !ok || e.to != to {
 		return nil
 	}
-	delete(h.entries, id)
-	if now.After(e.until) {
-		return nil
-	}
+	h.removeLocked(id)
 	return e.st
+}
+
+func (h *heldStates) removeLocked(id string) {
+	if e, ok := h.entries[id]; ok {
+		e.expiry.Stop()
+		delete(h.entries, id)
+	}
 }
 
 // drop forgets whatever state of id is held.
 func (h *heldStates) drop(id string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	delete(h.entries, id)
+	h.removeLocked(id)
 }
 
-// count is the number of states held (expired ones included until pruned).
+// count is the number of states held.
 func (h *heldStates) count() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -467,14 +473,14 @@ func (n *Node) handleRelease(w http.ResponseWriter, r *http.Request) error {
 	}
 	now := n.gw.now()
 	if ref.Confirm {
-		n.gw.held.take(ref.ParticipantID, ref.From, now)
+		n.gw.held.take(ref.ParticipantID, ref.From)
 		writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
 		return nil
 	}
 	// Noted before the export: a delivery that finds the participant gone
 	// an instant later must already know where it went.
 	n.gw.moved.note(ref.ParticipantID, ref.From, now)
-	if st := n.gw.held.get(ref.ParticipantID, ref.From, now); st != nil {
+	if st := n.gw.held.get(ref.ParticipantID, ref.From); st != nil {
 		return respond(w, st) // the answer was lost on its way: the same again
 	}
 	st, res := n.hub.Export(ref.ParticipantID)
@@ -486,7 +492,7 @@ func (n *Node) handleRelease(w http.ResponseWriter, r *http.Request) error {
 	case ws.BeingMoved: // a 503 is retried by the asking peer, with backoff
 		return newError(http.StatusServiceUnavailable, "participant_moving", "", "this node is taking the participant over; ask again")
 	}
-	n.gw.held.hold(&st, ref.From, now.Add(n.gw.holdFor), now)
+	n.gw.held.hold(&st, ref.From, n.gw.holdFor)
 	n.log.Debug("released a participant", "participant", ref.ParticipantID, "to", ref.From, "events", len(st.Events))
 	return respond(w, st)
 }
@@ -509,7 +515,7 @@ func (n *Node) handleRestore(w http.ResponseWriter, r *http.Request) error {
 	if req.From == "" {
 		return fieldError(codeMissingField, "from", "from names the node that gives the participant back")
 	}
-	st := n.gw.held.take(req.ParticipantID, req.From, n.gw.now())
+	st := n.gw.held.take(req.ParticipantID, req.From)
 	if !n.hub.Restore(req.ParticipantID, st, req.Events) {
 		return newError(http.StatusNotFound, "participant_not_found", "", "this node holds nothing of the participant")
 	}

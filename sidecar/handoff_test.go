@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/switchyard-gw/switchyard/ws"
 )
 
 func TestSuccessorsAreStableAndSpread(t *testing.T) {
@@ -378,4 +379,22 @@ func TestAHeldCopyIsDroppedWhenTheParticipantComesBack(t *testing.T) {
 	moveTo(nodes[0], 4, 5)
 	queueNumbered(t, nodes[0], 6, 6)
 	moveTo(nodes[1], 6, 6)
+}
+
+// TestHeldStatesExpire: a held state is dropped when its time is up, and
+// the expiry of a replaced one does not drop its replacement.
+func TestHeldStatesExpire(t *testing.T) {
+	var h heldStates
+	h.hold(&ws.ParticipantState{ID: "bob"}, "node-2", time.Millisecond)
+	require.Eventually(t, func() bool { return h.count() == 0 }, 10*time.Second, time.Millisecond)
+
+	first := &ws.ParticipantState{ID: "carol"}
+	h.hold(first, "node-2", time.Hour)
+	second := &ws.ParticipantState{ID: "carol"}
+	h.hold(second, "node-3", time.Hour)
+	h.expire(first) // as the replaced timer would, had it fired
+	assert.Nil(t, h.get("carol", "node-2"))
+	assert.Same(t, second, h.get("carol", "node-3"))
+	assert.Same(t, second, h.take("carol", "node-3"))
+	assert.Zero(t, h.count())
 }
