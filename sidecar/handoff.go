@@ -373,8 +373,8 @@ func (g *Gateway) afterRelease(ctx context.Context) (context.Context, context.Ca
 	return context.WithTimeout(context.WithoutCancel(ctx), g.forwardTimeout/2)
 }
 
-// postTo posts body to path on node, retrying within ctx, for an answer of
-// up to g.stateLimit bytes.
+// postTo posts body to path on node, retrying within ctx, for an ordinary
+// (small) answer.
 func (g *Gateway) postTo(ctx context.Context, node, path string, body []byte) (peerAnswer, error) {
 	base, ok := g.cluster.NodeURL(node)
 	if !ok {
