@@ -70,6 +70,7 @@ func (n *Node) routes() http.Handler {
 			r.Post("/deliveries", serve(n.handleDeliver))
 			r.Post("/cluster/directory", serve(n.handleDirectoryPush))
 			r.Post("/cluster/release", serve(n.handleRelease))
+			r.Post("/cluster/restore", serve(n.handleRestore))
 			r.Post("/cluster/takeover", serve(n.handleTakeover))
 		})
 	})

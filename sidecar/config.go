@@ -131,6 +131,15 @@ type Config struct {
 	ForwardTimeout time.Duration
 	// PeerAttemptTimeout bounds one request to a peer or gateway. Default 2s.
 	PeerAttemptTimeout time.Duration
+	// MaxHandoffBytes bounds a participant's state as it travels between
+	// nodes when it moves (the release answer, a give-back after a failed
+	// transfer); past it the transfer fails and the participant stays on its
+	// old home (--max-handoff-bytes). Default: what the fullest mailbox can
+	// take, MailboxSize events of the largest encoding a MaxBodyBytes body
+	// has (see maxStateBytes): about 8.6 GB with the defaults, so it never
+	// refuses a mailbox the node accepted. Lower it only along with a
+	// byte bound on mailboxes.
+	MaxHandoffBytes int64
 	// MaxExternalParticipants bounds the external participants this node
 	// registers (503 too_many_external_participants past it). Default 10000.
 	MaxExternalParticipants int
@@ -220,6 +229,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PeerAttemptTimeout <= 0 {
 		c.PeerAttemptTimeout = 2 * time.Second
+	}
+	if c.MaxHandoffBytes <= 0 {
+		c.MaxHandoffBytes = maxStateBytes(c.MaxBodyBytes, c.MailboxSize)
 	}
 	if c.MaxExternalParticipants <= 0 {
 		c.MaxExternalParticipants = 10000

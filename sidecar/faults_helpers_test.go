@@ -292,6 +292,10 @@ type faultProxy struct {
 	seen []seenDelivery
 	wg   sync.WaitGroup
 
+	releaseCuts  atomic.Int64 // release answers still to cut halfway
+	releasesCut  atomic.Int64 // release answers cut so far
+	failConfirms atomic.Bool  // a release's confirm is answered 500, never reaching the node
+
 	connMu sync.Mutex // not mu: http.Server.Close, called under mu, closes tracked conns
 	cut    bool
 	conns  map[*trackedConn]struct{}
@@ -421,6 +425,14 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "proxy stopped", http.StatusServiceUnavailable)
 		return
 	}
+	if r.URL.Path == releasePath && p.failConfirms.Load() && isConfirm(r) {
+		http.Error(w, "confirm lost (injected by the test)", http.StatusInternalServerError)
+		return
+	}
+	if r.URL.Path == releasePath && p.releaseCuts.Add(-1) >= 0 {
+		p.cutAnswer(w, r)
+		return
+	}
 	if r.URL.Path != apiDeliveriesPath || r.Method != http.MethodPost {
 		p.rp.ServeHTTP(w, r)
 		return
@@ -475,6 +487,51 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	p.rp.ServeHTTP(w, r)
+}
+
+// cutReleaseAnswers makes the proxy cut the next n answers to
+// POST /v1/gateway/cluster/release halfway: the node answered (and let the
+// participant go), the asking peer gets half the body and a closed
+// connection.
+func (p *faultProxy) cutReleaseAnswers(n int64) { p.releaseCuts.Store(n) }
+
+// isConfirm reports whether r is a release's confirm; r's body stays
+// readable.
+func isConfirm(r *http.Request) bool {
+	body, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	var ref participantRef
+	return json.Unmarshal(body, &ref) == nil && ref.Confirm
+}
+
+// cutAnswer passes r to the node and sends back half its answer, with the
+// whole answer's Content-Length, then closes the connection.
+func (p *faultProxy) cutAnswer(w http.ResponseWriter, r *http.Request) {
+	out := r.Clone(r.Context())
+	target := *p.target.Load()
+	target.Path = r.URL.Path
+	out.URL, out.RequestURI, out.Host = &target, "", ""
+	resp, err := p.tr.RoundTrip(out)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		return
+	}
+	c, buf, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	p.releasesCut.Add(1)
+	_, _ = fmt.Fprintf(buf, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
+		resp.StatusCode, http.StatusText(resp.StatusCode), len(body))
+	_, _ = buf.Write(body[:len(body)/2])
+	_ = buf.Flush()
 }
 
 // cutListener is a faultProxy's listener: while the proxy is cut it closes

@@ -32,6 +32,9 @@ type Gateway struct {
 	forwardTimeout time.Duration
 	externals      *externals
 	moved          movedTo
+	held           heldStates    // states released to a peer, until it confirms
+	holdFor        time.Duration // how long a released state is held: the offline TTL
+	stateLimit     int64         // the largest participant state a hand-off carries
 	// closed is set when the node starts draining: it takes no more
 	// submits (its directory stops being kept up to date once it leaves).
 	closed  atomic.Bool

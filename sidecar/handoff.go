@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"hash/fnv"
 	"net/http"
 	"slices"
@@ -24,8 +26,12 @@ import (
 //     prepares the participant (buffering deliveries) and announces the new
 //     home to every peer, asks the old home to release it (POST
 //     /v1/gateway/cluster/release answers the mailbox, seq counter and
-//     dedupe keys, and the old home forgets it, forwarding what still
-//     reaches it), then installs that state and the buffered deliveries.
+//     dedupe keys; the old home takes it out of its hub, forwarding what
+//     still reaches it, but holds the state until the new home confirms),
+//     then installs that state and the buffered deliveries, and confirms.
+//     A transfer that fails is asked for again (the same held state), then
+//     given back (POST /v1/gateway/cluster/restore, with the deliveries
+//     buffered meanwhile): never started afresh over a mailbox that exists.
 //   - A draining node, after closing its WebSockets with 1001, asks a
 //     successor to take over each participant still here (POST
 //     /v1/gateway/cluster/takeover), so that events for a participant
@@ -34,10 +40,27 @@ import (
 
 const (
 	releasePath  = "/v1/gateway/cluster/release"
+	restorePath  = "/v1/gateway/cluster/restore"
 	takeoverPath = "/v1/gateway/cluster/takeover"
 	// handoffWorkers bounds the takeovers a draining node runs at once.
 	handoffWorkers = 16
 )
+
+// maxStateBytes is the largest JSON encoding of a participant's state
+// (ws.ParticipantState) that a node with these settings can hold: every
+// slot of the mailbox (mailboxSize; 0 takes ws's default, 1024) with the
+// largest event, and as many dedupe keys. An event's frame is its body
+// re-encoded, where json.Marshal may write 6 bytes for 1 (\u003c for <),
+// plus its envelope (ids, traceparent: under 2 KiB); it travels as base64
+// (4/3), with its seq, id, time and key (under 512 bytes).
+func maxStateBytes(maxBodyBytes int64, mailboxSize int) int64 {
+	if mailboxSize <= 0 {
+		mailboxSize = 1024
+	}
+	perEvent := (6*maxBodyBytes+2<<10)*4/3 + 512
+	const perDedupeKey = 64
+	return int64(mailboxSize)*(perEvent+perDedupeKey) + 64<<10
+}
 
 // movedTo remembers, for a while, where this node released participants
 // to, so that deliveries reaching it from peers whose directory lags are
@@ -72,6 +95,13 @@ func (m *movedTo) note(id, node string, now time.Time) {
 	m.entries[id] = movedEntry{node: node, until: now.Add(movedMemory)}
 }
 
+// forget drops what note remembered of id: it is back here.
+func (m *movedTo) forget(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.entries, id)
+}
+
 func (m *movedTo) lookup(id string, now time.Time) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -84,6 +114,98 @@ func (m *movedTo) lookup(id string, now time.Time) string {
 type participantRef struct {
 	ParticipantID string `json:"participant_id"`
 	From          string `json:"from,omitempty"`
+	// Confirm, in a release: the state arrived and is installed at From;
+	// the old home drops the copy it held.
+	Confirm bool `json:"confirm,omitempty"`
+}
+
+// restoreRequest gives a participant back to its old home after a failed
+// transfer, with the deliveries the would-be new home buffered meanwhile.
+type restoreRequest struct {
+	participantRef
+	Events []ws.EventState `json:"events"`
+}
+
+// heldStates keeps, on an old home, the state of each participant it
+// released until the new home confirms it has it, so that a transfer cut
+// midway can be asked for again (the same answer) or given back (restored
+// here). A release adds an entry, which replaces the participant it
+// exported in memory; a confirm, a restore, this node taking the
+// participant over again, or a timer after --offline-ttl (when the
+// participant, offline here, would have been dropped anyway) removes it.
+// A timer is no goroutine until it fires, and then a short one.
+type heldStates struct {
+	mu      sync.Mutex
+	entries map[string]heldState
+}
+
+type heldState struct {
+	st     *ws.ParticipantState
+	to     string // the node it was released to
+	expiry *time.Timer
+}
+
+// hold keeps st, released to node to, for ttl.
+func (h *heldStates) hold(st *ws.ParticipantState, to string, ttl time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.entries == nil {
+		h.entries = map[string]heldState{}
+	}
+	h.removeLocked(st.ID)
+	h.entries[st.ID] = heldState{st: st, to: to, expiry: time.AfterFunc(ttl, func() { h.expire(st) })}
+}
+
+// expire drops st unless another state of its participant replaced it.
+func (h *heldStates) expire(st *ws.ParticipantState) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if e, ok := h.entries[st.ID]; ok && e.st == st {
+		delete(h.entries, st.ID)
+	}
+}
+
+// get returns the state of id held for node to, or nil.
+func (h *heldStates) get(id, to string) *ws.ParticipantState {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if e, ok := h.entries[id]; ok && e.to == to {
+		return e.st
+	}
+	return nil
+}
+
+// take returns the state of id held for node to, or nil, and forgets it.
+func (h *heldStates) take(id, to string) *ws.ParticipantState {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e, ok := h.entries[id]
+	if !ok || e.to != to {
+		return nil
+	}
+	h.removeLocked(id)
+	return e.st
+}
+
+func (h *heldStates) removeLocked(id string) {
+	if e, ok := h.entries[id]; ok {
+		e.expiry.Stop()
+		delete(h.entries, id)
+	}
+}
+
+// drop forgets whatever state of id is held.
+func (h *heldStates) drop(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.removeLocked(id)
+}
+
+// count is the number of states held.
+func (h *heldStates) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.entries)
 }
 
 // otherHomes lists the peers where participant id lives (the candidates
@@ -113,12 +235,19 @@ var errMoving = newError(http.StatusServiceUnavailable, "participant_moving", ""
 // says a client is waiting to attach: when another node won a race for the
 // participant, it follows it there (a few rounds) rather than give up, and
 // fails with errMoving rather than start the participant afresh.
+//
+// A release whose answer does not arrive whole (cut, undecodable, too
+// long) is asked for again: the old home answers the state it holds. If it
+// still fails, the participant is given back to the old home with what was
+// buffered here (errMoving): it never starts afresh over a mailbox that
+// exists.
 func (g *Gateway) takeover(ctx context.Context, id, typ string, sessions []string, from []string, forAttach bool) error {
 	p, created := g.hub.Prepare(id, typ, sessions)
 	if !created {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, g.forwardTimeout)
+	// The release's retries end early enough to leave time for a give-back.
+	ctx, cancel := context.WithTimeout(ctx, g.forwardTimeout*3/4)
 	defer cancel()
 	// Every peer should route to this node too before the old home lets go;
 	// a few tries of Sync (1 s each) cover a slow peer. Past that, the old
@@ -135,12 +264,17 @@ func (g *Gateway) takeover(ctx context.Context, id, typ string, sessions []strin
 			from = g.homesElsewhere(id) // where the winner of a race has it now
 		}
 		for _, node := range from {
-			st, status := g.release(ctx, node, id)
+			st, status, err := g.release(ctx, node, id)
 			attachedElsewhere = attachedElsewhere || status == http.StatusConflict
-			if st != nil {
+			switch {
+			case st != nil:
 				g.hub.Install(p, st)
+				g.held.drop(id) // a copy held from an earlier release here is stale now
+				g.confirmRelease(ctx, node, id)
 				g.metrics.Handoffs.WithLabelValues("taken").Inc()
 				return nil
+			case err != nil: // node may have let go of it without this node getting it
+				return g.giveBack(ctx, p, node, typ, sessions, err)
 			}
 		}
 		if attachedElsewhere || len(g.homesElsewhere(id)) == 0 {
@@ -167,24 +301,86 @@ func (g *Gateway) takeover(ctx context.Context, id, typ string, sessions []strin
 	return nil
 }
 
-// release asks node to hand participant id over; it returns the state, or
-// nil and the status the node answered (0: unreachable).
-func (g *Gateway) release(ctx context.Context, node, id string) (*ws.ParticipantState, int) {
+// release asks node to hand participant id over. It returns the state; or
+// nil and the status node answered (404 not there, 409 attached there);
+// or nil and an error when no whole answer came (node unreachable, or the
+// answer cut, undecodable or too long): node may have let go of it then.
+func (g *Gateway) release(ctx context.Context, node, id string) (*ws.ParticipantState, int, error) {
 	base, ok := g.cluster.NodeURL(node)
 	if !ok {
-		return nil, 0
+		return nil, 0, nil // not a member: it holds nothing
 	}
 	req, _ := json.Marshal(participantRef{ParticipantID: id, From: g.self})
-	ans, err := g.peers.post(ctx, strings.TrimSuffix(base, "/")+releasePath, req, g.clusterKey, 0)
+	// A cut answer is a read error, which postUpTo retries: node answers
+	// the state it holds for this node again.
+	ans, err := g.peers.postUpTo(ctx, strings.TrimSuffix(base, "/")+releasePath, req, g.clusterKey, 0, g.stateLimit)
 	if err != nil || ans.Status != http.StatusOK {
-		return nil, ans.Status
+		return nil, ans.Status, err
 	}
 	var st ws.ParticipantState
 	if err := json.Unmarshal(ans.Body, &st); err != nil {
-		g.log.Warn("a released participant's state does not decode", "participant", id, "from", node, "err", err)
-		return nil, 0
+		return nil, 0, fmt.Errorf("the released state does not decode: %w", err)
 	}
-	return &st, http.StatusOK
+	return &st, http.StatusOK, nil
+}
+
+// confirmRelease tells node that the participant's state is installed here,
+// so that it drops the copy it held. Without it the copy expires.
+func (g *Gateway) confirmRelease(ctx context.Context, node, id string) {
+	ctx, cancel := g.afterRelease(ctx)
+	defer cancel()
+	base, ok := g.cluster.NodeURL(node)
+	if !ok {
+		return
+	}
+	req, _ := json.Marshal(participantRef{ParticipantID: id, From: g.self, Confirm: true})
+	if _, err := g.peers.post(ctx, strings.TrimSuffix(base, "/")+releasePath, req, g.clusterKey, 0); err != nil {
+		g.log.Info("confirming a release failed; the old home's copy expires", "participant", id, "from", node, "err", err)
+	}
+}
+
+// giveBack ends a takeover whose transfer failed: node gets the
+// participant back, with the deliveries buffered here, and the attaching
+// client is told to try again (errMoving). When node cannot take it back
+// either, the participant starts afresh here with what was buffered, and
+// node's copy waits there until it expires.
+func (g *Gateway) giveBack(ctx context.Context, p *ws.Participant, node, typ string, sessions []string, cause error) error {
+	id := p.ID()
+	ctx, cancel := g.afterRelease(ctx)
+	defer cancel()
+	// From now on, what reaches this node for id goes to node.
+	g.moved.note(id, node, g.now())
+	buffered := g.hub.GiveBack(p)
+	body, _ := json.Marshal(restoreRequest{participantRef: participantRef{ParticipantID: id, From: g.self}, Events: buffered})
+	ans, err := g.postTo(ctx, node, restorePath, body)
+	if err == nil && ans.Status == http.StatusOK {
+		g.log.Warn("taking a participant over failed; it stays on its old home", "participant", id, "from", node, "err", cause)
+		g.metrics.Handoffs.WithLabelValues("returned").Inc()
+		return errMoving
+	}
+	g.moved.forget(id)
+	g.log.Warn("taking a participant over failed and its old home cannot take it back; it starts afresh here",
+		"participant", id, "from", node, "err", cause, "restore_status", ans.Status, "restore_err", err)
+	g.metrics.Handoffs.WithLabelValues("failed").Inc()
+	g.hub.Restore(id, &ws.ParticipantState{ID: id, Type: typ, Sessions: sessions}, buffered)
+	return nil
+}
+
+// afterRelease is the context of what follows a release (confirm, give
+// back): not cut short by an attaching client that leaves, nor by the
+// release's own deadline, and bounded by half the forward timeout.
+func (g *Gateway) afterRelease(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), g.forwardTimeout/2)
+}
+
+// postTo posts body to path on node, retrying within ctx, for an ordinary
+// (small) answer.
+func (g *Gateway) postTo(ctx context.Context, node, path string, body []byte) (peerAnswer, error) {
+	base, ok := g.cluster.NodeURL(node)
+	if !ok {
+		return peerAnswer{}, errors.New("not a member of the cluster")
+	}
+	return g.peers.postUpTo(ctx, strings.TrimSuffix(base, "/")+path, body, g.clusterKey, 0, peerAnswerLimit)
 }
 
 // handOff asks successors to take over every participant still here; a
@@ -226,9 +422,11 @@ func (g *Gateway) askTakeover(ctx context.Context, node, id string) bool {
 		return false
 	}
 	req, _ := json.Marshal(participantRef{ParticipantID: id, From: g.self})
-	// One request, at most the forward timeout: a successor that is dead,
-	// or draining too (503), leaves time for the next within the drain.
-	ctx, cancel := context.WithTimeout(ctx, g.forwardTimeout)
+	// One request, bounded: a successor that is dead, or draining too
+	// (503), leaves time for the next within the drain. The successor's
+	// takeover takes at most 3/4 of the forward timeout, and a give-back
+	// after a failed transfer half of it more.
+	ctx, cancel := context.WithTimeout(ctx, g.forwardTimeout*3/2)
 	defer cancel()
 	ans, err := g.peers.postOnce(ctx, strings.TrimSuffix(base, "/")+takeoverPath, req, g.clusterKey)
 	if err != nil || ans.Status != http.StatusOK {
@@ -264,15 +462,27 @@ func successors(id string, peers []string) []string {
 	return out
 }
 
-// handleRelease hands a participant's state to the peer taking it over.
+// handleRelease hands a participant's state to the peer taking it over,
+// and keeps a copy until that peer confirms (a second release with
+// confirm), restores it, or the copy expires. Asked again by the same peer,
+// it answers the same state.
 func (n *Node) handleRelease(w http.ResponseWriter, r *http.Request) error {
 	ref, err := readParticipantRef(w, r)
 	if err != nil {
 		return err
 	}
+	now := n.gw.now()
+	if ref.Confirm {
+		n.gw.held.take(ref.ParticipantID, ref.From)
+		writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
+		return nil
+	}
 	// Noted before the export: a delivery that finds the participant gone
 	// an instant later must already know where it went.
-	n.gw.moved.note(ref.ParticipantID, ref.From, n.gw.now())
+	n.gw.moved.note(ref.ParticipantID, ref.From, now)
+	if st := n.gw.held.get(ref.ParticipantID, ref.From); st != nil {
+		return respond(w, st) // the answer was lost on its way: the same again
+	}
 	st, res := n.hub.Export(ref.ParticipantID)
 	switch res {
 	case ws.NotHere:
@@ -282,11 +492,43 @@ func (n *Node) handleRelease(w http.ResponseWriter, r *http.Request) error {
 	case ws.BeingMoved: // a 503 is retried by the asking peer, with backoff
 		return newError(http.StatusServiceUnavailable, "participant_moving", "", "this node is taking the participant over; ask again")
 	}
+	n.gw.held.hold(&st, ref.From, n.gw.holdFor)
 	n.log.Debug("released a participant", "participant", ref.ParticipantID, "to", ref.From, "events", len(st.Events))
 	return respond(w, st)
 }
 
-// handleTakeover takes a participant over from a draining peer.
+// handleRestore takes back a participant whose transfer to the asking peer
+// failed: the state this node held for it, and the deliveries the peer
+// buffered meanwhile.
+func (n *Node) handleRestore(w http.ResponseWriter, r *http.Request) error {
+	body, err := readBody(w, r, n.gw.stateLimit)
+	if err != nil {
+		return err
+	}
+	var req restoreRequest
+	if err := decodeJSON(body, &req); err != nil {
+		return err
+	}
+	if err := checkID(req.ParticipantID, "participant_id", ident.MaxParticipantID); err != nil {
+		return err
+	}
+	if req.From == "" {
+		return fieldError(codeMissingField, "from", "from names the node that gives the participant back")
+	}
+	st := n.gw.held.take(req.ParticipantID, req.From)
+	if !n.hub.Restore(req.ParticipantID, st, req.Events) {
+		return newError(http.StatusNotFound, "participant_not_found", "", "this node holds nothing of the participant")
+	}
+	n.gw.moved.forget(req.ParticipantID)
+	n.log.Info("took a participant back after a failed hand-off", "participant", req.ParticipantID, "from", req.From,
+		"held", st != nil, "buffered", len(req.Events))
+	writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
+	return nil
+}
+
+// handleTakeover takes a participant over from a draining peer. It answers
+// 503 when the participant stayed there (given back after a failed
+// transfer): the draining peer then asks the next successor.
 func (n *Node) handleTakeover(w http.ResponseWriter, r *http.Request) error {
 	ref, err := readParticipantRef(w, r)
 	if err != nil {
@@ -305,7 +547,9 @@ func (n *Node) handleTakeover(w http.ResponseWriter, r *http.Request) error {
 			sessions, typ = e.Sessions, e.Type
 		}
 	}
-	_ = n.gw.takeover(r.Context(), ref.ParticipantID, typ, sessions, []string{ref.From}, false)
+	if err := n.gw.takeover(r.Context(), ref.ParticipantID, typ, sessions, []string{ref.From}, false); err != nil {
+		return err
+	}
 	writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
 	return nil
 }

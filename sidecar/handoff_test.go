@@ -3,14 +3,17 @@ package sidecar
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/switchyard-gw/switchyard/ws"
 )
 
 func TestSuccessorsAreStableAndSpread(t *testing.T) {
@@ -194,4 +197,204 @@ func BenchmarkResumeElsewhere(b *testing.B) {
 		_ = c.CloseNow()
 	}
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/resume")
+}
+
+// queueMissed submits n events of about 1 KiB each to session s1 on node,
+// numbered 1..n in their message, and requires each to be queued.
+func queueMissed(t *testing.T, node *Node, n int) { queueNumbered(t, node, 1, n) }
+
+// queueNumbered submits the events numbered from..to (see queueMissed).
+func queueNumbered(t *testing.T, node *Node, from, to int) {
+	t.Helper()
+	filler := strings.Repeat("x", 1024)
+	for i := from; i <= to; i++ {
+		ev := Event{SenderID: "alice", SenderType: "ai", EventType: "message", SessionID: "s1",
+			Message: fmt.Sprintf("%d %s", i, filler)}
+		res, err := node.gw.Submit(context.Background(), ev)
+		require.NoError(t, err)
+		require.Equal(t, 1, res.Queued, "event %d", i)
+	}
+}
+
+// readMissed reads n event frames and requires them to be the events
+// queueMissed numbered 1..n, once each, in order, with seqs from first on.
+func readMissed(t *testing.T, c *client, n int, first uint64) {
+	t.Helper()
+	for i := 1; i <= n; i++ {
+		f := c.next()
+		require.Equal(t, "event", f["type"], "frame: %v", f)
+		require.Equal(t, first+uint64(i-1), seqOf(f))
+		msg := f["event"].(map[string]any)["message"].(string)
+		require.Equal(t, strconv.Itoa(i), strings.SplitN(msg, " ", 2)[0], "event %d in order", i)
+	}
+}
+
+// waitHomedOn waits until node's directory has participant id homed on
+// home alone, offline.
+func waitHomedOn(t *testing.T, node *Node, id, home string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		es := node.cluster.Directory().Participant(id)
+		return len(es) == 1 && es[0].Node == home && !es[0].Online
+	}, 10*time.Second, 5*time.Millisecond)
+}
+
+// TestResumeElsewhereCarriesAMailboxOverOneMiB: 1,000 events of 1 KiB wait
+// for bob on node 1 (a release answer well over 1 MiB); a client that saw
+// none attaches to node 2 and gets all of them, in order, seq continuing.
+func TestResumeElsewhereCarriesAMailboxOverOneMiB(t *testing.T) {
+	const missed = 1000
+	nodes := startCluster(t, 2, Config{})
+	require.NoError(t, nodes[0].gw.join("bob", "ai", "s1"))
+	waitHomedOn(t, nodes[1], "bob", "node-1")
+	queueMissed(t, nodes[0], missed)
+
+	back, w := attach(t, nodes[1], "bob", url.Values{"batch": {"1"}}, nil)
+	assert.Equal(t, true, w["resumed"])
+	assert.Equal(t, float64(missed), w["seq"], "the seq numbering moved with the mailbox")
+	readMissed(t, back, missed, 1)
+}
+
+// TestTakeoverCutMidwayLosesNothing: node 1 holds 300 events for bob; every
+// answer to node 2's release is cut halfway (node 1 had let him go): node 2
+// gives him back to node 1 and answers the attach 503 participant_moving,
+// rather than start him afresh. An event sent meanwhile joins the others.
+// Then one answer is cut: node 2 asks again, gets the same state, and bob
+// has every event exactly once, in order.
+func TestTakeoverCutMidwayLosesNothing(t *testing.T) {
+	const missed = 300
+	px := newFaultProxy(t)
+	nodes := cfCluster(t, 2, Config{}, map[int]*faultProxy{0: px}, nil)
+	require.NoError(t, nodes[0].gw.join("bob", "ai", "s1"))
+	waitHomedOn(t, nodes[1], "bob", "node-1")
+	queueMissed(t, nodes[0], missed)
+
+	px.cutReleaseAnswers(1 << 30)
+	c, resp, err := dial(nodes[1], "bob", nil, nil)
+	if c != nil {
+		_ = c.CloseNow()
+	}
+	require.Error(t, err, "the attach must not be welcomed with an empty mailbox")
+	require.NotNil(t, resp)
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Greater(t, px.releasesCut.Load(), int64(1), "the release was asked for again")
+	assert.Nil(t, nodes[1].hub.Lookup("bob"), "given back")
+	require.NotNil(t, nodes[0].hub.Lookup("bob"), "bob is back on node 1")
+	waitHomedOn(t, nodes[1], "bob", "node-1")
+	queueNumbered(t, nodes[1], missed+1, missed+1)
+
+	px.cutReleaseAnswers(1)
+	cut := px.releasesCut.Load()
+	back, w := attach(t, nodes[1], "bob", url.Values{"batch": {"1"}}, nil)
+	assert.Equal(t, cut+1, px.releasesCut.Load(), "the first answer was cut")
+	assert.Equal(t, true, w["resumed"])
+	assert.Equal(t, float64(missed+1), w["seq"])
+	readMissed(t, back, missed+1, 1)
+	require.Eventually(t, func() bool { return nodes[0].gw.held.count() == 0 }, 10*time.Second, 5*time.Millisecond,
+		"node 2 confirmed: node 1 dropped its copy")
+	r := submit(t, nodes[0], event("alice", "s1", "after"))
+	assert.Equal(t, float64(1), r.Body["recipients"])
+	f := back.next()
+	assert.Equal(t, uint64(missed+2), seqOf(f), "once, seq continuing")
+}
+
+// TestDrainHandsOverAMailboxOverOneMiB: node 1 drains with 1,000 events of
+// 1 KiB waiting for bob; its successor takes them all over, and bob, back
+// on node 2, gets every one in order.
+func TestDrainHandsOverAMailboxOverOneMiB(t *testing.T) {
+	const missed = 1000
+	nodes := startCluster(t, 2, Config{})
+	require.NoError(t, nodes[0].gw.join("bob", "ai", "s1"))
+	waitHomedOn(t, nodes[1], "bob", "node-1")
+	queueMissed(t, nodes[0], missed)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, nodes[0].Shutdown(ctx))
+	require.NotNil(t, nodes[1].hub.Lookup("bob"), "handed over before the drain ended")
+	back, w := attach(t, nodes[1], "bob", url.Values{"batch": {"1"}}, nil)
+	assert.Equal(t, true, w["resumed"])
+	assert.Equal(t, float64(missed), w["seq"])
+	readMissed(t, back, missed, 1)
+}
+
+// TestTakeoverPastMaxHandoffBytesLeavesTheParticipantHome: node 2 takes
+// states of at most 64 KiB; bob's 200 KiB mailbox on node 1 is not moved:
+// the attach on node 2 is answered 503, and bob, back on node 1, has every
+// event once.
+func TestTakeoverPastMaxHandoffBytesLeavesTheParticipantHome(t *testing.T) {
+	const missed = 200
+	nodes := cfCluster(t, 2, Config{}, nil, func(i int, c *Config) {
+		if i == 1 {
+			c.MaxHandoffBytes = 64 << 10
+		}
+	})
+	require.NoError(t, nodes[0].gw.join("bob", "ai", "s1"))
+	waitHomedOn(t, nodes[1], "bob", "node-1")
+	queueMissed(t, nodes[0], missed)
+
+	c, resp, err := dial(nodes[1], "bob", nil, nil)
+	if c != nil {
+		_ = c.CloseNow()
+	}
+	require.Error(t, err, "the attach must not be welcomed with an empty mailbox")
+	require.NotNil(t, resp)
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	waitHomedOn(t, nodes[1], "bob", "node-1")
+
+	back, w := attach(t, nodes[0], "bob", url.Values{"batch": {"1"}}, nil)
+	assert.Equal(t, float64(missed), w["seq"])
+	readMissed(t, back, missed, 1)
+}
+
+// TestAHeldCopyIsDroppedWhenTheParticipantComesBack: bob moves from node 1
+// to node 2 and node 2's confirm is lost, so node 1 keeps a copy of what
+// it released. Bob comes back to node 1 (taken over from node 2), then
+// moves to node 2 again: node 1 hands over the bob it has now, not the
+// stale copy, and he gets the newest event once, seq continuing.
+func TestAHeldCopyIsDroppedWhenTheParticipantComesBack(t *testing.T) {
+	px := newFaultProxy(t)
+	nodes := cfCluster(t, 2, Config{ForwardTimeout: 2 * time.Second}, map[int]*faultProxy{0: px}, nil)
+	px.failConfirms.Store(true)
+	require.NoError(t, nodes[0].gw.join("bob", "ai", "s1"))
+	waitHomedOn(t, nodes[1], "bob", "node-1")
+	queueNumbered(t, nodes[0], 1, 3)
+
+	moveTo := func(node *Node, first, last int) {
+		t.Helper()
+		c, _ := attach(t, node, "bob", url.Values{"batch": {"1"}}, nil)
+		for i := first; i <= last; i++ {
+			f := c.next()
+			require.Equal(t, uint64(i), seqOf(f))
+			require.Equal(t, strconv.Itoa(i), strings.SplitN(f["event"].(map[string]any)["message"].(string), " ", 2)[0])
+		}
+		require.NoError(t, c.conn.Close(websocket.StatusNormalClosure, ""))
+		for _, n := range nodes {
+			waitHomedOn(t, n, "bob", node.Name())
+		}
+	}
+	moveTo(nodes[1], 1, 3)
+	require.Equal(t, 1, nodes[0].gw.held.count(), "the confirm was lost: node 1 holds its copy")
+	queueNumbered(t, nodes[1], 4, 5)
+	moveTo(nodes[0], 4, 5)
+	queueNumbered(t, nodes[0], 6, 6)
+	moveTo(nodes[1], 6, 6)
+}
+
+// TestHeldStatesExpire: a held state is dropped when its time is up, and
+// the expiry of a replaced one does not drop its replacement.
+func TestHeldStatesExpire(t *testing.T) {
+	var h heldStates
+	h.hold(&ws.ParticipantState{ID: "bob"}, "node-2", time.Millisecond)
+	require.Eventually(t, func() bool { return h.count() == 0 }, 10*time.Second, time.Millisecond)
+
+	first := &ws.ParticipantState{ID: "carol"}
+	h.hold(first, "node-2", time.Hour)
+	second := &ws.ParticipantState{ID: "carol"}
+	h.hold(second, "node-3", time.Hour)
+	h.expire(first) // as the replaced timer would, had it fired
+	assert.Nil(t, h.get("carol", "node-2"))
+	assert.Same(t, second, h.get("carol", "node-3"))
+	assert.Same(t, second, h.take("carol", "node-3"))
+	assert.Zero(t, h.count())
 }

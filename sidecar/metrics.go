@@ -42,7 +42,7 @@ func newMetrics() *Metrics {
 		}, []string{"path"}),
 		Handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_handoffs_total",
-			Help: "Participants taken over from another node, by result: taken, abandoned (another node had it), or failed (started afresh).",
+			Help: "Participants taken over from another node, by result: taken, abandoned (another node had it), returned (the transfer failed; given back to the old home), or failed (started afresh).",
 		}, []string{"result"}),
 		externalsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "switchyard_external_participants_dropped_total",

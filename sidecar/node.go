@@ -159,6 +159,8 @@ func New(cfg Config) (*Node, error) {
 	n.gw.hub = n.hub
 	n.metrics.watchExternals(n.gw.externals.count)
 	n.sweepStop, n.sweepDone = make(chan struct{}), make(chan struct{})
+	n.gw.holdFor = n.hub.Settings().OfflineTTL
+	n.gw.stateLimit = cfg.MaxHandoffBytes
 	n.newConns = map[net.Conn]struct{}{}
 	n.srv = &http.Server{
 		ConnState:         n.trackConn,

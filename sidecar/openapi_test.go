@@ -689,6 +689,10 @@ func TestOpenAPIConformance(t *testing.T) {
 		s.post(t, http.StatusOK, docAccepts, nodes[1].URL()+"/v1/gateway/events", ev("x", "rs", "message", "waiting"), ck)
 		r = s.post(t, http.StatusOK, docAccepts, release, map[string]any{"participant_id": "rel", "from": "node-1"}, ck)
 		assert.Len(t, r.Body["events"], 1)
+		// Asked again (an answer lost on its way): the state it holds, until confirmed.
+		r = s.post(t, http.StatusOK, docAccepts, release, map[string]any{"participant_id": "rel", "from": "node-1"}, ck)
+		assert.Len(t, r.Body["events"], 1)
+		s.post(t, http.StatusOK, docAccepts, release, map[string]any{"participant_id": "rel", "from": "node-1", "confirm": true}, ck)
 		s.post(t, http.StatusNotFound, docAccepts, release, map[string]any{"participant_id": "rel", "from": "node-1"}, ck)
 		s.post(t, http.StatusConflict, docAccepts, release, map[string]any{"participant_id": "att", "from": "node-1"}, ck)
 		s.post(t, http.StatusUnprocessableEntity, docRejects, release, `{"from":"node-1"}`, ck)
@@ -697,6 +701,18 @@ func TestOpenAPIConformance(t *testing.T) {
 		s.post(t, http.StatusUnauthorized, docRejects, release, map[string]any{"participant_id": "rel"}, nil)
 		s.post(t, http.StatusRequestEntityTooLarge, docAccepts, release, map[string]any{"participant_id": "rel",
 			"pad": strings.Repeat("x", 70<<10)}, ck)
+
+		// rb is released to node 1, which gives it back with the events it got.
+		restore := nodes[1].URL() + restorePath
+		s.call(t, http.StatusOK, docAccepts, http.MethodPut, nodes[1].URL()+"/v1/gateway/sessions/bs/participants/rb", nil, ck)
+		s.post(t, http.StatusOK, docAccepts, nodes[1].URL()+"/v1/gateway/events", ev("x", "bs", "message", "waiting"), ck)
+		r = s.post(t, http.StatusOK, docAccepts, release, map[string]any{"participant_id": "rb", "from": "node-1"}, ck)
+		back := map[string]any{"participant_id": "rb", "from": "node-1", "events": r.Body["events"]}
+		s.post(t, http.StatusOK, docAccepts, restore, back, ck)
+		require.NotNil(t, nodes[1].hub.Lookup("rb"), "rb is back on node 2")
+		s.post(t, http.StatusNotFound, docAccepts, restore, map[string]any{"participant_id": "nobody", "from": "node-1"}, ck)
+		s.post(t, http.StatusUnprocessableEntity, docRejects, restore, map[string]any{"participant_id": "rb"}, ck)
+		s.post(t, http.StatusForbidden, docAccepts, restore, back, tok)
 
 		// tk waits offline on node 2; node 1 takes it over.
 		s.call(t, http.StatusOK, docAccepts, http.MethodPut, nodes[1].URL()+"/v1/gateway/sessions/ts/participants/tk", nil, ck)

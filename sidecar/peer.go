@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +23,15 @@ const (
 	hopsHeader = "Switchyard-Hops"
 	maxHops    = 2
 )
+
+// peerAnswerLimit bounds an ordinary answer from a peer or gateway (a
+// delivery result, an error): small JSON. A caller that expects more (a
+// released participant's state) names its own limit.
+const peerAnswerLimit = 1 << 20
+
+// errAnswerTooLarge: the answer ran past the limit the caller allows. It is
+// an error, never a truncated body, and asking again would not help.
+var errAnswerTooLarge = errors.New("the answer is larger than the limit")
 
 // peerClient posts deliveries to peers and external gateways over pooled
 // keep-alive connections, retrying with backoff within a deadline. It never
@@ -64,11 +74,20 @@ type peerAnswer struct {
 // error, or ctx ends. Network errors and 5xx answers are retried with
 // exponential backoff (50 ms doubling, at most 1 s).
 func (pc *peerClient) post(ctx context.Context, url string, body []byte, bearer string, hops int) (peerAnswer, error) {
+	return pc.postUpTo(ctx, url, body, bearer, hops, peerAnswerLimit)
+}
+
+// postUpTo is post for an answer of up to limit bytes; a longer one fails
+// at once with errAnswerTooLarge.
+func (pc *peerClient) postUpTo(ctx context.Context, url string, body []byte, bearer string, hops int, limit int64) (peerAnswer, error) {
 	backoff := 50 * time.Millisecond
 	for {
-		ans, err := pc.attempt(ctx, url, body, bearer, hops)
+		ans, err := pc.send(ctx, http.MethodPost, url, body, bearer, hops, limit)
 		if err == nil && ans.Status < 500 {
 			return ans, nil
+		}
+		if errors.Is(err, errAnswerTooLarge) {
+			return ans, err
 		}
 		if err == nil {
 			err = fmt.Errorf("answered %d", ans.Status)
@@ -86,25 +105,26 @@ func (pc *peerClient) post(ctx context.Context, url string, body []byte, bearer 
 // timeout, no retry): for calls that take a while and must not be repeated
 // against a peer that refused.
 func (pc *peerClient) postOnce(ctx context.Context, url string, body []byte, bearer string) (peerAnswer, error) {
-	return pc.sendWithin(ctx, http.MethodPost, url, body, bearer, 0)
+	return pc.sendWithin(ctx, http.MethodPost, url, body, bearer, 0, peerAnswerLimit)
 }
 
 // do sends one bodiless request (PUT or DELETE of a session participant).
 func (pc *peerClient) do(ctx context.Context, method, url, bearer string, hops int) (peerAnswer, error) {
-	return pc.send(ctx, method, url, nil, bearer, hops)
+	return pc.send(ctx, method, url, nil, bearer, hops, peerAnswerLimit)
 }
 
 func (pc *peerClient) attempt(ctx context.Context, url string, body []byte, bearer string, hops int) (peerAnswer, error) {
-	return pc.send(ctx, http.MethodPost, url, body, bearer, hops)
+	return pc.send(ctx, http.MethodPost, url, body, bearer, hops, peerAnswerLimit)
 }
 
-func (pc *peerClient) send(ctx context.Context, method, url string, body []byte, bearer string, hops int) (peerAnswer, error) {
+func (pc *peerClient) send(ctx context.Context, method, url string, body []byte, bearer string, hops int, limit int64) (peerAnswer, error) {
 	ctx, cancel := context.WithTimeout(ctx, pc.attemptTimeout)
 	defer cancel()
-	return pc.sendWithin(ctx, method, url, body, bearer, hops)
+	return pc.sendWithin(ctx, method, url, body, bearer, hops, limit)
 }
 
-func (pc *peerClient) sendWithin(ctx context.Context, method, url string, body []byte, bearer string, hops int) (peerAnswer, error) {
+// sendWithin sends one request and reads an answer of at most limit bytes.
+func (pc *peerClient) sendWithin(ctx context.Context, method, url string, body []byte, bearer string, hops int, limit int64) (peerAnswer, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -130,9 +150,13 @@ func (pc *peerClient) sendWithin(ctx context.Context, method, url string, body [
 		return peerAnswer{}, err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	// One byte past the limit tells a long answer from one that fits.
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return peerAnswer{}, err
+	}
+	if int64(len(b)) > limit {
+		return peerAnswer{Status: resp.StatusCode}, fmt.Errorf("%s %s: %w (%d bytes)", method, url, errAnswerTooLarge, limit)
 	}
 	return peerAnswer{Status: resp.StatusCode, Body: b}, nil
 }

@@ -165,3 +165,54 @@ func (h *Hub) Install(p *Participant, st *ParticipantState) {
 	}
 	h.announceLocked(p)
 }
+
+// Settings returns the hub's configuration with its defaults filled in
+// (the sidecar sizes hand-offs by the mailbox size and the offline TTL).
+func (h *Hub) Settings() Config { return h.cfg }
+
+// GiveBack drops a prepared participant whose takeover failed after the
+// old home may already have let go of it, and returns the deliveries it
+// buffered meanwhile, for the old home to take back with its state.
+func (h *Hub) GiveBack(p *Participant) []EventState {
+	s := h.shardOf(p.id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.pending || s.m[p.id] != p {
+		return nil
+	}
+	out := make([]EventState, 0, len(p.buffered))
+	for _, ev := range p.buffered {
+		out = append(out, EventState{ID: ev.ID, At: ev.At, Key: ev.key, Tail: ev.tail})
+	}
+	p.buffered = nil
+	close(p.ready)
+	h.removeLocked(s, p.id, p)
+	return out
+}
+
+// Restore puts back a participant whose hand-off to another node failed:
+// st is the state this node exported (nil: it never let go, the
+// participant is still here), extra the deliveries the other node buffered
+// meanwhile. Events already here are recognised by their dedupe keys and
+// kept once. It reports false when there is nothing to restore into (st
+// nil and the participant gone).
+func (h *Hub) Restore(id string, st *ParticipantState, extra []EventState) bool {
+	var p *Participant
+	if st != nil {
+		var created bool
+		p, created = h.Prepare(id, st.Type, st.Sessions)
+		if created {
+			h.Install(p, st)
+		} else { // here again meanwhile: what it held comes as new events, before what was buffered
+			extra = append(slices.Clone(st.Events), extra...)
+		}
+	} else if p = h.Lookup(id); p == nil {
+		return false
+	}
+	for _, es := range extra {
+		h.Deliver(p, &Event{ID: es.ID, At: es.At, tail: es.Tail, key: es.Key})
+	}
+	return true
+}

@@ -29,6 +29,7 @@ type serveFlags struct {
 	dedupeWindow                    time.Duration
 	maxMetadataKeys, maxSessions    int
 	maxFrameBytes                   int64
+	maxHandoffBytes                 int64
 	drainTimeout, writeTimeout      time.Duration
 	coalesceWindow                  time.Duration
 	maxBatchBytes                   int
@@ -77,6 +78,7 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.IntVar(&f.mailboxSize, "mailbox-size", 1024, "events kept per participant for resumption")
 	fs.DurationVar(&f.mailboxTTL, "mailbox-ttl", 5*time.Minute, "how long an event stays in a mailbox")
 	fs.DurationVar(&f.offlineTTL, "offline-ttl", 2*time.Minute, "how long a detached participant stays routable")
+	fs.Int64Var(&f.maxHandoffBytes, "max-handoff-bytes", 0, "largest participant state (mailbox, seqs, dedupe keys) moved between nodes (default: what the fullest mailbox can hold)")
 	fs.DurationVar(&f.dedupeWindow, "dedupe-window", 10*time.Minute, "how long a retried (sender_id, event_id) is not delivered again")
 	fs.IntVar(&f.maxConnections, "max-connections", 100000, "WebSocket connections per node (503 past it)")
 	fs.IntVar(&f.maxConnsPerParticipant, "max-connections-per-participant", 8, "WebSocket connections one participant holds on this node (429 past it)")
@@ -239,6 +241,7 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 		ExternalRetryAfter:           f.externalRetryAfter,
 		MaxConnectionsPerParticipant: f.maxConnsPerParticipant,
 		MaxConnectionsPerCredential:  f.maxConnsPerCredential,
+		MaxHandoffBytes:              f.maxHandoffBytes,
 		Gossip: &membership.GossipConfig{
 			Bind:           f.gossipBind,
 			Advertise:      f.gossipAdvertise,

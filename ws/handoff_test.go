@@ -1,0 +1,48 @@
+package ws
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func handoffEvent(i int) *Event {
+	body := json.RawMessage(fmt.Sprintf(`{"message":"%d"}`, i))
+	return NewEvent(fmt.Sprint("e", i), "s1", body, time.Now()).WithSender("alice")
+}
+
+// TestGiveBackAndRestoreKeepEachEventOnce: bob's old home exports him with
+// events 1-3; the would-be new home buffers 3 (sent to both) and 4, then
+// gives him back; the old home restores him with 1-4, each once, seqs
+// continuing, and the new home no longer has him.
+func TestGiveBackAndRestoreKeepEachEventOnce(t *testing.T) {
+	oldHome, newHome := newTestHub(t, Config{}), newTestHub(t, Config{})
+	require.NoError(t, oldHome.hub.Join("bob", "ai", "s1"))
+	oldHome.deliver("bob", handoffEvent(1), handoffEvent(2), handoffEvent(3))
+
+	p, created := newHome.hub.Prepare("bob", "ai", []string{"s1"})
+	require.True(t, created)
+	st, res := oldHome.hub.Export("bob")
+	require.Equal(t, Exported, res)
+	require.Nil(t, oldHome.hub.Lookup("bob"))
+	for _, i := range []int{3, 4} {
+		assert.Equal(t, Queued, newHome.hub.Deliver(p, handoffEvent(i)))
+	}
+	extra := newHome.hub.GiveBack(p)
+	require.Len(t, extra, 2)
+	assert.Nil(t, newHome.hub.Lookup("bob"), "given back")
+	assert.True(t, newHome.listener.heardGone("bob"))
+
+	require.True(t, oldHome.hub.Restore("bob", &st, extra))
+	back := oldHome.participant("bob")
+	oldest, newest, n := boxState(back)
+	assert.Equal(t, [3]uint64{1, 4, 4}, [3]uint64{oldest, newest, uint64(n)}, "events 1-4, 3 once")
+	assert.True(t, back.InSession("s1"))
+	assert.Equal(t, Duplicate, oldHome.hub.Deliver(back, handoffEvent(4)), "its dedupe keys came back too")
+
+	assert.False(t, newHome.hub.Restore("carol", nil, extra), "nothing to restore into")
+}
