@@ -172,11 +172,11 @@ func TestReserveRefusesPastTheBudget(t *testing.T) {
 	refusals := func() float64 { return counterValue(t, th.hub.cfg.Metrics.BudgetRefusals) }
 	require.Equal(t, float64(20_000), counterValue(t, th.hub.cfg.Metrics.MailboxBytesLimit))
 
-	accepted := 0
-	for i := 0; ; i++ {
+	accepted, refused := 0, false
+	for i := 0; i < 100 && !refused; i++ {
 		ev := budgetEvent(fmt.Sprint("e", i), 4000, clock.Now())
 		before := heldBytes(t, th.hub)
-		if !th.hub.Reserve(ev) {
+		if refused = !th.hub.Reserve(ev); refused {
 			require.Equal(t, before, heldBytes(t, th.hub), "a refusal changes nothing")
 			require.Greater(t, before+ev.cost(), int64(20_000))
 			break
@@ -186,6 +186,7 @@ func TestReserveRefusesPastTheBudget(t *testing.T) {
 		th.hub.Release(ev)
 		accepted++
 	}
+	require.True(t, refused, "the budget was never reached")
 	require.Equal(t, 4, accepted, "4 events of about 4 KB and two rings fit in 20,000 bytes")
 	require.Equal(t, float64(1), refusals())
 	require.LessOrEqual(t, heldBytes(t, th.hub), int64(20_000))
