@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 )
 
 // Error is an answer that is not 200: the HTTP status and the error body of
@@ -18,6 +19,9 @@ type Error struct {
 	// recipients that missed it).
 	EventID string   `json:"event_id,omitempty"`
 	Failed  []string `json:"failed,omitempty"`
+	// RetryAfter, when set, is sent as the Retry-After header: the answer
+	// is a refusal for now, and says when to come back.
+	RetryAfter time.Duration `json:"-"`
 }
 
 func (e *Error) Error() string {
@@ -42,6 +46,18 @@ const (
 	codeMissingField      = "missing_field"
 	codeInvalidField      = "invalid_field"
 )
+
+// mailboxBudgetRetry is the Retry-After of errMailboxBudget: room comes
+// back as recipients read and acknowledge, or as events expire.
+const mailboxBudgetRetry = 5 * time.Second
+
+// errMailboxBudget answers an event that this node has no room to hold:
+// its mailboxes hold --max-mailbox-bytes. Nothing was delivered, here or
+// elsewhere; what was accepted before stays.
+var errMailboxBudget = &Error{Status: http.StatusServiceUnavailable, Code: "mailbox_budget_exhausted",
+	RetryAfter: mailboxBudgetRetry,
+	Detail: "this node's mailboxes are full (--max-mailbox-bytes) until their recipients read or their events expire; " +
+		"nothing was delivered: retry after Retry-After with the same event_id"}
 
 var errNoRecipient = newError(http.StatusNotFound, codeRecipientNotFound, "",
 	"no participant to deliver to: the session has no other participant, or the recipient is unknown")
@@ -72,6 +88,9 @@ func writeError(w http.ResponseWriter, err error) {
 	e := asError(err)
 	if e.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="switchyard"`)
+	}
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", retryAfter(e.RetryAfter))
 	}
 	writeJSON(w, e.Status, errorBody(e))
 }

@@ -112,7 +112,10 @@ func (g *Gateway) Submit(ctx context.Context, ev Event) (SubmitResult, error) {
 	if err != nil {
 		return SubmitResult{}, err
 	}
-	out := g.dispatch(ctx, r, ev, body, 0)
+	out, err := g.dispatch(ctx, r, ev, body, 0)
+	if err != nil {
+		return SubmitResult{}, err
+	}
 	if len(out.failed) > 0 {
 		slices.Sort(out.failed)
 		return SubmitResult{}, &Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", EventID: ev.EventID,
@@ -222,7 +225,10 @@ func (g *Gateway) Deliver(ctx context.Context, req DeliveryRequest, hops int) (D
 	if err != nil {
 		return DeliveryResult{}, err
 	}
-	out := g.dispatch(ctx, r, ev, body, hops)
+	out, err := g.dispatch(ctx, r, ev, body, hops)
+	if err != nil {
+		return DeliveryResult{}, err
+	}
 	res.Recipients, res.deliveryCounts, res.Failed = out.counts.total(), out.counts, out.failed
 	if res.Recipients == 0 && len(out.failed) == 0 {
 		return DeliveryResult{}, errNoRecipient

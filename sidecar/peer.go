@@ -58,16 +58,21 @@ func (pc *peerClient) close() { pc.http.CloseIdleConnections() }
 type peerAnswer struct {
 	Status int
 	Body   []byte
+	// RetryAfter: the answer carried a Retry-After header, a deliberate
+	// refusal for now (e.g. 503 mailbox_budget_exhausted) that retrying
+	// within the deadline would only repeat.
+	RetryAfter bool
 }
 
 // post sends body to url until it gets an answer that is not a server
 // error, or ctx ends. Network errors and 5xx answers are retried with
-// exponential backoff (50 ms doubling, at most 1 s).
+// exponential backoff (50 ms doubling, at most 1 s), except a 5xx with
+// Retry-After: the peer refused on purpose and says when to come back.
 func (pc *peerClient) post(ctx context.Context, url string, body []byte, bearer string, hops int) (peerAnswer, error) {
 	backoff := 50 * time.Millisecond
 	for {
 		ans, err := pc.attempt(ctx, url, body, bearer, hops)
-		if err == nil && ans.Status < 500 {
+		if err == nil && (ans.Status < 500 || ans.RetryAfter) {
 			return ans, nil
 		}
 		if err == nil {
@@ -134,7 +139,7 @@ func (pc *peerClient) sendWithin(ctx context.Context, method, url string, body [
 	if err != nil {
 		return peerAnswer{}, err
 	}
-	return peerAnswer{Status: resp.StatusCode, Body: b}, nil
+	return peerAnswer{Status: resp.StatusCode, Body: b, RetryAfter: resp.Header.Get("Retry-After") != ""}, nil
 }
 
 // hopsOf reads the hop count of an incoming delivery (0 when absent).

@@ -29,6 +29,7 @@ type serveFlags struct {
 	dedupeWindow                    time.Duration
 	maxMetadataKeys, maxSessions    int
 	maxFrameBytes                   int64
+	maxMailboxBytes                 int64
 	drainTimeout, writeTimeout      time.Duration
 	coalesceWindow                  time.Duration
 	maxBatchBytes                   int
@@ -69,6 +70,7 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.IntVar(&f.maxSessions, "max-sessions-per-participant", 128, "most sessions one participant joins (422 past it)")
 	fs.Int64Var(&f.maxFrameBytes, "max-frame-bytes", 0, "largest WebSocket client frame, close 1009 past it (default: --max-body-bytes + 64 KiB)")
 	fs.IntVar(&f.mailboxSize, "mailbox-size", 1024, "events kept per participant for resumption")
+	fs.Int64Var(&f.maxMailboxBytes, "max-mailbox-bytes", 256<<20, "bytes all mailboxes on this node may hold, each event counted once; past it new events for participants here get 503 mailbox_budget_exhausted (-1: no budget)")
 	fs.DurationVar(&f.mailboxTTL, "mailbox-ttl", 5*time.Minute, "how long an event stays in a mailbox")
 	fs.DurationVar(&f.offlineTTL, "offline-ttl", 2*time.Minute, "how long a detached participant stays routable")
 	fs.DurationVar(&f.dedupeWindow, "dedupe-window", 10*time.Minute, "how long a retried (sender_id, event_id) is not delivered again")
@@ -196,6 +198,7 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 		MaxFrameBytes:             f.maxFrameBytes,
 		MaxSessionsPerParticipant: f.maxSessions,
 		MailboxSize:               f.mailboxSize,
+		MaxMailboxBytes:           f.maxMailboxBytes,
 		MailboxTTL:                f.mailboxTTL,
 		OfflineTTL:                f.offlineTTL,
 		DedupeWindow:              f.dedupeWindow,
