@@ -168,3 +168,22 @@ func TestMailboxBudgetOnThePeerFailsItsRecipients(t *testing.T) {
 	assert.Equal(t, float64(2), metricLine(t, nodes[1], "switchyard_mailbox_budget_refusals_total"),
 		"node 2 refused the fill and the delivery from node 1")
 }
+
+// TestOpenAPIMailboxBudgetAnswers: the 503 of a submit and of a delivery
+// to a node whose mailboxes are full match docs/openapi.yaml.
+func TestOpenAPIMailboxBudgetAnswers(t *testing.T) {
+	s := newOASuite(t)
+	auth := bearerHeader("k")
+	n := startNode(t, Config{MaxMailboxBytes: testBudget, APIKeys: []string{"k"}})
+	require.NoError(t, n.gw.join("p1", "ai", "s"))
+	events := n.URL() + "/v1/gateway/events"
+	for i := range 100 {
+		if r := postJSON(t, events, bigEvent(fmt.Sprint("ev-", i)), auth); r.Status != http.StatusOK {
+			requireBudgetRefusal(t, r)
+			break
+		}
+	}
+	requireBudgetRefusal(t, s.post(t, http.StatusServiceUnavailable, docAccepts, events, bigEvent("again"), auth))
+	delivery := map[string]any{"recipient_id": "p1", "session_id": "s", "event": bigEvent("delivered")}
+	requireBudgetRefusal(t, s.post(t, http.StatusServiceUnavailable, docAccepts, n.URL()+"/v1/gateway/deliveries", delivery, auth))
+}
