@@ -210,7 +210,6 @@ func (a *authenticator) rateLimited(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key := credentialFrom(r.Context()).rateKey(r, presented(r))
 		if wait, ok := a.limit.allow(key); !ok {
-			w.Header().Set("Retry-After", retryAfter(wait))
 			writeError(w, errRateLimited(wait, "too many requests for this credential; retry after the time in Retry-After"))
 			return
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/switchyard-gw/switchyard/membership"
+	"github.com/switchyard-gw/switchyard/ws"
 )
 
 // Config is a node's configuration: the serve flags of SPEC section 7. A zero
@@ -65,6 +66,12 @@ type Config struct {
 	// DedupeWindow: how long a retried (sender_id, event_id) is recognised
 	// and not delivered again. Default 10m.
 	DedupeWindow time.Duration
+	// MaxMailboxBytes: the bytes all mailboxes on this node may hold (an
+	// event counted once however many mailboxes share it); past it new
+	// events for participants here are refused with 503
+	// mailbox_budget_exhausted (--max-mailbox-bytes). Default 256 MiB, half
+	// the manifests' 512 MiB memory limit; negative: no budget.
+	MaxMailboxBytes int64
 	// WriteQueueBytes: a connection's backlog bound before close 4000.
 	// Default 4 MiB.
 	WriteQueueBytes int
@@ -188,6 +195,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxFrameBytes <= 0 {
 		c.MaxFrameBytes = c.MaxBodyBytes + 64<<10
+	}
+	if c.MaxMailboxBytes == 0 {
+		c.MaxMailboxBytes = ws.DefaultMaxMailboxBytes
 	}
 	if c.MaxConnections <= 0 {
 		c.MaxConnections = 100000

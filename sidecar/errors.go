@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 )
 
 // Error is an answer that is not 200: the HTTP status and the error body of
@@ -18,8 +19,10 @@ type Error struct {
 	// recipients that missed it).
 	EventID string   `json:"event_id,omitempty"`
 	Failed  []string `json:"failed,omitempty"`
-	// RetryAfter, on a 429 rate_limited, is the whole seconds to wait (at
-	// least 1): the Retry-After header of REST, for WebSocket frames too.
+	// RetryAfter, when set, is the whole seconds to wait before asking
+	// again: a refusal for now (429 rate_limited, 503
+	// mailbox_budget_exhausted). writeError sends it as the Retry-After
+	// header; the body carries it too, for WebSocket frames.
 	RetryAfter int `json:"retry_after,omitempty"`
 }
 
@@ -45,6 +48,18 @@ const (
 	codeMissingField      = "missing_field"
 	codeInvalidField      = "invalid_field"
 )
+
+// mailboxBudgetRetry is the Retry-After of errMailboxBudget: room comes
+// back as recipients read and acknowledge, or as events expire.
+const mailboxBudgetRetry = 5 // seconds
+
+// errMailboxBudget answers an event that this node has no room to hold:
+// its mailboxes hold --max-mailbox-bytes. Nothing was delivered, here or
+// elsewhere; what was accepted before stays.
+var errMailboxBudget = &Error{Status: http.StatusServiceUnavailable, Code: "mailbox_budget_exhausted",
+	RetryAfter: mailboxBudgetRetry,
+	Detail: "this node's mailboxes are full (--max-mailbox-bytes) until their recipients read or their events expire; " +
+		"nothing was delivered: retry after Retry-After with the same event_id"}
 
 var errNoRecipient = newError(http.StatusNotFound, codeRecipientNotFound, "",
 	"no participant to deliver to: the session has no other participant, or the recipient is unknown")
@@ -75,6 +90,9 @@ func writeError(w http.ResponseWriter, err error) {
 	e := asError(err)
 	if e.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="switchyard"`)
+	}
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
 	}
 	writeJSON(w, e.Status, errorBody(e))
 }

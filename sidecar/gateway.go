@@ -123,7 +123,10 @@ func (g *Gateway) submit(ctx context.Context, ev Event, owner string) (SubmitRes
 	if err != nil {
 		return SubmitResult{}, err
 	}
-	out := g.dispatch(ctx, r, ev, body, 0)
+	out, err := g.dispatch(ctx, r, ev, body, 0)
+	if err != nil {
+		return SubmitResult{}, err
+	}
 	if sender != nil && out.counts.total() > 0 { // someone got it and may answer
 		g.registerSender(*sender)
 	}
@@ -248,7 +251,10 @@ func (g *Gateway) Deliver(ctx context.Context, req DeliveryRequest, hops int) (D
 	if err != nil {
 		return DeliveryResult{}, err
 	}
-	out := g.dispatch(ctx, r, ev, body, hops)
+	out, err := g.dispatch(ctx, r, ev, body, hops)
+	if err != nil {
+		return DeliveryResult{}, err
+	}
 	res.Recipients, res.deliveryCounts, res.Failed = out.counts.total(), out.counts, out.failed
 	if res.Recipients == 0 && len(out.failed) == 0 {
 		return DeliveryResult{}, errNoRecipient

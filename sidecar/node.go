@@ -137,6 +137,7 @@ func New(cfg Config) (*Node, error) {
 	n.hub = ws.NewHub(ws.Config{
 		Node:                      cfg.NodeName,
 		MailboxSize:               cfg.MailboxSize,
+		MaxMailboxBytes:           cfg.MaxMailboxBytes,
 		MailboxTTL:                cfg.MailboxTTL,
 		OfflineTTL:                cfg.OfflineTTL,
 		DedupeWindow:              cfg.DedupeWindow,

@@ -68,11 +68,16 @@ func (pc *peerClient) close() { pc.http.CloseIdleConnections() }
 type peerAnswer struct {
 	Status int
 	Body   []byte
+	// RetryAfter: the answer carried a Retry-After header, a deliberate
+	// refusal for now (e.g. 503 mailbox_budget_exhausted) that retrying
+	// within the deadline would only repeat.
+	RetryAfter bool
 }
 
 // post sends body to url until it gets an answer that is not a server
 // error, or ctx ends. Network errors and 5xx answers are retried with
-// exponential backoff (50 ms doubling, at most 1 s).
+// exponential backoff (50 ms doubling, at most 1 s), except a 5xx with
+// Retry-After: the peer refused on purpose and says when to come back.
 func (pc *peerClient) post(ctx context.Context, url string, body []byte, bearer string, hops int) (peerAnswer, error) {
 	return pc.postUpTo(ctx, url, body, bearer, hops, peerAnswerLimit)
 }
@@ -83,7 +88,7 @@ func (pc *peerClient) postUpTo(ctx context.Context, url string, body []byte, bea
 	backoff := 50 * time.Millisecond
 	for {
 		ans, err := pc.send(ctx, http.MethodPost, url, body, bearer, hops, limit)
-		if err == nil && ans.Status < 500 {
+		if err == nil && (ans.Status < 500 || ans.RetryAfter) {
 			return ans, nil
 		}
 		if errors.Is(err, errAnswerTooLarge) {
@@ -158,7 +163,7 @@ func (pc *peerClient) sendWithin(ctx context.Context, method, url string, body [
 	if int64(len(b)) > limit {
 		return peerAnswer{Status: resp.StatusCode}, fmt.Errorf("%s %s: %w (%d bytes)", method, url, errAnswerTooLarge, limit)
 	}
-	return peerAnswer{Status: resp.StatusCode, Body: b}, nil
+	return peerAnswer{Status: resp.StatusCode, Body: b, RetryAfter: resp.Header.Get("Retry-After") != ""}, nil
 }
 
 // hopsOf reads the hop count of an incoming delivery (0 when absent).

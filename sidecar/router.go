@@ -97,16 +97,27 @@ func (o *outcome) add(c deliveryCounts, failed []string) {
 
 // dispatch hands ev to every recipient of r: local mailboxes at once, peers
 // with one request each carrying all their recipients, external gateways one
-// request per recipient, all in parallel within the forward deadline.
-func (g *Gateway) dispatch(ctx context.Context, r route, ev Event, body json.RawMessage, hops int) outcome {
+// request per recipient, all in parallel within the forward deadline. When
+// this node's mailboxes have no room for the event (--max-mailbox-bytes) it
+// refuses it with errMailboxBudget before handing it to anyone.
+func (g *Gateway) dispatch(ctx context.Context, r route, ev Event, body json.RawMessage, hops int) (outcome, error) {
 	var out outcome
 	tp := traceparentFrom(ctx)
 	if tp == "" {
 		tp = newTraceparent()
 	}
 	if len(r.local) > 0 {
+		shared := ws.NewTracedEvent(ev.EventID, ev.SessionID, tp, body, g.now()).WithSender(ev.SenderID)
+		if r.freshID {
+			shared.WithFreshID()
+		}
+		if !g.hub.Reserve(shared) {
+			return outcome{}, errMailboxBudget
+		}
 		var moved []string
-		out.counts, moved = g.deliverLocal(r, ev, body, tp)
+		out.counts, moved = g.deliverLocal(r.local, shared)
+		// The mailboxes that took the event hold it now.
+		g.hub.Release(shared)
 		for _, id := range moved { // moved to another node between lookup and delivery
 			if node := g.homeElsewhere(id); node != "" && hops < maxHops {
 				if r.peers == nil {
@@ -123,17 +134,13 @@ func (g *Gateway) dispatch(ctx context.Context, r route, ev Event, body json.Raw
 		remote := g.dispatchRemote(ctx, r, ev, body, tp, hops)
 		out.add(remote.counts, remote.failed)
 	}
-	return out
+	return out, nil
 }
 
-// deliverLocal appends ev to the mailboxes of r's local recipients and says
-// which of them have moved away meanwhile.
-func (g *Gateway) deliverLocal(r route, ev Event, body json.RawMessage, tp string) (c deliveryCounts, moved []string) {
-	shared := ws.NewTracedEvent(ev.EventID, ev.SessionID, tp, body, g.now()).WithSender(ev.SenderID)
-	if r.freshID {
-		shared.WithFreshID()
-	}
-	for _, p := range r.local {
+// deliverLocal appends the shared event to the mailboxes of the local
+// recipients and says which of them have moved away meanwhile.
+func (g *Gateway) deliverLocal(local []*ws.Participant, shared *ws.Event) (c deliveryCounts, moved []string) {
+	for _, p := range local {
 		switch g.hub.Deliver(p, shared) {
 		case ws.Live:
 			c.Live++

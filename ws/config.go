@@ -3,6 +3,7 @@ package ws
 import (
 	"context"
 	"log/slog"
+	"math"
 	"time"
 )
 
@@ -19,6 +20,12 @@ type Config struct {
 	// OfflineTTL is how long a participant with no connection stays
 	// routable, its events kept for its return (--offline-ttl). Default 2m.
 	OfflineTTL time.Duration
+	// MaxMailboxBytes is the node-wide budget of bytes all mailboxes may
+	// hold (--max-mailbox-bytes): an event is counted once however many
+	// mailboxes share it, plus each mailbox's slots. Past it Reserve
+	// refuses new events; what is held stays. Default 256 MiB; negative:
+	// no budget.
+	MaxMailboxBytes int64
 	// DedupeWindow is how long a participant's mailbox remembers the
 	// (sender_id, event_id) of events it took, so that a retry is not
 	// delivered twice (--dedupe-window). Default 10m.
@@ -86,6 +93,10 @@ type Config struct {
 	Now func() time.Time
 }
 
+// DefaultMaxMailboxBytes is the default of MaxMailboxBytes: half of the
+// 512 MiB memory limit of the manifests in deploy/.
+const DefaultMaxMailboxBytes = 256 << 20
+
 func (c Config) withDefaults() Config {
 	if c.MailboxSize <= 0 {
 		c.MailboxSize = 1024
@@ -95,6 +106,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.OfflineTTL <= 0 {
 		c.OfflineTTL = 2 * time.Minute
+	}
+	switch {
+	case c.MaxMailboxBytes == 0:
+		c.MaxMailboxBytes = DefaultMaxMailboxBytes
+	case c.MaxMailboxBytes < 0:
+		c.MaxMailboxBytes = math.MaxInt64
 	}
 	if c.DedupeWindow <= 0 {
 		c.DedupeWindow = 10 * time.Minute

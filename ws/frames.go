@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"hash/fnv"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/internal/jsonw"
@@ -24,6 +25,11 @@ type Event struct {
 	// freshID: this node assigned the event_id for this very submit, so no
 	// mailbox can have taken it before; it is recorded without a lookup.
 	freshID bool
+	// refs counts the holders of this event on its node (mailbox entries,
+	// buffered deliveries, a reservation): its bytes are counted against
+	// the mailbox budget while any holds it (budget.go). An Event belongs to
+	// one Hub.
+	refs atomic.Int32
 }
 
 // WithSender sets the sender whose (sender_id, event_id) pair makes a retry

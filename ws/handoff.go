@@ -97,6 +97,9 @@ func (h *Hub) Abandon(p *Participant) {
 	if !p.pending || s.m[p.id] != p {
 		return
 	}
+	for _, ev := range p.buffered {
+		h.held.release(ev)
+	}
 	p.buffered = nil
 	close(p.ready)
 	h.removeLocked(s, p.id, p)
@@ -112,7 +115,7 @@ func (h *Hub) Prepare(id, typ string, sessions []string) (*Participant, bool) {
 		s.mu.Unlock()
 		return p, false
 	}
-	p := &Participant{id: id, typ: typ, box: newMailbox(h.cfg.MailboxSize), offlineSince: h.cfg.Now(),
+	p := &Participant{id: id, typ: typ, box: h.newMailbox(), offlineSince: h.cfg.Now(),
 		dedupe: dedupeIndex{max: h.cfg.DedupeSize}, pending: true, ready: make(chan struct{})}
 	s.m[id] = p
 	h.cfg.Metrics.Participants.Inc()
@@ -138,7 +141,10 @@ func (h *Hub) Install(p *Participant, st *ParticipantState) {
 		return
 	}
 	if st != nil {
-		p.box = newMailbox(h.cfg.MailboxSize)
+		// State the cluster already accepted is never refused: it may take
+		// this node past its byte budget for a while.
+		p.box.uncount()
+		p.box = h.newMailbox()
 		if len(st.Events) > 0 {
 			p.box.nextSeq = st.Events[0].Seq
 		}
@@ -162,6 +168,7 @@ func (h *Hub) Install(p *Participant, st *ParticipantState) {
 	p.buffered = nil
 	for _, ev := range buffered {
 		h.deliverLocked(p, ev)
+		h.held.release(ev) // the buffer's reference; the mailbox took its own
 	}
 	h.announceLocked(p)
 }

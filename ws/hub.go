@@ -29,6 +29,9 @@ type Hub struct {
 	cfg  Config
 	log  *slog.Logger
 	seed maphash.Seed
+	// held is the node's count of mailbox bytes (kept in Metrics, whose
+	// gauge reads it); MaxMailboxBytes bounds it for new events.
+	held *byteCount
 
 	shards [shardCount]shard
 
@@ -139,6 +142,8 @@ func NewHub(cfg Config) *Hub {
 		h.shards[i].m = make(map[string]*Participant)
 	}
 	h.participantConns, h.credentialConns = make(map[string]int), make(map[string]int)
+	h.held = &cfg.Metrics.mailboxBytes
+	cfg.Metrics.MailboxBytesLimit.Set(float64(cfg.MaxMailboxBytes))
 	go h.sweepLoop()
 	return h
 }
@@ -237,6 +242,7 @@ func (h *Hub) Deliver(p *Participant, ev *Event) Delivery {
 	}
 	if p.pending {
 		if len(p.buffered) < h.cfg.MailboxSize {
+			h.held.hold(ev) // released when Install or Abandon ends the buffer
 			p.buffered = append(p.buffered, ev)
 		}
 		return Queued
@@ -352,11 +358,18 @@ func (h *Hub) getOrCreate(id, typ string) (*Participant, bool) {
 	if p := s.m[id]; p != nil {
 		return p, false
 	}
-	p := &Participant{id: id, typ: typ, box: newMailbox(h.cfg.MailboxSize), offlineSince: h.cfg.Now(),
+	p := &Participant{id: id, typ: typ, box: h.newMailbox(), offlineSince: h.cfg.Now(),
 		dedupe: dedupeIndex{max: h.cfg.DedupeSize}}
 	s.m[id] = p
 	h.cfg.Metrics.Participants.Inc()
 	return p, true
+}
+
+// newMailbox is an empty mailbox counted against the node's byte budget.
+func (h *Hub) newMailbox() mailbox {
+	m := newMailbox(h.cfg.MailboxSize)
+	m.held = h.held
+	return m
 }
 
 // Ack records a cumulative acknowledgement from p's client and frees the
@@ -442,6 +455,7 @@ func (h *Hub) removeLocked(s *shard, id string, p *Participant) {
 		h.dropFromSession(p, session)
 	}
 	h.cfg.Metrics.MailboxEvents.Sub(float64(p.box.n))
+	p.box.uncount()
 	h.cfg.Metrics.Participants.Dec()
 	if h.cfg.Listener != nil {
 		h.cfg.Listener.LocalParticipantGone(id)

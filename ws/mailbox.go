@@ -21,6 +21,9 @@ type mailbox struct {
 	max     int    // capacity bound (--mailbox-size)
 	nextSeq uint64 // seq the next appended event gets; seqs start at 1
 	total   uint64 // cumulative frame bytes of everything ever appended
+	// held counts the bytes of the events and slots held against the
+	// node's mailbox budget (budget.go); nil: not counted.
+	held *byteCount
 }
 
 func newMailbox(max int) mailbox { return mailbox{max: max, nextSeq: 1} }
@@ -44,6 +47,7 @@ func (m *mailbox) append(ev *Event) (seq uint64, evicted int) {
 	} else if m.n == len(m.ring) {
 		m.grow()
 	}
+	m.held.hold(ev)
 	seq = m.nextSeq
 	m.nextSeq++
 	m.total += uint64(ev.frameSize(seq))
@@ -61,6 +65,7 @@ func (m *mailbox) grow() {
 		size = m.max
 	}
 	ring := make([]entry, size)
+	m.held.add(int64(size-len(m.ring)) * slotBytes)
 	for i := 0; i < m.n; i++ {
 		ring[i] = m.ring[(m.head+i)%len(m.ring)]
 	}
@@ -68,6 +73,7 @@ func (m *mailbox) grow() {
 }
 
 func (m *mailbox) dropOldest() {
+	m.held.release(m.ring[m.head].ev)
 	m.ring[m.head] = entry{}
 	m.head = (m.head + 1) % len(m.ring)
 	m.n--
@@ -81,9 +87,29 @@ func (m *mailbox) expire(cutoff time.Time) int {
 		dropped++
 	}
 	if m.n == 0 && len(m.ring) > 0 {
-		m.ring, m.head = nil, 0 // give the memory back while idle
+		m.freeRing() // give the memory back while idle
 	}
 	return dropped
+}
+
+func (m *mailbox) freeRing() {
+	m.held.add(-int64(len(m.ring)) * slotBytes)
+	m.ring, m.head = nil, 0
+}
+
+// uncount gives the budget back the bytes of every entry and of the ring,
+// when the mailbox is discarded (its participant removed or its state
+// replaced), and stops counting it. The entries stay readable: a
+// connection of a removed participant may still be writing them.
+func (m *mailbox) uncount() {
+	if m.held == nil {
+		return
+	}
+	for i := range m.n {
+		m.held.release(m.ring[(m.head+i)%len(m.ring)].ev)
+	}
+	m.held.add(-int64(len(m.ring)) * slotBytes)
+	m.held = nil
 }
 
 // trimThrough drops entries with seq <= seq (acknowledged and sent everywhere).

@@ -10,11 +10,19 @@ type Metrics struct {
 	MailboxEvents prometheus.Gauge
 	Deliveries    prometheus.Counter
 	SlowConsumers prometheus.Counter
+	// MailboxBytes reads the hub's count of bytes held in mailboxes; the
+	// count lives here so that the gauge needs no lock and no update per
+	// delivery. One Metrics serves one Hub.
+	MailboxBytes      prometheus.GaugeFunc
+	MailboxBytesLimit prometheus.Gauge
+	BudgetRefusals    prometheus.Counter
+
+	mailboxBytes byteCount
 }
 
 // NewMetrics makes the hub's collectors, named switchyard_*.
 func NewMetrics() *Metrics {
-	return &Metrics{
+	m := &Metrics{
 		Connections: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "switchyard_connections_open", Help: "Open WebSocket connections on this node."}),
 		Participants: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -25,10 +33,21 @@ func NewMetrics() *Metrics {
 			Name: "switchyard_ws_frames_delivered_total", Help: "Event frames written to WebSocket connections."}),
 		SlowConsumers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchyard_slow_consumers_total", Help: "Connections closed with 4000 because they fell behind."}),
+		MailboxBytesLimit: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "switchyard_mailbox_bytes_limit", Help: "The budget of bytes all mailboxes on this node may hold (--max-mailbox-bytes)."}),
+		BudgetRefusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchyard_mailbox_budget_refusals_total",
+			Help: "Events (submits and deliveries from peers) refused because this node's mailboxes held their byte budget."}),
 	}
+	m.MailboxBytes = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "switchyard_mailbox_bytes",
+		Help: "Bytes held in all mailboxes on this node: each event counted once however many mailboxes share it, plus their slots."},
+		func() float64 { return float64(m.mailboxBytes.load()) })
+	return m
 }
 
 // Collectors lists the collectors for registration.
 func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.Connections, m.Participants, m.MailboxEvents, m.Deliveries, m.SlowConsumers}
+	return []prometheus.Collector{m.Connections, m.Participants, m.MailboxEvents, m.Deliveries, m.SlowConsumers,
+		m.MailboxBytes, m.MailboxBytesLimit, m.BudgetRefusals}
 }

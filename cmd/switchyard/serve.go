@@ -30,6 +30,7 @@ type serveFlags struct {
 	maxMetadataKeys, maxSessions    int
 	maxFrameBytes                   int64
 	maxHandoffBytes                 int64
+	maxMailboxBytes                 int64
 	drainTimeout, writeTimeout      time.Duration
 	coalesceWindow                  time.Duration
 	maxBatchBytes                   int
@@ -76,6 +77,7 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.IntVar(&f.maxSessions, "max-sessions-per-participant", 128, "most sessions one participant joins (422 past it)")
 	fs.Int64Var(&f.maxFrameBytes, "max-frame-bytes", 0, "largest WebSocket client frame, close 1009 past it (default: --max-body-bytes + 64 KiB)")
 	fs.IntVar(&f.mailboxSize, "mailbox-size", 1024, "events kept per participant for resumption")
+	fs.Int64Var(&f.maxMailboxBytes, "max-mailbox-bytes", 256<<20, "bytes all mailboxes on this node may hold, each event counted once; past it new events for participants here get 503 mailbox_budget_exhausted (-1: no budget)")
 	fs.DurationVar(&f.mailboxTTL, "mailbox-ttl", 5*time.Minute, "how long an event stays in a mailbox")
 	fs.DurationVar(&f.offlineTTL, "offline-ttl", 2*time.Minute, "how long a detached participant stays routable")
 	fs.Int64Var(&f.maxHandoffBytes, "max-handoff-bytes", 0, "largest participant state (mailbox, seqs, dedupe keys) moved between nodes (default: what the fullest mailbox can hold)")
@@ -242,6 +244,7 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 		MaxConnectionsPerParticipant: f.maxConnsPerParticipant,
 		MaxConnectionsPerCredential:  f.maxConnsPerCredential,
 		MaxHandoffBytes:              f.maxHandoffBytes,
+		MaxMailboxBytes:              f.maxMailboxBytes,
 		Gossip: &membership.GossipConfig{
 			Bind:           f.gossipBind,
 			Advertise:      f.gossipAdvertise,
