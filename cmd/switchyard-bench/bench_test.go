@@ -43,8 +43,10 @@ func startFloor(t *testing.T) string {
 	done := make(chan error, 1)
 	go func() { done <- serveFloor(ctx, l) }()
 	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	hc := &http.Client{}
+	defer hc.CloseIdleConnections()
 	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + addr + "/readyz")
+		resp, err := hc.Get("http://" + addr + "/readyz")
 		if err != nil {
 			return false
 		}

@@ -50,7 +50,12 @@ func serveFloor(ctx context.Context, l net.Listener) error {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(shutdown) // waits for the handlers, so no attach is midway
+		// Shutdown waits for the handlers, so no attach is midway. It also
+		// waits up to 5 s for connections that never sent a request; past
+		// its deadline, Close drops those, or their goroutines would stay.
+		if srv.Shutdown(shutdown) != nil {
+			_ = srv.Close()
+		}
 		f.closeAll()
 	}()
 	slog.Info("floor server listening", "addr", l.Addr().String())
