@@ -74,9 +74,11 @@ func requireEveryDelivery(t *testing.T, r result, perEvent int64) {
 	require.Positive(t, r.P50ms)
 	require.GreaterOrEqual(t, r.MaxMs, r.P99ms)
 	require.GreaterOrEqual(t, r.P99ms, r.P50ms)
-	require.Positive(t, r.ServerCPUSec, "read from /proc for the given pid")
-	require.Positive(t, r.ServerSysCPUSec, "the socket writes are kernel time")
-	require.Less(t, r.ServerSysCPUSec, r.ServerCPUSec, "user time is the rest")
+	// /proc counts CPU time in clock ticks of 10 ms: a run this short may
+	// read 0 of either. TestMeasureReadsTheServersCPUFromProc checks the
+	// figures against getrusage; here they only have to add up.
+	require.GreaterOrEqual(t, r.ServerSysCPUSec, 0.0)
+	require.LessOrEqual(t, r.ServerSysCPUSec, r.ServerCPUSec, "the kernel time is part of the total")
 	require.Positive(t, r.ServerPeakRSSMiB)
 }
 
