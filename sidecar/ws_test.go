@@ -136,29 +136,6 @@ func readInOrder(c *client, total int) error {
 	return nil
 }
 
-// readSeqs reads total event frames (batched or not) and checks their seqs
-// are 1..total.
-func readSeqs(c *client, total int) error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for want := uint64(1); want <= uint64(total); {
-		_, data, err := c.conn.Read(ctx)
-		if err != nil {
-			return fmt.Errorf("after seq %d: %w", want-1, err)
-		}
-		for _, frame := range strings.Split(string(data), "\n") {
-			var f struct {
-				Seq uint64 `json:"seq"`
-			}
-			if err := jsonUnmarshal([]byte(frame), &f); err != nil || f.Seq != want {
-				return fmt.Errorf("want seq %d, got %s", want, frame[:min(len(frame), 80)])
-			}
-			want++
-		}
-	}
-	return nil
-}
-
 func TestResumeAfterDisconnectGetsExactlyTheMissedEvents(t *testing.T) {
 	n := startNode(t, Config{})
 	bob, _ := attach(t, n, "bob", sessionQuery("s1"), nil)
