@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -134,29 +136,6 @@ func readInOrder(c *client, total int) error {
 	return nil
 }
 
-// readSeqs reads total event frames (batched or not) and checks their seqs
-// are 1..total.
-func readSeqs(c *client, total int) error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for want := uint64(1); want <= uint64(total); {
-		_, data, err := c.conn.Read(ctx)
-		if err != nil {
-			return fmt.Errorf("after seq %d: %w", want-1, err)
-		}
-		for _, frame := range strings.Split(string(data), "\n") {
-			var f struct {
-				Seq uint64 `json:"seq"`
-			}
-			if err := jsonUnmarshal([]byte(frame), &f); err != nil || f.Seq != want {
-				return fmt.Errorf("want seq %d, got %s", want, frame[:min(len(frame), 80)])
-			}
-			want++
-		}
-	}
-	return nil
-}
-
 func TestResumeAfterDisconnectGetsExactlyTheMissedEvents(t *testing.T) {
 	n := startNode(t, Config{})
 	bob, _ := attach(t, n, "bob", sessionQuery("s1"), nil)
@@ -242,9 +221,21 @@ func TestSlowConsumerDoesNotDelayOthersAndResumes(t *testing.T) {
 	}
 }
 
+// testSlowConsumer publishes events until the node cuts the slow client,
+// rather than a fixed burst: how many events the kernel's socket buffers
+// absorb before the write queue starts to grow depends on the machine (its
+// tcp_wmem, how far autotuning got), not on Switchyard.
 func testSlowConsumer(t *testing.T, batch bool) {
-	const total = 1000
-	n := startNode(t, Config{WriteQueueBytes: 256 << 10, MailboxSize: 2 * total})
+	const (
+		maxEvents = 4000 // 32 MiB: more than any loopback socket buffers
+		afterCut  = 10   // events published once the slow client is cut
+	)
+	n := startNode(t, Config{WriteQueueBytes: 256 << 10, MailboxSize: maxEvents + afterCut,
+		// The slow client's writer is stuck on its full socket from the
+		// first few hundred events until the test reads it, and the write
+		// deadline would drop it without a close frame: that deadline is
+		// not what this test is about, and a loaded machine reaches 10 s.
+		WriteTimeout: time.Hour})
 	fastQuery := sessionQuery("s1")
 	q := url.Values{"participant_id": {"slow"}, "session_id": {"s1"}}
 	if batch {
@@ -253,11 +244,11 @@ func testSlowConsumer(t *testing.T, batch bool) {
 	}
 	fast, _ := attach(t, n, "fast", fastQuery, nil)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	dialCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	hc := smallBufferClient()
 	defer hc.CloseIdleConnections()
-	slowConn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(n.URL(), "http")+wsPath+"?"+q.Encode(),
+	slowConn, _, err := websocket.Dial(dialCtx, "ws"+strings.TrimPrefix(n.URL(), "http")+wsPath+"?"+q.Encode(),
 		&websocket.DialOptions{HTTPClient: hc})
 	require.NoError(t, err)
 	defer slowConn.CloseNow()
@@ -265,21 +256,37 @@ func testSlowConsumer(t *testing.T, batch bool) {
 	slow := &client{t: t, conn: slowConn}
 	require.Equal(t, "welcome", slow.next()["type"])
 
-	// The slow client reads nothing while the burst goes out; the fast one
-	// reads as it comes.
-	fastDone := make(chan error, 1)
-	go func() { fastDone <- readSeqs(fast, total) }()
+	// The slow client reads nothing from here on; the fast one gets each
+	// event before the next is published. SlowConsumers counts the cut,
+	// made while the submit that passed the slow client's write queue bound
+	// is delivered, so it is up to date when the submit answers.
 	big := strings.Repeat("x", 8<<10)
-	for i := 1; i <= total; i++ {
-		submit(t, n, event("src", "s1", fmt.Sprintf("%d %s", i, big)))
+	publish := func(seq uint64) {
+		t.Helper()
+		submit(t, n, event("src", "s1", fmt.Sprintf("%d %s", seq, big)))
+		require.Equal(t, seq, seqOf(fast.next()), "the fast participant gets each event while the slow one is stalled")
 	}
-	require.NoError(t, <-fastDone, "the fast participant gets the whole burst while the slow one is stalled")
+	var cutAt uint64 // the event that passed the slow client's write queue bound
+	for seq := uint64(1); cutAt == 0; seq++ {
+		require.LessOrEqual(t, seq, uint64(maxEvents), "the slow consumer was never cut")
+		publish(seq)
+		if counterOf(t, n.metrics.Hub.SlowConsumers) > 0 {
+			cutAt = seq
+		}
+	}
+	total := cutAt + afterCut
+	for seq := cutAt + 1; seq <= total; seq++ {
+		publish(seq)
+	}
+	require.Equal(t, float64(1), counterOf(t, n.metrics.Hub.SlowConsumers), "only the slow participant was cut")
 
 	// Now the slow client reads: frames in order (never split across
 	// messages when batched), then close 4000.
+	readCtx, cancelRead := context.WithTimeout(context.Background(), time.Minute)
+	defer cancelRead()
 	lastSeq := uint64(0)
 	for {
-		_, data, err := slowConn.Read(ctx)
+		_, data, err := slowConn.Read(readCtx)
 		if err != nil {
 			require.Equal(t, websocket.StatusCode(4000), websocket.CloseStatus(err), "closed as a slow consumer: %v", err)
 			break
@@ -293,7 +300,8 @@ func testSlowConsumer(t *testing.T, batch bool) {
 			lastSeq = f.Seq
 		}
 	}
-	require.Less(t, lastSeq, uint64(total), "the slow consumer must have been cut before the end of the burst")
+	require.Less(t, lastSeq, cutAt, "nothing from the event that passed the bound on was written to the slow consumer")
+	t.Logf("cut at event %d; the slow consumer had read %d", cutAt, lastSeq)
 
 	resume := url.Values{"resume_from": {strconv.FormatUint(lastSeq, 10)}}
 	if batch {
@@ -304,6 +312,14 @@ func testSlowConsumer(t *testing.T, batch bool) {
 	for want := lastSeq + 1; want <= total; want++ {
 		require.Equal(t, want, seqOf(back.next()), "nothing lost that is still in the mailbox")
 	}
+}
+
+// counterOf reads a Prometheus counter.
+func counterOf(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	require.NoError(t, c.Write(&m))
+	return m.GetCounter().GetValue()
 }
 
 func TestSubmitJoinLeaveAckFrames(t *testing.T) {

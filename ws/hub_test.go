@@ -1023,20 +1023,19 @@ func TestSlowConsumer(t *testing.T) {
 		}
 	}
 
+	// Deliver never waits on a socket: were it to wait on the slow one, this
+	// loop would stall until the sweeper cut that write (a minute), and the
+	// slow client would see no 4000 below.
 	pad := strings.Repeat("x", 1024)
-	var maxDeliver time.Duration
 	for i := 1; i <= total; i++ {
 		ev := bodyEvent(fmt.Sprintf("e%d", i), "s1", fmt.Sprintf(`{"n":%d,"pad":%q}`, i, pad))
-		start := time.Now()
 		require.True(t, th.hub.Deliver(slowP, ev).Accepted())
 		require.True(t, th.hub.Deliver(fastP, ev).Accepted())
-		maxDeliver = max(maxDeliver, time.Since(start))
 		if i%25 == 0 {
 			waitFast(uint64(i)) // the fast one keeps up while the slow one reads nothing
 		}
 	}
 	waitFast(total)
-	assert.Less(t, maxDeliver, time.Second, "Deliver blocked")
 	assert.Equal(t, []websocket.StatusCode{0}, connCloseCodes(fastP), "the fast client was never marked slow")
 
 	// The slow one was marked for 4000 (its writer is stuck on the socket).

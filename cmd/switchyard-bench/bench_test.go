@@ -43,8 +43,10 @@ func startFloor(t *testing.T) string {
 	done := make(chan error, 1)
 	go func() { done <- serveFloor(ctx, l) }()
 	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	hc := &http.Client{}
+	defer hc.CloseIdleConnections()
 	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + addr + "/readyz")
+		resp, err := hc.Get("http://" + addr + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -57,7 +59,9 @@ func startFloor(t *testing.T) string {
 func shortRun(url string) options {
 	return options{url: url, subURL: url, pids: []string{fmt.Sprint(os.Getpid())}, subscribers: 20, pairs: 10,
 		connections: 30, duration: 300 * time.Millisecond, concurrency: 4, sources: 2, messageBytes: 64,
-		drainWait: 5 * time.Second}
+		// collect stops waiting once every delivery is in: the wait only
+		// bounds a failure, and a loaded machine may need seconds.
+		drainWait: time.Minute}
 }
 
 // requireEveryDelivery: the scenario's figures add up, with nothing lost
@@ -72,24 +76,30 @@ func requireEveryDelivery(t *testing.T, r result, perEvent int64) {
 	require.Positive(t, r.P50ms)
 	require.GreaterOrEqual(t, r.MaxMs, r.P99ms)
 	require.GreaterOrEqual(t, r.P99ms, r.P50ms)
-	require.Positive(t, r.ServerCPUSec, "read from /proc for the given pid")
-	require.Positive(t, r.ServerSysCPUSec, "the socket writes are kernel time")
-	require.Less(t, r.ServerSysCPUSec, r.ServerCPUSec, "user time is the rest")
+	// /proc counts CPU time in clock ticks of 10 ms: a run this short may
+	// read 0 of either. TestMeasureReadsTheServersCPUFromProc checks the
+	// figures against getrusage; here they only have to add up.
+	require.GreaterOrEqual(t, r.ServerSysCPUSec, 0.0)
+	require.LessOrEqual(t, r.ServerSysCPUSec, r.ServerCPUSec, "the kernel time is part of the total")
 	require.Positive(t, r.ServerPeakRSSMiB)
 }
 
+// TestScenariosAgainstANode runs each scenario against a node of its own:
+// the scenarios attach the same participant names, and a reconnect without
+// resume_from may get again the last events a closed connection received
+// (the node records what it wrote once the write returns), which would
+// count in the next scenario's deliveries.
 func TestScenariosAgainstANode(t *testing.T) {
-	url := startNode(t)
 	ctx := context.Background()
 	t.Run("fanout with batch=1", func(t *testing.T) {
-		o := shortRun(url)
+		o := shortRun(startNode(t))
 		o.scenario, o.batch = "fanout", true
 		r, err := runFanout(ctx, o)
 		require.NoError(t, err)
 		requireEveryDelivery(t, r, 20)
 	})
 	t.Run("pairs at a fixed rate", func(t *testing.T) {
-		o := shortRun(url)
+		o := shortRun(startNode(t))
 		o.rate = 200
 		r, err := runPairs(ctx, o)
 		require.NoError(t, err)
@@ -97,7 +107,7 @@ func TestScenariosAgainstANode(t *testing.T) {
 		require.LessOrEqual(t, r.EventsSent, int64(61), "at most 200 per second for 300 ms")
 	})
 	t.Run("idle", func(t *testing.T) {
-		o := shortRun(url)
+		o := shortRun(startNode(t))
 		r, err := runIdle(ctx, o)
 		require.NoError(t, err)
 		require.Equal(t, 30, r.Subscribers)

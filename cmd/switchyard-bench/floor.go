@@ -50,7 +50,12 @@ func serveFloor(ctx context.Context, l net.Listener) error {
 		<-ctx.Done()
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(shutdown) // waits for the handlers, so no attach is midway
+		// Shutdown waits for the handlers, so no attach is midway. It also
+		// waits up to 5 s for connections that never sent a request; past
+		// its deadline, Close drops those, or their goroutines would stay.
+		if srv.Shutdown(shutdown) != nil {
+			_ = srv.Close()
+		}
 		f.closeAll()
 	}()
 	slog.Info("floor server listening", "addr", l.Addr().String())
@@ -74,29 +79,34 @@ func (f *floorServer) attach(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	_, _ = rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
-		rawws.AcceptKey(key) + "\r\n\r\n")
-	_, _ = rw.Write(appendServerFrame(nil, []byte(`{"type":"welcome"}`)))
-	if rw.Flush() != nil {
-		_ = nc.Close()
-		return
-	}
+	// c is in its session before its welcome is written, and the welcome is
+	// written under c's lock: a client that has read its welcome gets every
+	// event submitted after it, and no event comes before the welcome.
 	c := &floorConn{nc: nc}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.closed {
+		f.mu.Unlock()
 		_ = nc.Close()
 		return
 	}
 	// Appending writes past the end of every slice a submit holds.
 	f.sessions[session] = append(f.sessions[session], c)
 	f.readers.Add(1)
+	f.mu.Unlock()
 	go func() { // the reader: discards what the client sends, and notices when it leaves
 		defer f.readers.Done()
 		_, _ = io.Copy(io.Discard, bufio.NewReaderSize(rw, 512))
 		_ = nc.Close()
 		f.remove(session, c)
 	}()
+	_, _ = rw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " +
+		rawws.AcceptKey(key) + "\r\n\r\n")
+	_, _ = rw.Write(appendServerFrame(nil, []byte(`{"type":"welcome"}`)))
+	if rw.Flush() != nil {
+		_ = nc.Close() // the reader ends and removes c
+	}
 }
 
 func (f *floorServer) remove(session string, c *floorConn) {

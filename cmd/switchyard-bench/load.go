@@ -187,6 +187,12 @@ func newPublisher(o options, sessions int) *publisher {
 	}
 }
 
+// close closes the client's idle connections; a scenario calls it when its
+// submits are done (run has returned, so every connection is idle). Without
+// it the connections, and a goroutine or two each, would outlive the
+// scenario: until the node closes them, or for the rest of the process.
+func (p *publisher) close() { p.hc.CloseIdleConnections() }
+
 func (p *publisher) submit(session int, name string) {
 	idx := p.next.Add(1) - 1
 	body := fmt.Sprintf(`{"sender_id":"bench-publisher","sender_type":"ai","event_type":"message","session_id":%q,"message":"t=%d;i=%d;%s"}`,

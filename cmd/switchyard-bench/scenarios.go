@@ -165,6 +165,7 @@ func runFanout(ctx context.Context, o options) (result, error) {
 	}
 	readers := startReaders(subs)
 	p := newPublisher(o, 1)
+	defer p.close()
 	m := startMeasure(o.pids)
 	p.run(o.duration, o.rate, o.concurrency, func(int64) (int, string) { return 0, "fanout" })
 	r.EventsSent, r.SubmitErrors = p.sent.Load(), p.errors.Load()
@@ -186,6 +187,7 @@ func runPairs(ctx context.Context, o options) (result, error) {
 	}
 	readers := startReaders(subs)
 	p := newPublisher(o, o.pairs)
+	defer p.close()
 	m := startMeasure(o.pids)
 	p.run(o.duration, o.rate, o.concurrency, func(int64) (int, string) {
 		s := rand.IntN(o.pairs)
