@@ -46,3 +46,25 @@ func TestGiveBackAndRestoreKeepEachEventOnce(t *testing.T) {
 
 	assert.False(t, newHome.hub.Restore("carol", nil, extra), "nothing to restore into")
 }
+
+// TestFullTakeoverBufferKeepsTheNewestEvents: deliveries buffered during a
+// takeover are bounded by the mailbox size; past it the oldest buffered
+// event goes, as it would from the mailbox, never the newest (which the
+// sender was told is queued).
+func TestFullTakeoverBufferKeepsTheNewestEvents(t *testing.T) {
+	h := newTestHub(t, Config{MailboxSize: 4})
+	p, created := h.hub.Prepare("bob", "ai", []string{"s1"})
+	require.True(t, created)
+	for i := 1; i <= 7; i++ {
+		require.Equal(t, Queued, h.hub.Deliver(p, handoffEvent(i)))
+	}
+	h.hub.Install(p, nil)
+	var got []string
+	p.mu.Lock()
+	for seq := p.box.oldest(); p.box.n > 0 && seq <= p.box.newest(); seq++ {
+		got = append(got, p.box.at(seq).ev.ID)
+	}
+	p.mu.Unlock()
+	assert.Equal(t, []string{"e4", "e5", "e6", "e7"}, got, "the newest four, in order")
+	assert.Equal(t, Duplicate, h.hub.Deliver(p, handoffEvent(7)), "the newest was taken")
+}

@@ -241,10 +241,16 @@ func (h *Hub) Deliver(p *Participant, ev *Event) Delivery {
 		return Gone
 	}
 	if p.pending {
-		if len(p.buffered) < h.cfg.MailboxSize {
-			h.held.hold(ev) // released when Install or Abandon ends the buffer
-			p.buffered = append(p.buffered, ev)
+		// The buffer is bounded like the mailbox it will be replayed into,
+		// and full it drops its oldest event as the mailbox would (a gap
+		// frame tells a connection): never the newest, which was accepted.
+		if len(p.buffered) == h.cfg.MailboxSize {
+			h.held.release(p.buffered[0])
+			p.buffered[0] = nil
+			p.buffered = p.buffered[1:]
 		}
+		h.held.hold(ev) // released when Install or Abandon ends the buffer
+		p.buffered = append(p.buffered, ev)
 		return Queued
 	}
 	return h.deliverLocked(p, ev)
