@@ -142,10 +142,10 @@ type Config struct {
 	// nodes when it moves (the release answer, a give-back after a failed
 	// transfer); past it the transfer fails and the participant stays on its
 	// old home (--max-handoff-bytes). Default: what the fullest mailbox can
-	// take, MailboxSize events of the largest encoding a MaxBodyBytes body
-	// has (see maxStateBytes): about 8.6 GB with the defaults, so it never
-	// refuses a mailbox the node accepted. Lower it only along with a
-	// byte bound on mailboxes.
+	// take: MailboxSize events of the largest encoding a MaxBodyBytes body
+	// has, or MaxMailboxBytes of frames when that budget is set, whichever
+	// is smaller (see maxStateBytes): about 342 MiB with the defaults, so it
+	// never refuses a mailbox the node accepted.
 	MaxHandoffBytes int64
 	// MaxExternalParticipants bounds the external participants this node
 	// registers (503 too_many_external_participants past it). Default 10000.
@@ -241,7 +241,7 @@ func (c Config) withDefaults() Config {
 		c.PeerAttemptTimeout = 2 * time.Second
 	}
 	if c.MaxHandoffBytes <= 0 {
-		c.MaxHandoffBytes = maxStateBytes(c.MaxBodyBytes, c.MailboxSize)
+		c.MaxHandoffBytes = maxStateBytes(c.MaxBodyBytes, c.MailboxSize, c.MaxMailboxBytes)
 	}
 	if c.MaxExternalParticipants <= 0 {
 		c.MaxExternalParticipants = 10000

@@ -53,13 +53,24 @@ const (
 // re-encoded, where json.Marshal may write 6 bytes for 1 (\u003c for <),
 // plus its envelope (ids, traceparent: under 2 KiB); it travels as base64
 // (4/3), with its seq, id, time and key (under 512 bytes).
-func maxStateBytes(maxBodyBytes int64, mailboxSize int) int64 {
+//
+// With a mailbox byte budget (mailboxBytes > 0) a mailbox's frames hold at
+// most that many bytes however many events they are, which bounds the
+// state far lower (about 342 MiB for the default 256 MiB budget): the
+// smaller of the two bounds is taken. Nodes of one cluster share their
+// settings, so no state a peer's mailbox accepted is refused.
+func maxStateBytes(maxBodyBytes int64, mailboxSize int, mailboxBytes int64) int64 {
 	if mailboxSize <= 0 {
 		mailboxSize = 1024
 	}
-	perEvent := (6*maxBodyBytes+2<<10)*4/3 + 512
-	const perDedupeKey = 64
-	return int64(mailboxSize)*(perEvent+perDedupeKey) + 64<<10
+	const perEventEnvelope, perDedupeKey = 512, 64
+	perEvent := (6*maxBodyBytes+2<<10)*4/3 + perEventEnvelope
+	bound := int64(mailboxSize)*(perEvent+perDedupeKey) + 64<<10
+	if mailboxBytes > 0 {
+		budgeted := mailboxBytes*4/3 + int64(mailboxSize)*(perEventEnvelope+perDedupeKey) + 64<<10
+		bound = min(bound, budgeted)
+	}
+	return bound
 }
 
 // movedTo remembers, for a while, where this node released participants

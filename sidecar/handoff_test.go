@@ -398,3 +398,17 @@ func TestHeldStatesExpire(t *testing.T) {
 	assert.Same(t, second, h.take("carol", "node-3"))
 	assert.Zero(t, h.count())
 }
+
+// TestMaxStateBytesFitsTheFullestMailbox: the default --max-handoff-bytes
+// holds the fullest mailbox a node accepts, and a mailbox byte budget
+// brings it down to what that budget lets a mailbox hold.
+func TestMaxStateBytesFitsTheFullestMailbox(t *testing.T) {
+	unbudgeted := maxStateBytes(1<<20, 1024, -1)
+	require.Greater(t, unbudgeted, int64(1024)*(6<<20)*4/3, "1024 events of a 1 MiB body re-encoded 6 for 1, as base64")
+	budgeted := maxStateBytes(1<<20, 1024, 256<<20)
+	require.Greater(t, budgeted, int64(256<<20)*4/3, "a budget's worth of frames as base64")
+	require.Less(t, budgeted, int64(400<<20))
+	require.Equal(t, unbudgeted, maxStateBytes(1<<20, 1024, 1<<50), "a budget larger than the mailboxes can use changes nothing")
+	cfg := Config{}.withDefaults()
+	require.Equal(t, budgeted, cfg.MaxHandoffBytes, "the default follows the default budget")
+}
