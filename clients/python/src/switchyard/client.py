@@ -156,6 +156,24 @@ class NotAnswered(ConnectionError):
 _END = object()  # ends the events() stream
 
 
+def _is_seq(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _well_formed(f: Dict[str, Any]) -> bool:
+    """Whether the fields this client reads have the types SPEC section 3 gives."""
+    kind = f.get("type")
+    if kind == "event":
+        return _is_seq(f.get("seq")) and isinstance(f.get("event", {}), dict)
+    if kind == "gap":
+        return _is_seq(f.get("from_seq")) and _is_seq(f.get("to_seq"))
+    if kind == "welcome":
+        return _is_seq(f.get("seq", 0)) and isinstance(f.get("sessions", []), list)
+    if kind == "result":
+        return isinstance(f.get("status", 0), int)
+    return True
+
+
 class Client:
     """A participant's connection to Switchyard that survives drops.
 
@@ -534,6 +552,11 @@ class Client:
             f = json.loads(line)
         except ValueError:
             log.warning("switchyard: a frame does not decode; skipped")
+            return
+        if not isinstance(f, dict) or not _well_formed(f):
+            # A frame of the wrong shape must not end the stream (the Go
+            # client skips what does not decode): skip it.
+            log.warning("switchyard: a frame of the wrong shape; skipped: %.200s", line)
             return
         kind = f.get("type")
         if kind == "event":
