@@ -355,6 +355,11 @@ export class SwitchyardClient {
             } catch {
               continue; // not JSON: skipped, as the Go client does
             }
+            // JSON of the wrong shape (null, an array, a seq that is not a
+            // number) would throw below, out of the socket's event handler
+            // (an uncaught exception in Node) or corrupt the resume point:
+            // skipped too.
+            if (!wellFormed(f)) continue;
             if (f.type === "welcome") connected = true;
             try {
               this.handle(f);
@@ -546,6 +551,26 @@ export class SwitchyardClient {
     if (resume) u.searchParams.set("resume_from", String(this.seq));
     if (this.opts.batch) u.searchParams.set("batch", "1");
     return u.toString();
+  }
+}
+
+const isSeq = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0;
+
+/** Whether the fields this client reads have the types SPEC section 3 gives. */
+function wellFormed(f: unknown): f is ServerFrame {
+  if (typeof f !== "object" || f === null || Array.isArray(f)) return false;
+  const o = f as Record<string, unknown>;
+  switch (o.type) {
+    case "event":
+      return isSeq(o.seq) && (o.event === undefined || (typeof o.event === "object" && o.event !== null));
+    case "gap":
+      return isSeq(o.from_seq) && isSeq(o.to_seq);
+    case "welcome":
+      return isSeq(o.seq ?? 0);
+    case "result":
+      return typeof o.id === "string" && typeof o.status === "number";
+    default:
+      return typeof o.type === "string";
   }
 }
 

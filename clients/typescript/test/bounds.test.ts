@@ -137,3 +137,40 @@ test("minBackoffMs 0 does not reconnect in a tight loop", async () => {
   await c.close();
   assert.ok(attempts < 40, `${attempts} attempts in 1 s`);
 });
+
+test("frames of the wrong shape are skipped, not thrown out of the socket handler", async () => {
+  const frames = [
+    JSON.stringify({ type: "welcome", participant_id: "p", node: "n", sessions: [], seq: 0, resumed: false }),
+    "null", "[1]", '"x"', "{}",
+    JSON.stringify({ type: "event", seq: "7" }),
+    JSON.stringify({ type: "gap", from_seq: null, to_seq: 3 }),
+    JSON.stringify({ type: "event", seq: 1, event_id: "e1", event: { message: "1" } }),
+  ];
+  class Scripted implements WebSocketLike {
+    readyState = 0;
+    onopen: ((ev: any) => void) | null = null;
+    onmessage: ((ev: { data: any }) => void) | null = null;
+    onerror: ((ev: any) => void) | null = null;
+    onclose: ((ev: { code: number; reason: string }) => void) | null = null;
+    constructor(_url: string) {
+      setTimeout(() => {
+        this.readyState = 1;
+        this.onopen?.({});
+        for (const f of frames) this.onmessage?.({ data: f });
+      }, 0);
+    }
+    send(_data: string) {}
+    close(code = 1000, reason = "") {
+      this.readyState = 3;
+      setTimeout(() => this.onclose?.({ code, reason }), 0);
+    }
+  }
+  const c = new SwitchyardClient({ url: "http://127.0.0.1:1", participantId: "p", WebSocket: Scripted });
+  try {
+    const got = await take(c.events(), 1);
+    assert.deepEqual(texts(got), ["1"]);
+    assert.equal(c.lastSeq, 1);
+  } finally {
+    await c.close();
+  }
+});
