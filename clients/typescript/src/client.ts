@@ -55,8 +55,8 @@ export interface ClientOptions {
    * The most deliveries received but not yet taken from events() (default
    * 1000). When the buffer is full the client stops reading from the socket
    * (Node adapter: it pauses it; browser adapter: it closes it, as a browser
-   * WebSocket cannot pause) and reconnects with resume_from once events()
-   * has made room: the node keeps the rest in the mailbox (closing a
+   * WebSocket cannot pause) until events() has taken it down to half, then
+   * reads again (or reconnects with resume_from): the node keeps the rest in the mailbox (closing a
    * connection that falls too far behind with 4000). Nothing is dropped and
    * memory stays bounded. Not used with onEvent.
    */
@@ -455,9 +455,18 @@ export class SwitchyardClient {
     this.handedSeq = d.type === "event" ? d.seq : Math.max(this.handedSeq, d.to_seq);
   }
 
-  /** Resolves once the buffer has room (or the client stops). */
+  /**
+   * Reading starts again once the buffer is down to half (not at the first
+   * free slot: a resumed socket hands over a whole network read at once).
+   */
+  private get lowWater(): number {
+    return Math.floor(this.maxPending / 2);
+  }
+
+  /** With a full buffer, resolves once it is down to lowWater (or the client stops). */
   private async room(): Promise<void> {
-    while (this.queue.length >= this.maxPending && !this.closed && !this.failure) {
+    if (this.queue.length < this.maxPending) return;
+    while (this.queue.length > this.lowWater && !this.closed && !this.failure) {
       await new Promise<void>((resolve) => (this.roomWaiter = resolve));
       this.roomWaiter = null;
     }
@@ -465,7 +474,7 @@ export class SwitchyardClient {
 
   /** The caller took a delivery: read again if reading had stopped. */
   private madeRoom(): void {
-    if (this.queue.length >= this.maxPending) return;
+    if (this.queue.length > this.lowWater) return;
     this.roomWaiter?.();
     if (!this.paused) return;
     this.paused = false;
