@@ -443,3 +443,22 @@ def test_last_seq_counts_only_events_handed_over(start_node):
             await col.stop()
 
     run(main())
+
+
+def test_close_is_prompt_while_the_buffer_is_full(start_node):
+    """With the buffer full the socket is not read, so the node's close frame
+    cannot be either: close() must not wait out websockets' close_timeout."""
+    node = start_node()
+
+    async def main():
+        bob = Client(node.url, api_key=API_KEY, participant_id="bob", sessions=["s1"], max_pending=2, **FAST)
+        await bob.wait_attached(TIMEOUT)
+        await submit_range(sender(node.url), "s1", 1, 100)  # 2 in the buffer, the rest unread
+        await until(lambda: bob._queue.full(), what="a full buffer")
+        await asyncio.sleep(0.3)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await bob.close()
+        assert loop.time() - t0 < 2.5, loop.time() - t0
+
+    run(main())

@@ -539,7 +539,23 @@ class Client:
                 if not answer.done():
                     answer.set_exception(NotAnswered("the connection closed before the answer"))
             self._waiters.clear()
-            await asyncio.shield(ws.close())
+            # While the buffer was full, websockets stopped reading too, so
+            # the node's close frame would never be read and close() would
+            # wait out close_timeout: discard what is still unread (nothing
+            # of it was counted as received) while closing.
+            discard = asyncio.ensure_future(self._discard(ws))
+            try:
+                await asyncio.shield(ws.close())
+            finally:
+                discard.cancel()
+
+    @staticmethod
+    async def _discard(ws: Any) -> None:
+        try:
+            async for _ in ws:
+                pass
+        except websockets.ConnectionClosed:
+            pass
 
     @staticmethod
     def _refused(status: int, body: bytes) -> None:
