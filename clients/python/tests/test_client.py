@@ -462,3 +462,29 @@ def test_close_is_prompt_while_the_buffer_is_full(start_node):
         assert loop.time() - t0 < 2.5, loop.time() - t0
 
     run(main())
+
+
+def test_socket_call_answered_while_the_buffer_is_full(start_node):
+    """A consumer that replies over the socket from inside its events() loop
+    while the buffer is full gets its answer (the result frame comes behind
+    unread events), and still every event exactly once, in order."""
+    node = start_node()
+
+    async def main():
+        async with Client(node.url, api_key=API_KEY, participant_id="bob", sessions=["s1"],
+                          max_pending=5, **FAST) as bob:
+            await bob.wait_attached(TIMEOUT)
+            alice = sender(node.url)
+            await submit_range(alice, "s1", 1, 50)
+            await until(lambda: bob._queue.full(), what="a full buffer")
+            got = []
+            async for item in bob.events():
+                got.append(item)
+                if len(got) == 1:
+                    await bob.join("s2", timeout=10)  # a socket call, answered by a result frame
+                    await submit_range(alice, "s1", 51, 51)  # the marker
+                if len(got) == 51:
+                    break
+            assert_exactly(got, 1, 51)
+
+    run(main())

@@ -258,6 +258,13 @@ class Client:
         self._resume = resume_from is not None
         self._queue: asyncio.Queue = asyncio.Queue(maxsize=max_pending)
         self._ended = False  # no more items will be queued
+        # Set when the caller takes an item or a socket call starts waiting:
+        # either may let a reader blocked on a full buffer go on.
+        self._nudge = asyncio.Event()
+        # This connection dropped deliveries (the buffer was full while a
+        # socket call waited for its answer): it is replaced, resuming from
+        # the last seq received, once no call waits.
+        self._overflowed = False
         self._attached = asyncio.Event()
         self._ack_wanted = asyncio.Event()
         self._consumed = 0  # the newest seq the caller has consumed
@@ -333,6 +340,7 @@ class Client:
                 item: Any = _END
             else:
                 item = await self._queue.get()
+                self._nudge.set()
             if item is _END:
                 if self._error is not None:
                     raise self._error
@@ -417,6 +425,7 @@ class Client:
         frame["id"] = f"c{next(self._ids)}"
         answer = loop.create_future()
         self._waiters[frame["id"]] = answer
+        self._nudge.set()  # a reader blocked on a full buffer must read on, or the answer never comes
         try:
             try:
                 await ws.send(json.dumps(frame))
@@ -517,6 +526,7 @@ class Client:
                 self._refused(e.status_code, b"")
             raise
         acker = asyncio.ensure_future(self._ack_loop(ws)) if self.ack else None
+        self._overflowed = False
         try:
             async for message in ws:
                 if isinstance(message, bytes):
@@ -526,6 +536,8 @@ class Client:
                         # Waits while the buffer is full: no more is read
                         # from the socket until the caller takes some.
                         await self._frame(ws, url, line)
+                if self._overflowed and not self._waiters:
+                    return  # replaced: the next connection resumes from what was received
         except websockets.ConnectionClosed as e:
             if e.rcvd is not None and e.rcvd.code == _POLICY_VIOLATION:
                 raise AttachRefused(_POLICY_VIOLATION, "policy_violation", e.rcvd.reason) from None
@@ -579,12 +591,12 @@ class Client:
             seq = int(f.get("seq", 0))
             if seq <= self._received:
                 return  # replayed twice (a race at reconnect): already received
-            await self._queue.put(Event(seq, f.get("event_id", ""), f.get("session_id"), f.get("event") or {}))
-            self._received = seq
+            if await self._enqueue(Event(seq, f.get("event_id", ""), f.get("session_id"), f.get("event") or {})):
+                self._received = seq
         elif kind == "gap":
             gap = Gap(int(f.get("from_seq", 0)), int(f.get("to_seq", 0)))
-            await self._queue.put(gap)
-            self._received = max(self._received, gap.to_seq)
+            if await self._enqueue(gap):
+                self._received = max(self._received, gap.to_seq)
         elif kind == "result":
             answer = self._waiters.pop(str(f.get("id")), None)
             if answer is not None and not answer.done():
@@ -603,6 +615,22 @@ class Client:
         elif kind == "error":
             log.warning("switchyard: the node rejected a frame: %s: %s", f.get("code"), f.get("detail"))
         # other types: newer than this client; ignored
+
+    async def _enqueue(self, item: Union[Event, Gap]) -> bool:
+        """Queue item, waiting while the buffer is full (backpressure). While
+        a socket call waits for its answer, which comes behind the unread
+        events, it drops item instead (and every later one of this
+        connection) and returns False: that connection is then replaced."""
+        while not self._overflowed:
+            if not self._queue.full():
+                self._queue.put_nowait(item)
+                return True
+            if self._waiters:
+                self._overflowed = True
+                break
+            self._nudge.clear()
+            await self._nudge.wait()
+        return False
 
     async def _ack_loop(self, ws: Any) -> None:
         """Send the newest consumed seq whenever it moves (coalesced)."""
