@@ -54,9 +54,11 @@ export interface ClientOptions {
   /**
    * The most deliveries received but not yet taken from events() (default
    * 1000). When the buffer is full the client stops reading from the socket
-   * (Node adapter: it pauses it; browser adapter: it closes it, as a browser
-   * WebSocket cannot pause) until events() has taken it down to half, then
-   * reads again (or reconnects with resume_from): the node keeps the rest in the mailbox (closing a
+   * (Node adapter: it pauses it) until events() has taken it down to half,
+   * then reads again. Where it cannot pause (browsers), or while a socket
+   * call waits for its answer, it reads on but drops the events past the
+   * bound without counting them as received, and at half reconnects with
+   * resume_from from the last one kept: the node keeps the rest in the mailbox (closing a
    * connection that falls too far behind with 4000). Nothing is dropped and
    * memory stays bounded. Not used with onEvent.
    */
@@ -133,7 +135,6 @@ export class SwitchyardClient {
   private paused = false;
   /** This connection had to drop a delivery (the buffer was full): it is closed and resumed once there is room. */
   private overflowed = false;
-  private roomWaiter: (() => void) | null = null;
   private iterating = false;
 
   /**
@@ -293,7 +294,6 @@ export class SwitchyardClient {
       this.socket?.close(1000, "");
       this.wake?.();
       this.taker?.();
-      this.roomWaiter?.();
       for (const w of this.welcomeWaiters.splice(0)) w.reject(new ConnectionClosedError("switchyard: the client is closed"));
       if (!this.loop) this.settleDone(null); // never started
     }
@@ -314,8 +314,6 @@ export class SwitchyardClient {
     let backoff = this.minBackoff;
     let resume = this.opts.resumeFrom !== undefined;
     for (let attempt = 0; !this.closed && !this.failure; attempt++) {
-      await this.room(); // a full buffer: attach again once the caller made room
-      if (this.closed || this.failure) return;
       const url = this.urls[attempt % this.urls.length];
       const { connected, close } = await this.session(url, resume);
       if (this.closed || this.failure) return;
@@ -443,11 +441,13 @@ export class SwitchyardClient {
     }
     this.queue.push(d);
     this.taker?.();
-    if (this.queue.length >= this.maxPending && !this.paused) {
+    if (this.queue.length >= this.maxPending && !this.paused && this.pending.size === 0 && this.socket?.pause) {
       this.paused = true;
-      if (this.socket?.pause) this.socket.pause();
-      else this.socket?.close(1000, "client buffer full"); // cannot pause: resume later from the mailbox
+      this.socket.pause();
     }
+    // Where the socket cannot pause (browsers), or while a socket call
+    // waits for its answer (which comes behind the unread events), reading
+    // goes on and the events past the bound are dropped (overflowed).
     return true;
   }
 
@@ -463,23 +463,15 @@ export class SwitchyardClient {
     return Math.floor(this.maxPending / 2);
   }
 
-  /** With a full buffer, resolves once it is down to lowWater (or the client stops). */
-  private async room(): Promise<void> {
-    if (this.queue.length < this.maxPending) return;
-    while (this.queue.length > this.lowWater && !this.closed && !this.failure) {
-      await new Promise<void>((resolve) => (this.roomWaiter = resolve));
-      this.roomWaiter = null;
-    }
-  }
-
   /** The caller took a delivery: read again if reading had stopped. */
   private madeRoom(): void {
     if (this.queue.length > this.lowWater) return;
-    this.roomWaiter?.();
-    if (!this.paused) return;
-    this.paused = false;
-    if (this.overflowed) this.socket?.close(1000, ""); // and reconnect right before what was dropped
-    else this.socket?.resume?.();
+    if (this.overflowed) {
+      this.socket?.close(1000, ""); // and reconnect right before what was dropped
+    } else if (this.paused) {
+      this.paused = false;
+      this.socket?.resume?.();
+    }
   }
 
   private async take(): Promise<Delivery | null> {
@@ -500,7 +492,6 @@ export class SwitchyardClient {
     this.failure ??= err;
     for (const w of this.welcomeWaiters.splice(0)) w.reject(err);
     this.taker?.();
-    this.roomWaiter?.();
   }
 
   private consumed(seq: number): void {
@@ -539,6 +530,12 @@ export class SwitchyardClient {
         reject(new RequestTimeoutError(`switchyard: no answer to ${frame.type} ${frame.id} within ${this.requestTimeout} ms`));
       }, this.requestTimeout);
       this.pending.set(frame.id, { resolve, reject, timer });
+      if (this.paused) {
+        // The answer comes behind events the full buffer cannot take: read
+        // on (dropping them, see deliver) so that it arrives.
+        this.paused = false;
+        this.socket!.resume?.();
+      }
       try {
         this.send(frame);
       } catch (err) {
