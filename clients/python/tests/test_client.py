@@ -381,7 +381,7 @@ def test_bounded_buffer_backpressure_and_slow_consumer_close(start_node):
     it with 4000. Once the caller reads, it gets every event exactly once, in
     order (the client resumed from the mailbox)."""
     node = start_node("--write-queue-bytes", "65536")
-    n, big = 240, "x" * 32768  # ~8 MB: more than loopback's socket buffers hold
+    n, big = 240, "x" * 32768  # ~8 MB: more than the socket buffers of a reader that stopped
 
     async def main():
         async with Client(node.url, api_key=API_KEY, participant_id="bob", sessions=["s1"],

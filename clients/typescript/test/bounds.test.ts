@@ -48,7 +48,7 @@ describe("bounded buffer", () => {
     let most = 0;
     const watch = setInterval(() => (most = Math.max(most, queued(bob))), 5);
     const n = 240;
-    const big = "x".repeat(32 * 1024); // ~8 MB in all: more than loopback's socket buffers
+    const big = "x".repeat(32 * 1024); // ~8 MB in all: more than the socket buffers of a reader that stopped
     try {
       for (let i = 1; i <= n; i++) await post(node.url, { session_id: s, message: `${i} ${big}` });
       await waitFor(async () => (await metric(node.url, "switchyard_slow_consumers_total")) >= 1, 30_000, "a 4000 close");
