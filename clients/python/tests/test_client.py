@@ -16,7 +16,7 @@ import pytest
 import switchyard
 from conftest import API_KEY, mint_token
 from helpers import TIMEOUT, Collector, Proxy, in_session, run, until
-from switchyard import AttachRefused, Client, Gap, NotAnswered, SwitchyardError
+from switchyard import AttachRefused, Client, Event, Gap, NotAnswered, SwitchyardError
 
 FAST = dict(min_backoff=0.05, max_backoff=0.5)
 
@@ -39,12 +39,16 @@ def assert_exactly(events, first: int, last: int) -> None:
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
 
 
-def mailbox_events(url: str) -> float:
+def metric(url: str, name: str) -> float:
     with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
         for line in resp.read().decode().splitlines():
-            if line.startswith("switchyard_mailbox_events "):
+            if line.startswith(name + " "):
                 return float(line.split()[1])
-    raise AssertionError("no switchyard_mailbox_events metric")
+    raise AssertionError(f"no {name} metric")
+
+
+def mailbox_events(url: str) -> float:
+    return metric(url, "switchyard_mailbox_events")
 
 
 def test_attach_receives_in_order_and_acks(start_node):
@@ -368,3 +372,119 @@ def test_readme_example_runs(start_node, tmp_path):
             proc.wait()
         out.close()
     assert "1 alice hi" in (tmp_path / "example.out").read_text()
+
+
+def test_bounded_buffer_backpressure_and_slow_consumer_close(start_node):
+    """max_pending bounds the events waiting for the caller: while the caller
+    does not read, the buffer never holds more than max_pending and the client
+    stops reading the socket, so the node (small --write-queue-bytes) closes
+    it with 4000. Once the caller reads, it gets every event exactly once, in
+    order (the client resumed from the mailbox)."""
+    node = start_node("--write-queue-bytes", "65536")
+    n, big = 240, "x" * 32768  # ~8 MB: more than the socket buffers of a reader that stopped
+
+    async def main():
+        async with Client(node.url, api_key=API_KEY, participant_id="bob", sessions=["s1"],
+                          max_pending=20, **FAST) as bob:
+            first = await bob.wait_attached(TIMEOUT)
+            alice = sender(node.url)
+            most = 0
+
+            async def watch():
+                nonlocal most
+                while True:
+                    most = max(most, bob._queue.qsize())
+                    await asyncio.sleep(0.005)
+
+            watcher = asyncio.ensure_future(watch())
+            for i in range(1, n + 1):
+                answer = await alice.submit({"event_type": "message", "session_id": "s1", "message": f"{i} {big}"})
+                assert answer["status"] == "ok", answer
+            await until(lambda: metric(node.url, "switchyard_slow_consumers_total") >= 1,
+                        what="a slow-consumer close (4000)")
+            await submit_range(alice, "s1", n + 1, n + 1)  # the marker
+            got = []
+            async for item in bob.events():
+                assert isinstance(item, Event), item
+                got.append(item)
+                if len(got) == n + 1:
+                    break
+            watcher.cancel()
+            assert [e.message.split(" ")[0] for e in got] == [str(i) for i in range(1, n + 2)]
+            assert [e.seq for e in got] == list(range(got[0].seq, got[0].seq + n + 1))
+            assert most <= 20, most
+            assert bob.welcome is not first  # it reconnected after the 4000
+
+    run(main())
+
+
+def test_last_seq_counts_only_events_handed_over(start_node):
+    """last_seq (kept to resume a later run) is the last event events()
+    handed over, not the last one received into the buffer: a later run
+    resuming from it gets the events that were still waiting."""
+    node = start_node()
+
+    async def main():
+        alice = sender(node.url)
+        async with Client(node.url, api_key=API_KEY, participant_id="bob", sessions=["s1"], **FAST) as bob:
+            await bob.wait_attached(TIMEOUT)
+            await submit_range(alice, "s1", 1, 5)
+            await until(lambda: bob._queue.qsize() == 5, what="5 events buffered")
+            assert bob.last_seq == 0
+            events = bob.events()
+            two = [await events.__anext__(), await events.__anext__()]
+            assert [e.message for e in two] == ["1", "2"]
+            assert bob.last_seq == two[1].seq
+            kept = bob.last_seq
+        async with Client(node.url, api_key=API_KEY, participant_id="bob", sessions=["s1"],
+                          resume_from=kept, **FAST) as bob2:
+            col = Collector(bob2)
+            assert_exactly(await col.wait_for(3), 3, 5)
+            await col.stop()
+
+    run(main())
+
+
+def test_close_is_prompt_while_the_buffer_is_full(start_node):
+    """With the buffer full the socket is not read, so the node's close frame
+    cannot be either: close() must not wait out websockets' close_timeout."""
+    node = start_node()
+
+    async def main():
+        bob = Client(node.url, api_key=API_KEY, participant_id="bob", sessions=["s1"], max_pending=2, **FAST)
+        await bob.wait_attached(TIMEOUT)
+        await submit_range(sender(node.url), "s1", 1, 100)  # 2 in the buffer, the rest unread
+        await until(lambda: bob._queue.full(), what="a full buffer")
+        await asyncio.sleep(0.3)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await bob.close()
+        assert loop.time() - t0 < 2.5, loop.time() - t0
+
+    run(main())
+
+
+def test_socket_call_answered_while_the_buffer_is_full(start_node):
+    """A consumer that replies over the socket from inside its events() loop
+    while the buffer is full gets its answer (the result frame comes behind
+    unread events), and still every event exactly once, in order."""
+    node = start_node()
+
+    async def main():
+        async with Client(node.url, api_key=API_KEY, participant_id="bob", sessions=["s1"],
+                          max_pending=5, **FAST) as bob:
+            await bob.wait_attached(TIMEOUT)
+            alice = sender(node.url)
+            await submit_range(alice, "s1", 1, 50)
+            await until(lambda: bob._queue.full(), what="a full buffer")
+            got = []
+            async for item in bob.events():
+                got.append(item)
+                if len(got) == 1:
+                    await bob.join("s2", timeout=10)  # a socket call, answered by a result frame
+                    await submit_range(alice, "s1", 51, 51)  # the marker
+                if len(got) == 51:
+                    break
+            assert_exactly(got, 1, 51)
+
+    run(main())

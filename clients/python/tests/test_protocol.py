@@ -162,3 +162,26 @@ def test_a_policy_close_stops_the_client():
             assert srv.conns.empty()
 
     run(main())
+
+
+def test_frames_of_the_wrong_shape_are_skipped():
+    """A node (or something in between) sending JSON of the wrong shape --
+    null, an array, a string seq -- must not end the stream: such frames are
+    skipped, as the Go client skips what does not decode."""
+
+    async def main():
+        async with Servers("a") as srv, Client(srv.url("a"), participant_id="bob", **FAST) as bob:
+            col = Collector(bob)
+            c = await srv.next()
+            await c.ws.send("\n".join([json.dumps(welcome()), "null", "[1]", '"x"',
+                                       json.dumps({"type": "event", "seq": "x"}),
+                                       json.dumps({"type": "gap", "from_seq": None, "to_seq": 3}),
+                                       json.dumps({"type": "event", "seq": 1, "event": "not an object"}),
+                                       json.dumps(event(1))]))
+            await col.wait_for(1)
+            await c.send(event(2))
+            await col.wait_for(2)
+            await col.stop()
+            assert col.items == [Event(1, "e1", "s1", event(1)["event"]), Event(2, "e2", "s1", event(2)["event"])]
+
+    run(main())

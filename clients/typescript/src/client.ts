@@ -1,4 +1,4 @@
-import { ConnectionClosedError, PermanentError, SwitchyardError } from "./errors.js";
+import { ConnectionClosedError, PermanentError, RequestTimeoutError, SwitchyardError } from "./errors.js";
 import {
   domSocketFactory,
   nodeSocketFactory,
@@ -51,7 +51,21 @@ export interface ClientOptions {
   ack?: boolean;
   /** Let the node pack several frames into one message. */
   batch?: boolean;
-  /** Reconnect waits are random up to a bound that doubles from minBackoffMs (default 100) to maxBackoffMs (default 5000). */
+  /**
+   * The most deliveries received but not yet taken from events() (default
+   * 1000). When the buffer is full the client stops reading from the socket
+   * (Node adapter: it pauses it) until events() has taken it down to half,
+   * then reads again. Where it cannot pause (browsers), or while a socket
+   * call waits for its answer, it reads on but drops the events past the
+   * bound without counting them as received, and at half reconnects with
+   * resume_from from the last one kept: the node keeps the rest in the mailbox (closing a
+   * connection that falls too far behind with 4000). Nothing is dropped and
+   * memory stays bounded. Not used with onEvent.
+   */
+  maxPending?: number;
+  /** How long a socket frame with an id (submitOverSocket, join, leave) waits for its answer, in ms (default 30000). */
+  requestTimeoutMs?: number;
+  /** Reconnect waits are random up to a bound that doubles from minBackoffMs (default 100, at least 1) to maxBackoffMs (default 5000). */
   minBackoffMs?: number;
   maxBackoffMs?: number;
   /**
@@ -73,6 +87,7 @@ export interface ClientOptions {
 interface Pending {
   resolve(f: ResultFrame): void;
   reject(e: Error): void;
+  timer: ReturnType<typeof setTimeout>;
 }
 
 const isNode = typeof process !== "undefined" && !!process.versions?.node;
@@ -90,8 +105,13 @@ export class SwitchyardClient {
   private readonly sessions: string[];
   private readonly minBackoff: number;
   private readonly maxBackoff: number;
+  private readonly maxPending: number;
+  private readonly requestTimeout: number;
 
+  /** The newest seq received (queued): where a reconnect resumes. */
   private seq = 0;
+  /** The newest seq handed to the caller: lastSeq. */
+  private handedSeq = 0;
   private consumedSeq = 0;
   private ackedSeq = 0;
   private ackScheduled = false;
@@ -111,6 +131,10 @@ export class SwitchyardClient {
 
   private readonly queue: Delivery[] = [];
   private taker: (() => void) | null = null;
+  /** This connection stopped reading because the buffer filled. */
+  private paused = false;
+  /** This connection had to drop a delivery (the buffer was full): it is closed and resumed once there is room. */
+  private overflowed = false;
   private iterating = false;
 
   /**
@@ -128,19 +152,28 @@ export class SwitchyardClient {
     for (const u of this.urls) wsURL(u); // throws on a bad URL
     this.credential = opts.token ?? opts.apiKey;
     this.sessions = [...(opts.sessions ?? [])];
-    this.minBackoff = opts.minBackoffMs ?? 100;
+    // At least 1 ms: a zero bound would double to zero and reconnect in a tight loop.
+    this.minBackoff = Math.max(opts.minBackoffMs ?? 100, 1);
+    this.maxPending = opts.maxPending ?? 1000;
+    if (!(this.maxPending >= 1)) throw new TypeError("switchyard: maxPending must be at least 1");
+    this.requestTimeout = opts.requestTimeoutMs ?? 30_000;
     this.maxBackoff = Math.max(opts.maxBackoffMs ?? 5000, this.minBackoff);
     this.currentUrl = opts.url;
-    if (opts.resumeFrom !== undefined) this.seq = this.consumedSeq = this.ackedSeq = opts.resumeFrom;
+    if (opts.resumeFrom !== undefined) this.seq = this.handedSeq = this.consumedSeq = this.ackedSeq = opts.resumeFrom;
     this.done = new Promise((resolve, reject) => {
       this.settleDone = (err) => (err ? reject(err) : resolve());
     });
     this.done.catch(() => {}); // rejections are for those who await it
   }
 
-  /** The seq of the last event (or gap end) received, or resumeFrom: where a reconnect resumes. */
+  /**
+   * The seq of the last event (or gap end) handed to the caller (by events()
+   * or onEvent/onGap), or resumeFrom: keep it to resume a later run.
+   * Deliveries still waiting in the buffer do not count, so a later run
+   * with resumeFrom = lastSeq gets them again.
+   */
   get lastSeq(): number {
-    return this.seq;
+    return this.handedSeq;
   }
 
   /** Whether a connection is up (its welcome frame arrived). */
@@ -187,6 +220,7 @@ export class SwitchyardClient {
         release();
         const d = await this.take();
         if (!d) return done();
+        this.handed(d);
         if (d.type === "event") handed = d.seq;
         return { done: false, value: d };
       },
@@ -306,6 +340,7 @@ export class SwitchyardClient {
     return new Promise((resolve) => {
       let connected = false;
       this.currentUrl = base;
+      this.paused = this.overflowed = false;
       const sock = this.factory!(this.attachURL(base, resume), this.credential, {
         open: () => {},
         message: (data) => {
@@ -318,6 +353,11 @@ export class SwitchyardClient {
             } catch {
               continue; // not JSON: skipped, as the Go client does
             }
+            // JSON of the wrong shape (null, an array, a seq that is not a
+            // number) would throw below, out of the socket's event handler
+            // (an uncaught exception in Node) or corrupt the resume point:
+            // skipped too.
+            if (!wellFormed(f)) continue;
             if (f.type === "welcome") connected = true;
             try {
               this.handle(f);
@@ -332,7 +372,10 @@ export class SwitchyardClient {
         close: (c) => {
           this.socket = null;
           this.welcome = null;
-          for (const p of this.pending.values()) p.reject(new ConnectionClosedError());
+          for (const p of this.pending.values()) {
+            clearTimeout(p.timer);
+            p.reject(new ConnectionClosedError());
+          }
           this.pending.clear();
           resolve({ connected, close: c });
         },
@@ -349,6 +392,7 @@ export class SwitchyardClient {
           // The node's numbering for this participant restarted (its
           // mailbox could not be had): events from now on are new.
           this.seq = f.seq;
+          this.handedSeq = Math.min(this.handedSeq, f.seq);
           this.consumedSeq = Math.min(this.consumedSeq, f.seq);
           this.ackedSeq = Math.min(this.ackedSeq, f.seq);
         }
@@ -359,15 +403,17 @@ export class SwitchyardClient {
         return;
       case "event":
         if (f.seq <= this.seq) return; // replayed twice (a race at reconnect): already had
-        this.seq = f.seq;
-        return this.deliver(f);
+        if (this.deliver(f)) this.seq = f.seq;
+        return;
       case "gap":
-        this.seq = Math.max(this.seq, f.to_seq);
-        return this.deliver(f);
+        if (this.deliver(f)) this.seq = Math.max(this.seq, f.to_seq);
+        return;
       case "result": {
         const p = this.pending.get(f.id);
+        if (!p) return;
         this.pending.delete(f.id);
-        p?.resolve(f);
+        clearTimeout(p.timer);
+        p.resolve(f);
         return;
       }
       case "error":
@@ -376,23 +422,66 @@ export class SwitchyardClient {
     }
   }
 
-  private deliver(d: Delivery): void {
+  /** Hands d over or queues it; false when it was dropped (the buffer is full) and must come again. */
+  private deliver(d: Delivery): boolean {
     if (this.opts.onEvent) {
+      this.handed(d);
       if (d.type === "event") {
         this.opts.onEvent(d);
         this.consumed(d.seq);
       } else this.opts.onGap?.(d);
-      return;
+      return true;
+    }
+    if (this.overflowed || this.queue.length >= this.maxPending) {
+      // Frames the socket had already read when it paused: drop this one
+      // and everything after it on this connection, which is closed once
+      // there is room; the reconnect resumes right before it.
+      this.overflowed = true;
+      return false;
     }
     this.queue.push(d);
     this.taker?.();
+    if (this.queue.length >= this.maxPending && !this.paused && this.pending.size === 0 && this.socket?.pause) {
+      this.paused = true;
+      this.socket.pause();
+    }
+    // Where the socket cannot pause (browsers), or while a socket call
+    // waits for its answer (which comes behind the unread events), reading
+    // goes on and the events past the bound are dropped (overflowed).
+    return true;
+  }
+
+  private handed(d: Delivery): void {
+    this.handedSeq = d.type === "event" ? d.seq : Math.max(this.handedSeq, d.to_seq);
+  }
+
+  /**
+   * Reading starts again once the buffer is down to half (not at the first
+   * free slot: a resumed socket hands over a whole network read at once).
+   */
+  private get lowWater(): number {
+    return Math.floor(this.maxPending / 2);
+  }
+
+  /** The caller took a delivery: read again if reading had stopped. */
+  private madeRoom(): void {
+    if (this.queue.length > this.lowWater) return;
+    if (this.overflowed) {
+      this.socket?.close(1000, ""); // and reconnect right before what was dropped
+    } else if (this.paused) {
+      this.paused = false;
+      this.socket?.resume?.();
+    }
   }
 
   private async take(): Promise<Delivery | null> {
     for (;;) {
       if (this.closed) return null;
       const d = this.queue.shift();
-      if (d) return d;
+      if (d) {
+        this.madeRoom();
+        return d;
+      }
       if (this.failure) throw this.failure;
       await new Promise<void>((resolve) => (this.taker = resolve));
       this.taker = null;
@@ -434,11 +523,24 @@ export class SwitchyardClient {
   private request(frame: ClientFrame & { id: string }): Promise<unknown> {
     if (!this.socket || !this.welcome) return Promise.reject(new ConnectionClosedError("switchyard: not connected"));
     return new Promise<ResultFrame>((resolve, reject) => {
-      this.pending.set(frame.id, { resolve, reject });
+      // Every waiting answer has a deadline: the map of them cannot grow
+      // without bound on a node that never answers.
+      const timer = setTimeout(() => {
+        this.pending.delete(frame.id);
+        reject(new RequestTimeoutError(`switchyard: no answer to ${frame.type} ${frame.id} within ${this.requestTimeout} ms`));
+      }, this.requestTimeout);
+      this.pending.set(frame.id, { resolve, reject, timer });
+      if (this.paused) {
+        // The answer comes behind events the full buffer cannot take: read
+        // on (dropping them, see deliver) so that it arrives.
+        this.paused = false;
+        this.socket!.resume?.();
+      }
       try {
         this.send(frame);
       } catch (err) {
         this.pending.delete(frame.id);
+        clearTimeout(timer);
         reject(new ConnectionClosedError(`switchyard: send failed: ${(err as Error).message}`));
       }
     }).then((r) => {
@@ -455,6 +557,26 @@ export class SwitchyardClient {
     if (resume) u.searchParams.set("resume_from", String(this.seq));
     if (this.opts.batch) u.searchParams.set("batch", "1");
     return u.toString();
+  }
+}
+
+const isSeq = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= 0;
+
+/** Whether the fields this client reads have the types SPEC section 3 gives. */
+function wellFormed(f: unknown): f is ServerFrame {
+  if (typeof f !== "object" || f === null || Array.isArray(f)) return false;
+  const o = f as Record<string, unknown>;
+  switch (o.type) {
+    case "event":
+      return isSeq(o.seq) && (o.event === undefined || (typeof o.event === "object" && o.event !== null));
+    case "gap":
+      return isSeq(o.from_seq) && isSeq(o.to_seq);
+    case "welcome":
+      return isSeq(o.seq ?? 0);
+    case "result":
+      return typeof o.id === "string" && typeof o.status === "number";
+    default:
+      return typeof o.type === "string";
   }
 }
 

@@ -51,3 +51,15 @@ export class PermanentError extends Error {
     this.httpStatus = opts.httpStatus;
   }
 }
+
+/**
+ * A socket frame with an id (submit, join, leave) got no answer within
+ * requestTimeoutMs. A submit may or may not have been accepted: submit it
+ * again with the same event_id, which the node delivers once.
+ */
+export class RequestTimeoutError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "RequestTimeoutError";
+  }
+}

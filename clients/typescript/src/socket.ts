@@ -23,6 +23,9 @@ export interface SocketHandlers {
 export interface Socket {
   send(data: string): void;
   close(code?: number, reason?: string): void;
+  /** Stop reading from the network (backpressure); absent where the platform cannot. */
+  pause?(): void;
+  resume?(): void;
 }
 
 /** Opens a connection to url; credential is the bearer token, if any. */
@@ -112,12 +115,17 @@ export function nodeSocketFactory(WS: typeof import("ws").WebSocket): SocketFact
     });
     return {
       send: (data) => sock.send(data),
+      pause: () => sock.pause(),
+      resume: () => sock.resume(),
       close: (code, reason) => {
         if (done) return;
         if (sock.readyState === sock.CONNECTING) {
           sock.terminate();
           finish({ code: 1006, reason: "closed by the client" });
-        } else sock.close(code, reason);
+        } else {
+          sock.resume(); // a paused socket would never read the node's close frame
+          sock.close(code, reason);
+        }
       },
     };
   };

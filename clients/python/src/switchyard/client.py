@@ -156,6 +156,24 @@ class NotAnswered(ConnectionError):
 _END = object()  # ends the events() stream
 
 
+def _is_seq(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _well_formed(f: Dict[str, Any]) -> bool:
+    """Whether the fields this client reads have the types SPEC section 3 gives."""
+    kind = f.get("type")
+    if kind == "event":
+        return _is_seq(f.get("seq")) and isinstance(f.get("event", {}), dict)
+    if kind == "gap":
+        return _is_seq(f.get("from_seq")) and _is_seq(f.get("to_seq"))
+    if kind == "welcome":
+        return _is_seq(f.get("seq", 0)) and isinstance(f.get("sessions", []), list)
+    if kind == "result":
+        return isinstance(f.get("status", 0), int)
+    return True
+
+
 class Client:
     """A participant's connection to Switchyard that survives drops.
 
@@ -185,6 +203,12 @@ class Client:
             doubles from min_backoff to max_backoff (full jitter).
         open_timeout: seconds an attach may take.
         request_timeout: seconds a REST call may take.
+        max_pending: the most events (and gaps) received but not yet taken
+            from :meth:`events` (default 1000). When the buffer is full the
+            client stops reading from the socket; the node then holds the
+            rest in the mailbox (closing a connection that falls too far
+            behind with 4000) and the client resumes from it: nothing is
+            dropped and memory stays bounded.
     """
 
     def __init__(
@@ -204,11 +228,14 @@ class Client:
         max_backoff: float = 5.0,
         open_timeout: float = 10.0,
         request_timeout: float = 30.0,
+        max_pending: int = 1000,
     ) -> None:
         if not participant_id:
             raise ValueError("participant_id is required")
         if api_key and token:
             raise ValueError("give api_key or token, not both")
+        if max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
         if participant_type not in ("ai", "human"):
             raise ValueError('participant_type must be "ai" or "human"')
         self.urls: List[str] = [u.rstrip("/") for u in (url, *also_urls)]
@@ -225,9 +252,19 @@ class Client:
         self.open_timeout = open_timeout
         self.request_timeout = request_timeout
         self._credential = api_key or token
-        self._last_seq = resume_from or 0
+        self.max_pending = max_pending
+        self._received = resume_from or 0  # the newest seq received: where a reconnect resumes
+        self._last_seq = resume_from or 0  # the newest seq handed to the caller
         self._resume = resume_from is not None
-        self._queue: asyncio.Queue = asyncio.Queue()
+        self._queue: asyncio.Queue = asyncio.Queue(maxsize=max_pending)
+        self._ended = False  # no more items will be queued
+        # Set when the caller takes an item or a socket call starts waiting:
+        # either may let a reader blocked on a full buffer go on.
+        self._nudge = asyncio.Event()
+        # This connection dropped deliveries (the buffer was full while a
+        # socket call waited for its answer): it is replaced, resuming from
+        # the last seq received, once no call waits.
+        self._overflowed = False
         self._attached = asyncio.Event()
         self._ack_wanted = asyncio.Event()
         self._consumed = 0  # the newest seq the caller has consumed
@@ -261,7 +298,7 @@ class Client:
         """Close the connection for good; :meth:`events` ends."""
         self._closed = True
         if self._task is None:
-            self._queue.put_nowait(_END)
+            self._end()
             return
         self._task.cancel()
         try:
@@ -271,7 +308,10 @@ class Client:
 
     @property
     def last_seq(self) -> int:
-        """The seq of the last event received (keep it to resume a later run)."""
+        """The seq of the last event (or gap end) handed to the caller by
+        :meth:`events`, or ``resume_from``: keep it to resume a later run.
+        Events received but still waiting in the buffer do not count, so a
+        later run with ``resume_from=last_seq`` gets them again."""
         return self._last_seq
 
     @property
@@ -296,12 +336,16 @@ class Client:
         """
         self.start()
         while True:
-            item = await self._queue.get()
+            if self._ended and self._queue.empty():
+                item: Any = _END
+            else:
+                item = await self._queue.get()
+                self._nudge.set()
             if item is _END:
-                self._queue.put_nowait(_END)  # for any later call
                 if self._error is not None:
                     raise self._error
                 return
+            self._last_seq = item.seq if isinstance(item, Event) else max(self._last_seq, item.to_seq)
             yield item
             if self.ack and isinstance(item, Event) and item.seq > self._consumed:
                 self._consumed = item.seq
@@ -381,6 +425,7 @@ class Client:
         frame["id"] = f"c{next(self._ids)}"
         answer = loop.create_future()
         self._waiters[frame["id"]] = answer
+        self._nudge.set()  # a reader blocked on a full buffer must read on, or the answer never comes
         try:
             try:
                 await ws.send(json.dumps(frame))
@@ -431,7 +476,7 @@ class Client:
                     reason = e
                 if self._welcomed:
                     backoff = self.min_backoff  # it worked for a while: start over
-                self._resume = self._resume or self._last_seq > 0
+                self._resume = self._resume or self._received > 0
                 wait = random.uniform(0, backoff)
                 log.debug("switchyard: %s (%s); reconnecting in %.3fs", reason, url, wait)
                 await asyncio.sleep(wait)
@@ -445,7 +490,15 @@ class Client:
             self._error = e
         finally:
             self._closed = True
-            self._queue.put_nowait(_END)
+            self._end()
+
+    def _end(self) -> None:
+        """No more items: events() ends once the buffer is empty."""
+        self._ended = True
+        try:
+            self._queue.put_nowait(_END)  # wakes a consumer waiting on an empty buffer
+        except asyncio.QueueFull:
+            pass  # the consumer is not waiting: it sees _ended once it has drained
 
     def _attach_uri(self, base: str) -> str:
         scheme, rest = base.split("://", 1) if "://" in base else ("", base)
@@ -453,8 +506,8 @@ class Client:
         query: List[Any] = [("participant_id", self.participant_id),
                             ("participant_type", self.participant_type)]
         query += [("session_id", s) for s in self.sessions]
-        if self._resume or self._last_seq > 0:
-            query.append(("resume_from", str(self._last_seq)))
+        if self._resume or self._received > 0:
+            query.append(("resume_from", str(self._received)))
         if self.batch:
             query.append(("batch", "1"))
         return f"{scheme}://{rest}/v1/gateway/ws?{urllib.parse.urlencode(query)}"
@@ -473,13 +526,18 @@ class Client:
                 self._refused(e.status_code, b"")
             raise
         acker = asyncio.ensure_future(self._ack_loop(ws)) if self.ack else None
+        self._overflowed = False
         try:
             async for message in ws:
                 if isinstance(message, bytes):
                     message = message.decode(errors="replace")
                 for line in message.split("\n"):
                     if line.strip():
-                        self._frame(ws, url, line)
+                        # Waits while the buffer is full: no more is read
+                        # from the socket until the caller takes some.
+                        await self._frame(ws, url, line)
+                if self._overflowed and not self._waiters:
+                    return  # replaced: the next connection resumes from what was received
         except websockets.ConnectionClosed as e:
             if e.rcvd is not None and e.rcvd.code == _POLICY_VIOLATION:
                 raise AttachRefused(_POLICY_VIOLATION, "policy_violation", e.rcvd.reason) from None
@@ -493,7 +551,23 @@ class Client:
                 if not answer.done():
                     answer.set_exception(NotAnswered("the connection closed before the answer"))
             self._waiters.clear()
-            await asyncio.shield(ws.close())
+            # While the buffer was full, websockets stopped reading too, so
+            # the node's close frame would never be read and close() would
+            # wait out close_timeout: discard what is still unread (nothing
+            # of it was counted as received) while closing.
+            discard = asyncio.ensure_future(self._discard(ws))
+            try:
+                await asyncio.shield(ws.close())
+            finally:
+                discard.cancel()
+
+    @staticmethod
+    async def _discard(ws: Any) -> None:
+        try:
+            async for _ in ws:
+                pass
+        except websockets.ConnectionClosed:
+            pass
 
     @staticmethod
     def _refused(status: int, body: bytes) -> None:
@@ -501,23 +575,28 @@ class Client:
             err = SwitchyardError.from_body(status, body)
             raise AttachRefused(status, err.code or "attach_refused", err.detail, err.field, err.body)
 
-    def _frame(self, ws: Any, url: str, line: str) -> None:
+    async def _frame(self, ws: Any, url: str, line: str) -> None:
         try:
             f = json.loads(line)
         except ValueError:
             log.warning("switchyard: a frame does not decode; skipped")
             return
+        if not isinstance(f, dict) or not _well_formed(f):
+            # A frame of the wrong shape must not end the stream (the Go
+            # client skips what does not decode): skip it.
+            log.warning("switchyard: a frame of the wrong shape; skipped: %.200s", line)
+            return
         kind = f.get("type")
         if kind == "event":
             seq = int(f.get("seq", 0))
-            if seq <= self._last_seq:
-                return  # replayed twice (a race at reconnect): already delivered
-            self._last_seq = seq
-            self._queue.put_nowait(Event(seq, f.get("event_id", ""), f.get("session_id"), f.get("event") or {}))
+            if seq <= self._received:
+                return  # replayed twice (a race at reconnect): already received
+            if await self._enqueue(Event(seq, f.get("event_id", ""), f.get("session_id"), f.get("event") or {})):
+                self._received = seq
         elif kind == "gap":
             gap = Gap(int(f.get("from_seq", 0)), int(f.get("to_seq", 0)))
-            self._last_seq = max(self._last_seq, gap.to_seq)
-            self._queue.put_nowait(gap)
+            if await self._enqueue(gap):
+                self._received = max(self._received, gap.to_seq)
         elif kind == "result":
             answer = self._waiters.pop(str(f.get("id")), None)
             if answer is not None and not answer.done():
@@ -525,16 +604,33 @@ class Client:
         elif kind == "welcome":
             self.welcome = Welcome(f.get("participant_id", ""), f.get("node", ""), list(f.get("sessions") or []),
                                    int(f.get("seq", 0)), bool(f.get("resumed", False)))
-            if self.welcome.seq < self._last_seq:
+            if self.welcome.seq < self._received:
                 # The node's numbering for this participant restarted (its
                 # mailbox could not be had): events from now on are new.
-                self._last_seq = self.welcome.seq
+                self._received = self.welcome.seq
+                self._last_seq = min(self._last_seq, self.welcome.seq)
                 self._consumed = min(self._consumed, self.welcome.seq)
             self._ws, self._url, self._welcomed = ws, url, True
             self._attached.set()
         elif kind == "error":
             log.warning("switchyard: the node rejected a frame: %s: %s", f.get("code"), f.get("detail"))
         # other types: newer than this client; ignored
+
+    async def _enqueue(self, item: Union[Event, Gap]) -> bool:
+        """Queue item, waiting while the buffer is full (backpressure). While
+        a socket call waits for its answer, which comes behind the unread
+        events, it drops item instead (and every later one of this
+        connection) and returns False: that connection is then replaced."""
+        while not self._overflowed:
+            if not self._queue.full():
+                self._queue.put_nowait(item)
+                return True
+            if self._waiters:
+                self._overflowed = True
+                break
+            self._nudge.clear()
+            await self._nudge.wait()
+        return False
 
     async def _ack_loop(self, ws: Any) -> None:
         """Send the newest consumed seq whenever it moves (coalesced)."""
