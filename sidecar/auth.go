@@ -44,6 +44,9 @@ const (
 	credNone   = "none"    // authentication is off (loopback, no keys)
 	credAPIKey = "api_key" // full rights
 	credToken  = "token"   // a participant token: rights of its subject only
+	// credCluster is the cluster key: the nodes' own credential, full
+	// rights plus the node-to-node endpoints (/v1/gateway/cluster/*).
+	credCluster = "cluster"
 )
 
 // Credential is what authenticated a request.
@@ -61,7 +64,7 @@ func (c Credential) rateKey(r *http.Request, presented string) string {
 	switch c.Kind {
 	case credToken:
 		return "token:" + c.Subject
-	case credAPIKey:
+	case credAPIKey, credCluster:
 		d := sha256.Sum256([]byte(presented))
 		return "key:" + string(d[:8])
 	}
@@ -98,6 +101,17 @@ func (c Credential) useSession(session string) *Error {
 func (c Credential) fullRights() *Error {
 	if c.Kind == credToken {
 		return errForbidden("", "this endpoint needs an API key, not a participant token")
+	}
+	return nil
+}
+
+// clusterRights checks that c is the cluster key (or authentication is
+// off): the node-to-node endpoints take nothing else, so no app key or
+// token can speak for a node.
+func (c Credential) clusterRights() *Error {
+	if c.Kind != credCluster && c.Kind != credNone {
+		return errForbidden("", "the /v1/gateway/cluster/ endpoints are between nodes: they take the cluster key "+
+			"(--cluster-key), not an API key or a participant token")
 	}
 	return nil
 }
@@ -150,9 +164,13 @@ func (v *tokenVerifier) verify(raw string) (Credential, error) {
 
 // authenticator decides who a request is.
 type authenticator struct {
-	keys   *keyring
-	tokens *tokenVerifier // nil: no token secret
-	limit  *rateLimiter   // nil: no rate limit
+	keys *keyring
+	// cluster holds the cluster keys accepted from peers (the node's own,
+	// and while the gossip key rotates, those derived from the other
+	// gossip keys). Empty: none.
+	cluster *keyring
+	tokens  *tokenVerifier // nil: no token secret
+	limit   *rateLimiter   // nil: no rate limit
 }
 
 func (a *authenticator) enabled() bool { return len(a.keys.digests) > 0 || a.tokens != nil }
@@ -213,6 +231,8 @@ func (a *authenticator) identify(presented string) (Credential, *Error) {
 	case presented == "":
 		return Credential{}, newError(http.StatusUnauthorized, "unauthorized", "",
 			"send a credential: Authorization: Bearer <api key or participant token>")
+	case a.cluster != nil && a.cluster.valid(presented): // first: the fallback cluster key is also an API key
+		return Credential{Kind: credCluster}, nil
 	case a.keys.valid(presented):
 		return Credential{Kind: credAPIKey}, nil
 	case a.tokens != nil && strings.Count(presented, ".") == 2:

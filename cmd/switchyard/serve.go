@@ -84,7 +84,7 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.gossipAdvertise, "gossip-advertise", "", "address peers reach the gossip port at (default: the bind address)")
 	fs.Var(&f.join, "join", "peer to join: host:port or a DNS name such as a headless Service (repeatable)")
 	fs.Var(&f.gossipKeys, "gossip-key", "base64 AES key (16, 24 or 32 bytes) that encrypts gossip; repeat to also accept older or newer keys while rotating (the first encrypts)")
-	fs.StringVar(&f.clusterKey, "cluster-key", "", "bearer token between peers (default: the first API key)")
+	fs.StringVar(&f.clusterKey, "cluster-key", "", "the nodes' own credential for deliveries between peers and the /v1/gateway/cluster/ endpoints, which take no other; must not be an API key (default: derived from --gossip-key; without one, the first API key)")
 	fs.StringVar(&f.externalKey, "external-key", "", "bearer token sent to external gateways")
 	fs.Var(&f.allowGateways, "allow-gateway", "URL prefix an external gateway URL must start with (repeatable)")
 	fs.DurationVar(&f.forwardTimeout, "forward-timeout", 5*time.Second, "deadline for handing an event to peers and gateways, retries included")
