@@ -268,7 +268,7 @@ func (c Config) check() error {
 		return fmt.Errorf("--coalesce-window %v: want between 0 and %v (it delays every event by up to that much)", c.CoalesceWindow, MaxCoalesceWindow)
 	}
 	for _, k := range c.APIKeys {
-		if k == "" {
+		if strings.TrimSpace(k) == "" {
 			return errors.New("an API key is empty: give non-empty keys (--api-key, SWITCHYARD_API_KEYS, --api-keys-file)")
 		}
 		if c.clusterKeyFrom == clusterKeyExplicit && k == c.ClusterKey {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -117,6 +118,9 @@ func serveCommand(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
 	}
+	if err := checkKeyInputs(fs, f); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
 	if os.Getenv("SWITCHYARD_API_KEYS") != "" && len(f.apiKeys) == 0 {
 		for _, k := range splitList(os.Getenv("SWITCHYARD_API_KEYS")) {
 			_ = f.apiKeys.Set(k)
@@ -139,6 +143,9 @@ func serveCommand(args []string, stdout, stderr io.Writer) error {
 		fileKeys, err := readKeysFile(f.apiKeysFile)
 		if err != nil {
 			return err
+		}
+		if len(fileKeys) == 0 {
+			return fmt.Errorf("%w: --api-keys-file %s holds no key: authentication would be off; add a key, one per line", errUsage, f.apiKeysFile)
 		}
 		keys = append(keys, fileKeys...)
 	}
@@ -284,6 +291,38 @@ func splitList(v string) []string {
 		}
 	}
 	return out
+}
+
+// checkKeyInputs refuses an empty API key or cluster key given on purpose:
+// a node would otherwise start with authentication on and no usable key,
+// or silently without the key the operator meant to set. It runs before
+// SWITCHYARD_API_KEYS is merged into --api-key.
+func checkKeyInputs(fs *flag.FlagSet, f *serveFlags) error {
+	for _, k := range f.apiKeys {
+		if strings.TrimSpace(k) == "" {
+			return errors.New("--api-key is empty: give a non-empty key, or leave the flag out")
+		}
+		if strings.TrimSpace(k) != k {
+			return errors.New("an --api-key starts or ends with spaces: a bearer token cannot carry them; remove them")
+		}
+	}
+	// The environment's key lists: an empty item (an extra comma, an unset
+	// variable in a template) is refused rather than dropped.
+	for _, env := range []string{envName("api-key"), "SWITCHYARD_API_KEYS"} {
+		v, ok := os.LookupEnv(env)
+		if !ok {
+			continue
+		}
+		for i, item := range strings.Split(v, ",") {
+			if strings.TrimSpace(item) == "" { // the value itself is secret: never printed
+				return fmt.Errorf("%s holds an empty key (item %d): give non-empty keys, comma-separated, or unset it", env, i+1)
+			}
+		}
+	}
+	if flagsSet(fs)["cluster-key"] && strings.TrimSpace(f.clusterKey) == "" {
+		return errors.New("--cluster-key is empty: give a non-empty key, or leave it out to derive it from --gossip-key")
+	}
+	return nil
 }
 
 // readKeysFile reads API keys, one per line; blank lines and lines starting
