@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"path"
+	"strings"
 	"testing"
 	"time"
 
@@ -149,5 +151,36 @@ func TestClusterKeyMustNotBeAnAPIKey(t *testing.T) {
 		if !assert.Error(t, err, name) {
 			_ = n.Shutdown(t.Context())
 		}
+	}
+}
+
+// TestGatewayURLWithDotSegmentsIsRefused: a sender_gateway_url or
+// gateway_url with a "." or ".." segment (encoded or not) or a backslash is
+// 422 invalid_url naming the field, even under an allowed prefix; the
+// external key is only ever sent to paths under the prefix.
+func TestGatewayURLWithDotSegmentsIsRefused(t *testing.T) {
+	fake := newCFGateway(t, nil)
+	n := startNode(t, Config{APIKeys: []string{"app"}, ExternalKey: "ext-key", AllowGateways: []string{fake.URL() + "/hooks"}})
+	app := bearerHeader("app")
+	for _, suffix := range []string{"/hooks/../admin", "/hooks/%2e%2e/admin", "/hooks/%2E%2E/admin", "/hooks/.%2e/admin",
+		"/hooks/./x", "/hooks/%252e%252e/admin", "/hooks/..;/admin", `/hooks\..\admin`, "/hooks/a%5C..%5Cadmin", "/hooks/.."} {
+		u := fake.URL() + suffix
+		r := apiPut(t, n, "s1", "far", []byte(`{"gateway_url":`+apiStr(u)+`}`), app)
+		apiRequireError(t, r, http.StatusUnprocessableEntity, "invalid_url", "gateway_url")
+		ev := event("remote", "s1", "hi")
+		ev["sender_gateway_url"] = u
+		r = postJSON(t, n.URL()+apiEventsPath, ev, app)
+		apiRequireError(t, r, http.StatusUnprocessableEntity, "invalid_url", "sender_gateway_url")
+	}
+	// Under the prefix: followed, with the external key.
+	r := apiPut(t, n, "s1", "far", []byte(`{"gateway_url":`+apiStr(fake.URL()+"/hooks/team")+`}`), app)
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Raw)
+	r = postJSON(t, n.URL()+apiEventsPath, event("x", "s1", "out"), app)
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Raw)
+	got := fake.requests()
+	require.NotEmpty(t, got)
+	for _, req := range got {
+		assert.True(t, strings.HasPrefix(path.Clean(req.path), "/hooks/team/"), "a request went to %s", req.path)
+		assert.Equal(t, "Bearer ext-key", req.header.Get("Authorization"))
 	}
 }
