@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"slices"
@@ -140,9 +142,48 @@ type tokenVerifier struct {
 	leeway time.Duration
 }
 
+// tokenClaims are a participant token's claims. Sessions is omitted when
+// nil (any session) but kept when empty: "sessions": [] allows none.
 type tokenClaims struct {
-	Sessions []string `json:"sessions,omitempty"`
+	Sessions []string `json:"sessions,omitzero"`
 	jwt.RegisteredClaims
+}
+
+// rawClaims are the claims whose JSON type the verifier checks itself:
+// golang-jwt reads a NumericDate from a string too ("exp": "1700000000").
+type rawClaims struct {
+	Exp      json.RawMessage `json:"exp"`
+	Nbf      json.RawMessage `json:"nbf"`
+	Iat      json.RawMessage `json:"iat"`
+	Sessions json.RawMessage `json:"sessions"`
+}
+
+// claimTypesProblem checks the claims segment of a verified token: exp, nbf
+// and iat must be JSON numbers, and sessions, when present, an array (null
+// is refused: an issuer that serialised an empty list as null must not
+// grant every session).
+func claimTypesProblem(raw string) error {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return errors.New("not a JWT")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return err
+	}
+	var c rawClaims
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return err
+	}
+	for name, v := range map[string]json.RawMessage{"exp": c.Exp, "nbf": c.Nbf, "iat": c.Iat} {
+		if v != nil && (len(v) == 0 || !strings.ContainsRune("-0123456789", rune(v[0]))) {
+			return errors.New("the token's " + name + " is not a number")
+		}
+	}
+	if c.Sessions != nil && (len(c.Sessions) == 0 || c.Sessions[0] != '[') {
+		return errors.New("the token's sessions is not an array")
+	}
+	return nil
 }
 
 var errTokenExpired = errors.New("the token has expired or is not valid yet")
@@ -156,6 +197,8 @@ func (v *tokenVerifier) verify(raw string) (Credential, error) {
 		return Credential{}, errTokenExpired
 	case err != nil:
 		return Credential{}, err
+	case claimTypesProblem(raw) != nil:
+		return Credential{}, claimTypesProblem(raw)
 	case ident.Problem(claims.Subject, ident.MaxParticipantID) != "":
 		return Credential{}, errors.New("the token's sub is not a valid participant id")
 	}

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"net/url"
 	"path"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -183,4 +186,81 @@ func TestGatewayURLWithDotSegmentsIsRefused(t *testing.T) {
 		assert.True(t, strings.HasPrefix(path.Clean(req.path), "/hooks/team/"), "a request went to %s", req.path)
 		assert.Equal(t, "Bearer ext-key", req.header.Get("Authorization"))
 	}
+}
+
+// signClaims signs arbitrary claims with the test token secret.
+func signClaims(t *testing.T, claims jwt.MapClaims) string {
+	t.Helper()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(testSecret)
+	require.NoError(t, err)
+	return tok
+}
+
+// TestTokenClaimsMustHaveTheirJSONTypes: exp, nbf and iat given as strings,
+// and "sessions": null, make the token invalid (401); "sessions": [] (also
+// as MintToken writes an empty list) allows no session.
+func TestTokenClaimsMustHaveTheirJSONTypes(t *testing.T) {
+	n := secureNode(t)
+	exp := time.Now().Add(time.Hour).Unix()
+	past := time.Now().Add(-time.Hour).Unix()
+	str := func(v int64) string { return strconv.FormatInt(v, 10) }
+	for name, claims := range map[string]jwt.MapClaims{
+		"exp as a string":   {"sub": "alice", "exp": str(exp)},
+		"nbf as a string":   {"sub": "alice", "exp": exp, "nbf": str(past)},
+		"iat as a string":   {"sub": "alice", "exp": exp, "iat": str(past)},
+		"sessions null":     {"sub": "alice", "exp": exp, "sessions": nil},
+		"sessions a string": {"sub": "alice", "exp": exp, "sessions": "s1"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			tok := signClaims(t, claims)
+			r := postJSON(t, n.URL()+apiEventsPath, event("alice", "s1", "x"), bearerHeader(tok))
+			apiRequireError(t, r, http.StatusUnauthorized, "unauthorized", "")
+			r = do(t, http.MethodGet, n.URL()+"/v1/gateway/members", nil, bearerHeader(tok))
+			assert.Equal(t, http.StatusUnauthorized, r.Status)
+		})
+	}
+	// The same claims as numbers and an array are valid.
+	ok := signClaims(t, jwt.MapClaims{"sub": "alice", "exp": exp, "nbf": past, "iat": past, "sessions": []string{"s1"}})
+	r := postJSON(t, n.URL()+apiEventsPath, event("alice", "s1", "x"), bearerHeader(ok))
+	assert.Contains(t, []int{http.StatusOK, http.StatusNotFound}, r.Status, "%s", r.Raw)
+
+	// An empty list allows no session, whether signed here or by MintToken.
+	minted, err := MintToken(testSecret, "alice", []string{}, time.Hour)
+	require.NoError(t, err)
+	for _, tok := range []string{signClaims(t, jwt.MapClaims{"sub": "alice", "exp": exp, "sessions": []string{}}), minted} {
+		r := postJSON(t, n.URL()+apiEventsPath, event("alice", "s1", "x"), bearerHeader(tok))
+		apiRequireError(t, r, http.StatusForbidden, "forbidden", "session_id")
+		r = do(t, http.MethodGet, n.URL()+"/v1/gateway/members", nil, bearerHeader(tok))
+		assert.Equal(t, http.StatusOK, r.Status, "the token itself is valid")
+	}
+}
+
+// TestTokenSessionsScopeWhatItsBearerDoes: a token's sessions claim limits
+// what its bearer does (join, submit, read a session), not what its
+// participant receives: a membership an API key granted (PUT) is the
+// platform's explicit grant, and the participant's one mailbox carries
+// every session it is in, with one contiguous seq (SPEC section 4). This
+// is the behaviour docs/SECURITY.md decides.
+func TestTokenSessionsScopeWhatItsBearerDoes(t *testing.T) {
+	n := secureNode(t)
+	admin := bearerHeader("admin-key")
+	r := apiPut(t, n, "s2", "alice", []byte(`{}`), admin)
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Raw)
+	tok := mint(t, "alice", []string{"s1"}, time.Hour)
+	alice, _ := attach(t, n, "alice", url.Values{"session_id": {"s1"}, "access_token": {tok}}, nil)
+
+	for i, s := range []string{"s1", "s2", "s1"} {
+		r := postJSON(t, n.URL()+apiEventsPath, event("x", s, "in "+s), admin)
+		require.Equal(t, http.StatusOK, r.Status, "%s", r.Raw)
+		f, inner := apiNextEvent(t, alice, uint64(i+1))
+		assert.Equal(t, "in "+s, inner["message"])
+		assert.Equal(t, s, f["event"].(map[string]any)["session_id"])
+	}
+	// What the bearer does stays within s1.
+	apiRequireError(t, postJSON(t, n.URL()+apiEventsPath, event("alice", "s2", "x"), bearerHeader(tok)),
+		http.StatusForbidden, "forbidden", "session_id")
+	apiRequireError(t, do(t, http.MethodGet, n.URL()+"/v1/gateway/sessions/s2", nil, bearerHeader(tok)),
+		http.StatusForbidden, "forbidden", "session_id")
+	apiRequireError(t, do(t, http.MethodDelete, n.URL()+"/v1/gateway/sessions/s2/participants/alice", nil, bearerHeader(tok)),
+		http.StatusForbidden, "forbidden", "session_id")
 }
