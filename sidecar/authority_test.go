@@ -123,31 +123,46 @@ func TestClusterDirectoryPushIsBoundToItsNode(t *testing.T) {
 	assert.Len(t, n1.cluster.Directory().Participant("carol"), 1, "node-2's signed message was applied")
 }
 
-// TestClusterKeyAcrossAGossipKeyRotation: while the gossip key rotates,
-// nodes whose first gossip key differs still accept each other's derived
-// cluster key (one derived from any gossip key they accept).
-func TestClusterKeyAcrossAGossipKeyRotation(t *testing.T) {
+// TestClusterKeyRotation: while the cluster key rotates, nodes that send
+// different keys still accept each other's: a derived key follows the
+// gossip key (keys derived from every gossip key given are accepted), and
+// an explicit --cluster-key may be repeated (the first is sent).
+func TestClusterKeyRotation(t *testing.T) {
 	newKey := []byte("fedcba9876543210fedcba9876543210")
-	nodes := cfCluster(t, 2, Config{APIKeys: []string{"app"}}, nil, func(i int, c *Config) {
-		c.Gossip.Key, c.Gossip.ExtraKeys = testGossipKey, [][]byte{newKey}
-		if i == 1 {
-			c.Gossip.Key, c.Gossip.ExtraKeys = newKey, [][]byte{testGossipKey}
-		}
-	})
-	n1, n2 := nodes[0], nodes[1]
-	require.NotEqual(t, n1.cfg.ClusterKey, n2.cfg.ClusterKey)
-	bob, _ := attach(t, n2, "bob", sessionQuery("s9"), http.Header{"Authorization": {"Bearer app"}})
-	require.Eventually(t, func() bool { return len(n1.cluster.Directory().NodeEntries("node-2")) == 1 },
-		10*time.Second, 10*time.Millisecond, "node 1 never learned of bob")
-	requireRoutes(t, n1, bob, "app", "across the rotation", 1)
+	for name, tweak := range map[string]func(i int, c *Config){
+		"derived from the gossip key": func(i int, c *Config) {
+			c.Gossip.Key, c.Gossip.ExtraKeys = testGossipKey, [][]byte{newKey}
+			if i == 1 {
+				c.Gossip.Key, c.Gossip.ExtraKeys = newKey, [][]byte{testGossipKey}
+			}
+		},
+		"explicit": func(i int, c *Config) {
+			c.ClusterKey, c.ExtraClusterKeys = "ck-old", []string{"ck-new"}
+			if i == 1 {
+				c.ClusterKey, c.ExtraClusterKeys = "ck-new", []string{"ck-old"}
+			}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			nodes := cfCluster(t, 2, Config{APIKeys: []string{"app"}}, nil, tweak)
+			n1, n2 := nodes[0], nodes[1]
+			require.NotEqual(t, n1.cfg.ClusterKey, n2.cfg.ClusterKey)
+			bob, _ := attach(t, n2, "bob", sessionQuery("s9"), http.Header{"Authorization": {"Bearer app"}})
+			require.Eventually(t, func() bool { return len(n1.cluster.Directory().NodeEntries("node-2")) == 1 },
+				10*time.Second, 10*time.Millisecond, "node 1 never learned of bob")
+			requireRoutes(t, n1, bob, "app", "across the rotation", 1)
+		})
+	}
 }
 
 // TestClusterKeyMustNotBeAnAPIKey: an explicit cluster key that is also an
 // API key, or an empty API key, is refused at start.
 func TestClusterKeyMustNotBeAnAPIKey(t *testing.T) {
 	for name, c := range map[string]Config{
-		"cluster key is an API key": {APIKeys: []string{"a", "b"}, ClusterKey: "b"},
-		"empty API key":             {APIKeys: []string{"a", ""}},
+		"cluster key is an API key":       {APIKeys: []string{"a", "b"}, ClusterKey: "b"},
+		"extra cluster key is an API key": {APIKeys: []string{"a", "b"}, ClusterKey: "c", ExtraClusterKeys: []string{"a"}},
+		"empty extra cluster key":         {APIKeys: []string{"a"}, ClusterKey: "c", ExtraClusterKeys: []string{""}},
+		"empty API key":                   {APIKeys: []string{"a", ""}},
 	} {
 		c.Listen, c.Logger = "127.0.0.1:0", testLogger()
 		n, err := New(c)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -115,6 +116,10 @@ type Config struct {
 	// gossip key, the first API key (a logged warning: its holders can
 	// speak for nodes); with neither, none (authentication is off).
 	ClusterKey string
+	// ExtraClusterKeys are further cluster keys accepted from peers but not
+	// sent (--cluster-key repeated): for rotating an explicit cluster key
+	// without downtime. None may be an API key.
+	ExtraClusterKeys []string
 	// ExternalKey is the bearer token sent to external gateways
 	// (--external-key). Empty: none.
 	ExternalKey string
@@ -155,7 +160,7 @@ func (c Config) clusterKeys() []string {
 	if c.ClusterKey == "" {
 		return nil
 	}
-	keys := []string{c.ClusterKey}
+	keys := append([]string{c.ClusterKey}, c.ExtraClusterKeys...)
 	if c.clusterKeyFrom == clusterKeyGossip {
 		for _, k := range c.Gossip.ExtraKeys {
 			keys = append(keys, deriveClusterKey(k))
@@ -226,6 +231,7 @@ func (c Config) withDefaults() Config {
 	case len(c.APIKeys) > 0:
 		c.ClusterKey, c.clusterKeyFrom = c.APIKeys[0], clusterKeyFirstAPI
 	}
+	c.ExtraClusterKeys = append([]string(nil), c.ExtraClusterKeys...)
 	c.AllowGateways = append([]string(nil), c.AllowGateways...)
 	if c.ForwardTimeout <= 0 {
 		c.ForwardTimeout = 5 * time.Second
@@ -267,11 +273,16 @@ func (c Config) check() error {
 	if c.CoalesceWindow < 0 || c.CoalesceWindow > MaxCoalesceWindow {
 		return fmt.Errorf("--coalesce-window %v: want between 0 and %v (it delays every event by up to that much)", c.CoalesceWindow, MaxCoalesceWindow)
 	}
+	for _, k := range c.ExtraClusterKeys {
+		if strings.TrimSpace(k) == "" {
+			return errors.New("a --cluster-key is empty: give non-empty keys")
+		}
+	}
 	for _, k := range c.APIKeys {
 		if strings.TrimSpace(k) == "" {
 			return errors.New("an API key is empty: give non-empty keys (--api-key, SWITCHYARD_API_KEYS, --api-keys-file)")
 		}
-		if c.clusterKeyFrom == clusterKeyExplicit && k == c.ClusterKey {
+		if c.clusterKeyFrom == clusterKeyExplicit && slices.Contains(c.clusterKeys(), k) {
 			return errors.New("--cluster-key is also an API key: the cluster key is the nodes' own credential and " +
 				"must not be given to apps; choose another one (or leave it out to derive it from --gossip-key)")
 		}

@@ -253,6 +253,8 @@ func TestServeRefusesEmptyKeys(t *testing.T) {
 		{"empty --cluster-key", []string{"--api-key", "secret-one", "--cluster-key", ""}, nil, "--cluster-key is empty"},
 		{"empty SWITCHYARD_CLUSTER_KEY", []string{"--api-key", "secret-one"}, map[string]string{"SWITCHYARD_CLUSTER_KEY": ""}, "--cluster-key is empty"},
 		{"cluster key is an API key", []string{"--api-key", "secret-one", "--cluster-key", "secret-one"}, nil, "--cluster-key is also an API key"},
+		{"older cluster key is an API key", []string{"--api-key", "secret-one", "--cluster-key", "ck", "--cluster-key", "secret-one"}, nil, "--cluster-key is also an API key"},
+		{"second --cluster-key empty", []string{"--api-key", "secret-one", "--cluster-key", "ck", "--cluster-key", ""}, nil, "--cluster-key is empty"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {

@@ -39,7 +39,8 @@ type serveFlags struct {
 	gossipBind, gossipAdvertise string
 	join                        listFlag
 	gossipKeys                  listFlag
-	clusterKey, externalKey     string
+	clusterKeys                 listFlag
+	externalKey                 string
 	allowGateways               listFlag
 	forwardTimeout              time.Duration
 	rejoinInterval              time.Duration
@@ -85,7 +86,7 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.gossipAdvertise, "gossip-advertise", "", "address peers reach the gossip port at (default: the bind address)")
 	fs.Var(&f.join, "join", "peer to join: host:port or a DNS name such as a headless Service (repeatable)")
 	fs.Var(&f.gossipKeys, "gossip-key", "base64 AES key (16, 24 or 32 bytes) that encrypts gossip; repeat to also accept older or newer keys while rotating (the first encrypts)")
-	fs.StringVar(&f.clusterKey, "cluster-key", "", "the nodes' own credential for deliveries between peers and the /v1/gateway/cluster/ endpoints, which take no other; must not be an API key (default: derived from --gossip-key; without one, the first API key)")
+	fs.Var(&f.clusterKeys, "cluster-key", "the nodes' own credential for deliveries between peers and the /v1/gateway/cluster/ endpoints, which take no other; must not be an API key (default: derived from --gossip-key; without one, the first API key); repeat to also accept older or newer keys while rotating (the first is sent)")
 	fs.StringVar(&f.externalKey, "external-key", "", "bearer token sent to external gateways")
 	fs.Var(&f.allowGateways, "allow-gateway", "URL prefix an external gateway URL must start with (repeatable)")
 	fs.DurationVar(&f.forwardTimeout, "forward-timeout", 5*time.Second, "deadline for handing an event to peers and gateways, retries included")
@@ -222,7 +223,8 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 		TLSCert:                   f.tlsCert,
 		TLSKey:                    f.tlsKey,
 		PeerCA:                    f.peerCA,
-		ClusterKey:                f.clusterKey,
+		ClusterKey:                first(f.clusterKeys),
+		ExtraClusterKeys:          f.clusterKeys[min(1, len(f.clusterKeys)):],
 		ExternalKey:               f.externalKey,
 		AllowGateways:             f.allowGateways,
 		ForwardTimeout:            f.forwardTimeout,
@@ -319,10 +321,23 @@ func checkKeyInputs(fs *flag.FlagSet, f *serveFlags) error {
 			}
 		}
 	}
-	if flagsSet(fs)["cluster-key"] && strings.TrimSpace(f.clusterKey) == "" {
+	if flagsSet(fs)["cluster-key"] && len(f.clusterKeys) == 0 {
 		return errors.New("--cluster-key is empty: give a non-empty key, or leave it out to derive it from --gossip-key")
 	}
+	for _, k := range f.clusterKeys {
+		if strings.TrimSpace(k) == "" {
+			return errors.New("--cluster-key is empty: give a non-empty key, or leave it out to derive it from --gossip-key")
+		}
+	}
 	return nil
+}
+
+// first is the first item of a list, or "".
+func first(l []string) string {
+	if len(l) == 0 {
+		return ""
+	}
+	return l[0]
 }
 
 // readKeysFile reads API keys, one per line; blank lines and lines starting
