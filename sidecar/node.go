@@ -95,9 +95,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.auth = &authenticator{keys: newKeyring(cfg.APIKeys), cluster: newKeyring(cfg.clusterKeys())}
 	if cfg.clusterKeyFrom == clusterKeyFirstAPI && cfg.Gossip != nil {
-		n.log.Warn("the cluster key is the first API key (no --cluster-key, no --gossip-key): whoever holds that key " +
-			"can call the node-to-node endpoints and speak for nodes; set --gossip-key (the cluster key is then derived " +
-			"from it) or --cluster-key")
+		n.log.Warn("the cluster key is the first API key",
+			"why", "no --cluster-key and no --gossip-key: whoever holds that key can call the node-to-node endpoints and speak for nodes",
+			"fix", "set --gossip-key (the cluster key is then derived from it) or --cluster-key")
 	}
 	if len(cfg.TokenSecret) > 0 {
 		n.auth.tokens = &tokenVerifier{secret: cfg.TokenSecret, leeway: cfg.TokenLeeway}
