@@ -3,6 +3,7 @@ package membership
 import (
 	"cmp"
 	"context"
+	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -63,9 +64,11 @@ type GossipConfig struct {
 	Memberlist func(*memberlist.Config)
 	// Push, when set, sends a directory message to a peer's gateway URL and
 	// returns once the peer applied it (the sidecar posts it over its pooled
-	// HTTP connections). Without it, changes travel by gossip broadcast and
-	// push/pull only, and Sync does not wait for peers.
-	Push func(ctx context.Context, peerURL string, msg []byte) error
+	// HTTP connections). sig is this node's signature of msg (see Sign):
+	// the receiver passes it to HandlePush, which checks it against the
+	// public key the named node gossips. Without Push, changes travel by
+	// gossip broadcast and push/pull only, and Sync does not wait for peers.
+	Push func(ctx context.Context, peerURL string, msg []byte, sig string) error
 	// Transport replaces memberlist's network transport (tests inject
 	// faults with it). Its address must match Bind.
 	Transport memberlist.NodeAwareTransport
@@ -98,6 +101,10 @@ type meta struct {
 	URL     string `json:"url"`
 	Version string `json:"v,omitempty"`
 	Epoch   int64  `json:"ep"`
+	// PublicKey is the node's Ed25519 public key (base64): directory
+	// messages pushed over HTTP carry a signature made with its private
+	// key, which never leaves the process.
+	PublicKey string `json:"pk,omitempty"`
 }
 
 // Gossip is a Cluster built on hashicorp/memberlist. Each node writes only
@@ -112,7 +119,10 @@ type Gossip struct {
 	log   *slog.Logger
 	dir   *Directory
 	epoch int64
-	ml    *memberlist.Memberlist
+	// signer signs the directory messages this node pushes over HTTP; its
+	// public key travels in the gossip metadata (see HandlePush).
+	signer ed25519.PrivateKey
+	ml     *memberlist.Memberlist
 	// created is set once memberlist.Create returned: its goroutines may
 	// call our delegates (and numNodes) before g.ml is assigned.
 	created atomic.Bool
@@ -171,7 +181,12 @@ func NewGossip(cfg GossipConfig, dir *Directory) (*Gossip, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Join = slices.Clone(cfg.Join)
+	_, signer, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		return nil, fmt.Errorf("membership: make the node's signing key: %w", err)
+	}
 	g := &Gossip{
+		signer:   signer,
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "gossip"),
 		dir:      dir,
@@ -444,6 +459,7 @@ func (g *Gossip) sendToPeers(msg []byte, only []string) {
 		}
 	}
 	g.mu.Unlock()
+	sig := g.Sign(msg)
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.SyncTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -451,7 +467,7 @@ func (g *Gossip) sendToPeers(msg []byte, only []string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := g.cfg.Push(ctx, url, msg); err != nil {
+			if err := g.cfg.Push(ctx, url, msg, sig); err != nil {
 				g.log.Debug("direct push failed; gossip and push/pull will repair", "peer", name, "err", err)
 			}
 		}()
@@ -574,15 +590,58 @@ func (g *Gossip) Shutdown() error {
 	return err
 }
 
+// ErrNotSender is returned by HandlePush for a message whose signature
+// was not made by the node the message names: whoever pushed it does not
+// speak for that node, and nothing was applied.
+var ErrNotSender = errors.New("the message is not signed by the node it names")
+
+// Sign is this node's signature of a directory message it pushes, in
+// base64 (GossipConfig.Push carries it; the receiver checks it with
+// HandlePush).
+func (g *Gossip) Sign(msg []byte) string {
+	return base64.StdEncoding.EncodeToString(ed25519.Sign(g.signer, msg))
+}
+
+func (g *Gossip) publicKey() string {
+	return base64.StdEncoding.EncodeToString(g.signer.Public().(ed25519.PublicKey))
+}
+
 // HandlePush applies a directory message a peer pushed (see
-// GossipConfig.Push).
-func (g *Gossip) HandlePush(data []byte) error {
+// GossipConfig.Push). sig must be the signature of data by the node the
+// message names, checked against the public key that node gossips: each
+// node is the only writer of its own entries, so a message naming another
+// node than its signer is refused with ErrNotSender and changes nothing.
+// A message from a node that is not a member is ignored, as by gossip.
+func (g *Gossip) HandlePush(data []byte, sig string) error {
 	kind, m, err := decodeMessage(data)
 	if err != nil {
 		return err
 	}
+	if m.Node == g.cfg.NodeName {
+		return ErrNotSender // only this node speaks for itself; a peer never pushes our own entries
+	}
+	g.mu.Lock()
+	peer, member := g.nodes[m.Node]
+	g.mu.Unlock()
+	if member && !validSignature(peer.PublicKey, data, sig) {
+		return ErrNotSender
+	}
 	g.apply(kind, m)
 	return nil
+}
+
+// validSignature reports whether sig (base64) is a signature of data by
+// the Ed25519 public key pk (base64).
+func validSignature(pk string, data []byte, sig string) bool {
+	key, err := base64.StdEncoding.DecodeString(pk)
+	if err != nil || len(key) != ed25519.PublicKeySize {
+		return false
+	}
+	s, err := base64.StdEncoding.DecodeString(sig)
+	if err != nil || len(s) != ed25519.SignatureSize {
+		return false
+	}
+	return ed25519.Verify(key, data, s)
 }
 
 // handleMessage applies a peer's message. It runs in memberlist's receive

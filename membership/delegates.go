@@ -15,9 +15,10 @@ type delegate struct{ g *Gossip }
 var _ memberlist.Delegate = (*delegate)(nil)
 
 func (d *delegate) NodeMeta(limit int) []byte {
-	b, _ := json.Marshal(meta{URL: d.g.cfg.URL, Version: d.g.cfg.Version, Epoch: d.g.epoch})
+	pk := d.g.publicKey()
+	b, _ := json.Marshal(meta{URL: d.g.cfg.URL, Version: d.g.cfg.Version, Epoch: d.g.epoch, PublicKey: pk})
 	if len(b) > limit { // a URL that long is refused by NewGossip's caller; never send a cut one
-		b, _ = json.Marshal(meta{Epoch: d.g.epoch})
+		b, _ = json.Marshal(meta{Epoch: d.g.epoch, PublicKey: pk})
 	}
 	return b
 }

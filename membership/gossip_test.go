@@ -102,7 +102,7 @@ func TestGossipNewcomerLearnsExistingEntries(t *testing.T) {
 func TestGossipDropsUndecodableMessages(t *testing.T) {
 	gs := startGossips(t, 2, nil)
 	gs[0].handleMessage([]byte("garbage"))
-	require.Error(t, gs[0].HandlePush([]byte{msgUpdates, '{'}))
+	require.Error(t, gs[0].HandlePush([]byte{msgUpdates, '{'}, ""))
 	// A raw UDP packet of garbage at the gossip port: memberlist drops it.
 	conn, err := net.Dial("udp", gs[0].GossipAddr())
 	require.NoError(t, err)

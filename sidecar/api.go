@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/coder/websocket"
@@ -55,7 +56,7 @@ func (n *Node) routes() http.Handler {
 	r.Get("/readyz", n.handleReady)
 	r.Handle("/metrics", promhttp.HandlerFor(n.metrics.Registry, promhttp.HandlerOpts{}))
 	r.Route("/v1/gateway", func(r chi.Router) {
-		r.Use(n.auth.authenticate)
+		r.Use(n.auth.authenticate, clusterOnly)
 		r.Group(func(r chi.Router) { // what clients do, rate-limited per credential
 			r.Use(n.auth.rateLimited)
 			r.Post("/events", serve(n.handleSubmit))
@@ -65,7 +66,10 @@ func (n *Node) routes() http.Handler {
 		})
 		r.Get("/sessions/{session_id}", serve(n.handleGetSession))
 		r.Get("/members", serve(n.handleMembers))
-		r.Group(func(r chi.Router) { // between nodes: API keys (the cluster key) only
+		// deliveries: from peers (the cluster key) and external gateways
+		// (an API key); the /cluster/ routes take the cluster key only
+		// (clusterOnly, above, covers every path under it).
+		r.Group(func(r chi.Router) {
 			r.Use(needFullRights)
 			r.Post("/deliveries", serve(n.handleDeliver))
 			r.Post("/cluster/directory", serve(n.handleDirectoryPush))
@@ -86,6 +90,28 @@ func needFullRights(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// clusterPrefix is the path of the node-to-node endpoints.
+const clusterPrefix = "/v1/gateway/cluster"
+
+// clusterOnly refuses any credential but the cluster key on every path
+// under clusterPrefix, whichever route serves it (or none): these
+// endpoints let the caller speak for a node.
+func clusterOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if underCluster(r.URL.Path) || underCluster(r.URL.RawPath) {
+			if err := credentialFrom(r.Context()).clusterRights(); err != nil {
+				writeError(w, err)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func underCluster(p string) bool {
+	return p == clusterPrefix || strings.HasPrefix(p, clusterPrefix+"/")
 }
 
 // measure records the latency of every request but WebSocket attaches
@@ -625,7 +651,11 @@ func (n *Node) handleDirectoryPush(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	if err := n.gossip.HandlePush(body); err != nil {
+	switch err := n.gossip.HandlePush(body, r.Header.Get(signatureHeader)); {
+	case errors.Is(err, membership.ErrNotSender):
+		return errForbidden("", "the directory message is not signed by the node it names: "+
+			"each node is the only writer of its entries")
+	case err != nil:
 		return newError(http.StatusBadRequest, codeInvalidJSON, "", "the directory message does not decode: "+err.Error())
 	}
 	writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))

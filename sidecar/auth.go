@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"slices"
@@ -45,6 +47,9 @@ const (
 	credNone   = "none"    // authentication is off (loopback, no keys)
 	credAPIKey = "api_key" // full rights
 	credToken  = "token"   // a participant token: rights of its subject only
+	// credCluster is the cluster key: the nodes' own credential, full
+	// rights plus the node-to-node endpoints (/v1/gateway/cluster/*).
+	credCluster = "cluster"
 )
 
 // Credential is what authenticated a request.
@@ -65,7 +70,7 @@ func (c Credential) rateKey(r *http.Request, presented string) string {
 	switch c.Kind {
 	case credToken:
 		return "token:" + c.Subject
-	case credAPIKey:
+	case credAPIKey, credCluster:
 		d := sha256.Sum256([]byte(presented))
 		return "key:" + string(d[:8])
 	}
@@ -113,6 +118,17 @@ func (c Credential) fullRights() *Error {
 	return nil
 }
 
+// clusterRights checks that c is the cluster key (or authentication is
+// off): the node-to-node endpoints take nothing else, so no app key or
+// token can speak for a node.
+func (c Credential) clusterRights() *Error {
+	if c.Kind != credCluster && c.Kind != credNone {
+		return errForbidden("", "the /v1/gateway/cluster/ endpoints are between nodes: they take the cluster key "+
+			"(--cluster-key), not an API key or a participant token")
+	}
+	return nil
+}
+
 // credentialFrom is the credential authenticate found for the request.
 func credentialFrom(ctx context.Context) Credential {
 	if info := requestInfoFrom(ctx); info != nil {
@@ -137,9 +153,48 @@ type tokenVerifier struct {
 	leeway time.Duration
 }
 
+// tokenClaims are a participant token's claims. Sessions is omitted when
+// nil (any session) but kept when empty: "sessions": [] allows none.
 type tokenClaims struct {
-	Sessions []string `json:"sessions,omitempty"`
+	Sessions []string `json:"sessions,omitzero"`
 	jwt.RegisteredClaims
+}
+
+// rawClaims are the claims whose JSON type the verifier checks itself:
+// golang-jwt reads a NumericDate from a string too ("exp": "1700000000").
+type rawClaims struct {
+	Exp      json.RawMessage `json:"exp"`
+	Nbf      json.RawMessage `json:"nbf"`
+	Iat      json.RawMessage `json:"iat"`
+	Sessions json.RawMessage `json:"sessions"`
+}
+
+// claimTypesProblem checks the claims segment of a verified token: exp, nbf
+// and iat must be JSON numbers, and sessions, when present, an array (null
+// is refused: an issuer that serialised an empty list as null must not
+// grant every session).
+func claimTypesProblem(raw string) error {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return errors.New("not a JWT")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return err
+	}
+	var c rawClaims
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return err
+	}
+	for name, v := range map[string]json.RawMessage{"exp": c.Exp, "nbf": c.Nbf, "iat": c.Iat} {
+		if v != nil && (len(v) == 0 || !strings.ContainsRune("-0123456789", rune(v[0]))) {
+			return errors.New("the token's " + name + " is not a number")
+		}
+	}
+	if c.Sessions != nil && (len(c.Sessions) == 0 || c.Sessions[0] != '[') {
+		return errors.New("the token's sessions is not an array")
+	}
+	return nil
 }
 
 var errTokenExpired = errors.New("the token has expired or is not valid yet")
@@ -153,6 +208,8 @@ func (v *tokenVerifier) verify(raw string) (Credential, error) {
 		return Credential{}, errTokenExpired
 	case err != nil:
 		return Credential{}, err
+	case claimTypesProblem(raw) != nil:
+		return Credential{}, claimTypesProblem(raw)
 	case ident.Problem(claims.Subject, ident.MaxParticipantID) != "":
 		return Credential{}, errors.New("the token's sub is not a valid participant id")
 	}
@@ -161,9 +218,13 @@ func (v *tokenVerifier) verify(raw string) (Credential, error) {
 
 // authenticator decides who a request is.
 type authenticator struct {
-	keys   *keyring
-	tokens *tokenVerifier // nil: no token secret
-	limit  *rateLimiter   // nil: no rate limit
+	keys *keyring
+	// cluster holds the cluster keys accepted from peers (the node's own,
+	// and while the gossip key rotates, those derived from the other
+	// gossip keys). Empty: none.
+	cluster *keyring
+	tokens  *tokenVerifier // nil: no token secret
+	limit   *rateLimiter   // nil: no rate limit
 }
 
 func (a *authenticator) enabled() bool { return len(a.keys.digests) > 0 || a.tokens != nil }
@@ -222,6 +283,8 @@ func (a *authenticator) identify(presented string) (Credential, *Error) {
 	case presented == "":
 		return Credential{}, newError(http.StatusUnauthorized, "unauthorized", "",
 			"send a credential: Authorization: Bearer <api key or participant token>")
+	case a.cluster != nil && a.cluster.valid(presented): // first: the fallback cluster key is also an API key
+		return Credential{Kind: credCluster}, nil
 	case a.keys.valid(presented):
 		return Credential{Kind: credAPIKey, KeyID: apiKeyID(presented)}, nil
 	case a.tokens != nil && strings.Count(presented, ".") == 2:

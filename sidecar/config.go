@@ -1,12 +1,16 @@
 package sidecar
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -122,10 +126,19 @@ type Config struct {
 	// (NodeName, URL, Version and Logger are filled in by New). Nil: a
 	// cluster of one node, without gossip.
 	Gossip *membership.GossipConfig
-	// ClusterKey is the bearer token peers send to each other's deliveries
-	// endpoint (--cluster-key). Default: the first API key. It is accepted
-	// as a credential like an API key.
+	// ClusterKey is the credential of the node-to-node endpoints
+	// (--cluster-key): the bearer token peers send to each other's
+	// deliveries and /v1/gateway/cluster/* endpoints, which take no other
+	// credential. It must not be one of the APIKeys. Default: derived from
+	// the gossip key (HMAC-SHA256 of Gossip.Key with a fixed label), so
+	// nodes sharing --gossip-key share it and no app holds it; without a
+	// gossip key, the first API key (a logged warning: its holders can
+	// speak for nodes); with neither, none (authentication is off).
 	ClusterKey string
+	// ExtraClusterKeys are further cluster keys accepted from peers but not
+	// sent (--cluster-key repeated): for rotating an explicit cluster key
+	// without downtime. None may be an API key.
+	ExtraClusterKeys []string
 	// ExternalKey is the bearer token sent to external gateways
 	// (--external-key). Empty: none.
 	ExternalKey string
@@ -174,6 +187,42 @@ type Config struct {
 	Version string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+
+	// clusterKeyFrom says where ClusterKey came from (set by withDefaults).
+	clusterKeyFrom string
+}
+
+// Where a node's cluster key came from.
+const (
+	clusterKeyExplicit  = "--cluster-key"
+	clusterKeyGossip    = "derived from --gossip-key"
+	clusterKeyFirstAPI  = "the first API key"
+	clusterKeyDerivedAs = "switchyard cluster key v1" // the HMAC label; changing it changes every derived key
+)
+
+// clusterKeys are the cluster keys a node accepts: its own and, when it is
+// derived, those derived from the extra gossip keys, so that nodes stay
+// able to call each other while the gossip key rotates.
+func (c Config) clusterKeys() []string {
+	if c.ClusterKey == "" {
+		return nil
+	}
+	keys := append([]string{c.ClusterKey}, c.ExtraClusterKeys...)
+	if c.clusterKeyFrom == clusterKeyGossip {
+		for _, k := range c.Gossip.ExtraKeys {
+			keys = append(keys, deriveClusterKey(k))
+		}
+	}
+	return keys
+}
+
+// deriveClusterKey is the default cluster key of nodes sharing a gossip
+// key: HMAC-SHA256(gossip key, label), hex. Apps are given API keys, never
+// the gossip key, so none of them holds it.
+func deriveClusterKey(gossipKey []byte) string {
+	m := hmac.New(sha256.New, gossipKey)
+	m.Write([]byte(clusterKeyDerivedAs))
+	return hex.EncodeToString(m.Sum(nil))
 }
 
 func (c Config) withDefaults() Config {
@@ -230,9 +279,15 @@ func (c Config) withDefaults() Config {
 		c.RateBurst = int(2 * c.RateLimit)
 	}
 	c.AllowedOrigins = append([]string(nil), c.AllowedOrigins...)
-	if c.ClusterKey == "" && len(c.APIKeys) > 0 {
-		c.ClusterKey = c.APIKeys[0]
+	switch {
+	case c.ClusterKey != "":
+		c.clusterKeyFrom = clusterKeyExplicit
+	case c.Gossip != nil && len(c.Gossip.Key) > 0 && len(c.APIKeys) > 0:
+		c.ClusterKey, c.clusterKeyFrom = deriveClusterKey(c.Gossip.Key), clusterKeyGossip
+	case len(c.APIKeys) > 0:
+		c.ClusterKey, c.clusterKeyFrom = c.APIKeys[0], clusterKeyFirstAPI
 	}
+	c.ExtraClusterKeys = append([]string(nil), c.ExtraClusterKeys...)
 	c.AllowGateways = append([]string(nil), c.AllowGateways...)
 	if c.ForwardTimeout <= 0 {
 		c.ForwardTimeout = 5 * time.Second
@@ -291,6 +346,20 @@ func (c Config) check() error {
 	}
 	if c.CoalesceWindow < 0 || c.CoalesceWindow > MaxCoalesceWindow {
 		return fmt.Errorf("--coalesce-window %v: want between 0 and %v (it delays every event by up to that much)", c.CoalesceWindow, MaxCoalesceWindow)
+	}
+	for _, k := range c.ExtraClusterKeys {
+		if strings.TrimSpace(k) == "" {
+			return errors.New("a --cluster-key is empty: give non-empty keys")
+		}
+	}
+	for _, k := range c.APIKeys {
+		if strings.TrimSpace(k) == "" {
+			return errors.New("an API key is empty: give non-empty keys (--api-key, SWITCHYARD_API_KEYS, --api-keys-file)")
+		}
+		if c.clusterKeyFrom == clusterKeyExplicit && slices.Contains(c.clusterKeys(), k) {
+			return errors.New("--cluster-key is also an API key: the cluster key is the nodes' own credential and " +
+				"must not be given to apps; choose another one (or leave it out to derive it from --gossip-key)")
+		}
 	}
 	if len(c.APIKeys) > 0 || c.Insecure {
 		return nil

@@ -329,6 +329,8 @@ func checkGatewayURL(raw, field string) *Error {
 		return fieldError("invalid_url", field, field+" must not carry credentials")
 	case u.RawQuery != "" || u.Fragment != "":
 		return fieldError("invalid_url", field, field+" must be a base URL without query or fragment")
+	case dotSegments(u.Path):
+		return fieldError("invalid_url", field, field+` must not have "." or ".." path segments (encoded or not) or backslashes`)
 	}
 	return nil
 }

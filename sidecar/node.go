@@ -1,16 +1,17 @@
 package sidecar
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -96,11 +97,12 @@ func New(cfg Config) (*Node, error) {
 		}
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	keys := cfg.APIKeys
-	if cfg.ClusterKey != "" && len(keys) > 0 {
-		keys = append(slices.Clone(keys), cfg.ClusterKey)
+	n.auth = &authenticator{keys: newKeyring(cfg.APIKeys), cluster: newKeyring(cfg.clusterKeys())}
+	if cfg.clusterKeyFrom == clusterKeyFirstAPI && cfg.Gossip != nil {
+		n.log.Warn("the cluster key is the first API key",
+			"why", "no --cluster-key and no --gossip-key: whoever holds that key can call the node-to-node endpoints and speak for nodes",
+			"fix", "set --gossip-key (the cluster key is then derived from it) or --cluster-key")
 	}
-	n.auth = &authenticator{keys: newKeyring(keys)}
 	if len(cfg.TokenSecret) > 0 {
 		n.auth.tokens = &tokenVerifier{secret: cfg.TokenSecret, leeway: cfg.TokenLeeway}
 	}
@@ -316,15 +318,32 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	return n.shutdownErr
 }
 
-// pushDirectory posts a directory message to a peer and returns once the
-// peer applied it.
-func (n *Node) pushDirectory(ctx context.Context, peerURL string, msg []byte) error {
-	ans, err := n.peers.attempt(ctx, strings.TrimSuffix(peerURL, "/")+directoryPath, msg, n.cfg.ClusterKey, 0)
+// signatureHeader carries a pushed directory message's signature by the
+// node it names (membership.Gossip.Sign).
+const signatureHeader = "Switchyard-Signature"
+
+// pushDirectory posts a directory message, signed by this node, to a peer
+// with the cluster key and returns once the peer applied it.
+func (n *Node) pushDirectory(ctx context.Context, peerURL string, msg []byte, sig string) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.PeerAttemptTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(peerURL, "/")+directoryPath, bytes.NewReader(msg))
 	if err != nil {
 		return err
 	}
-	if ans.Status != http.StatusOK {
-		return fmt.Errorf("peer answered %d: %s", ans.Status, truncate(ans.Body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(signatureHeader, sig)
+	if n.cfg.ClusterKey != "" {
+		req.Header.Set("Authorization", "Bearer "+n.cfg.ClusterKey)
+	}
+	resp, err := n.peers.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("peer answered %d: %s", resp.StatusCode, truncate(body))
 	}
 	return nil
 }

@@ -291,10 +291,15 @@ func (g *Gateway) gatewayAllowed(raw string) bool {
 // (port included) exactly, and a path that continues prefix's path at a
 // segment boundary. A plain string prefix would let
 // "https://gw.example.com.evil.net" pass for "https://gw.example.com".
+//
+// Paths are compared decoded (u.Path: "%6F" is "o", "%2F" is "/"), and a
+// URL with a dot segment ("." or "..", encoded or not) or a backslash in
+// its path is never under any prefix: a server resolving
+// "/hooks/../admin" would receive the external key outside "/hooks".
 func urlUnder(raw, prefix string) bool {
 	u, err1 := url.Parse(raw)
 	p, err2 := url.Parse(prefix)
-	if err1 != nil || err2 != nil || u.User != nil {
+	if err1 != nil || err2 != nil || u.User != nil || dotSegments(u.Path) {
 		return false
 	}
 	if !strings.EqualFold(u.Scheme, p.Scheme) || !strings.EqualFold(u.Host, p.Host) {
@@ -302,6 +307,33 @@ func urlUnder(raw, prefix string) bool {
 	}
 	base := strings.TrimSuffix(p.Path, "/")
 	return u.Path == base || strings.HasPrefix(u.Path, base+"/") || base == ""
+}
+
+// dotSegments reports whether a decoded URL path has a segment that some
+// server may resolve as "." or "..": the segment itself, its further
+// percent-decodings ("%2e" once decoded from "%252e"), with a ";params"
+// suffix ("..;" in Java servers), or any backslash (a separator to some).
+func dotSegments(p string) bool {
+	if strings.Contains(p, "\\") {
+		return true
+	}
+	for _, seg := range strings.Split(p, "/") {
+		for range 3 { // decode up to three more times
+			name, _, _ := strings.Cut(seg, ";")
+			if name == "." || name == ".." {
+				return true
+			}
+			dec, err := url.PathUnescape(seg)
+			if err != nil || dec == seg {
+				break
+			}
+			if strings.ContainsAny(dec, "/\\") {
+				return true // an encoded separator inside a segment
+			}
+			seg = dec
+		}
+	}
+	return false
 }
 
 // addParticipant adds participant id to session where it lives: on this

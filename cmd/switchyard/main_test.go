@@ -229,3 +229,49 @@ func TestConfigFileErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestServeRefusesEmptyKeys: an empty API key or cluster key given on
+// purpose stops serve at start with a message naming where it came from
+// (exit 2), instead of starting with authentication on and no usable key,
+// or with none at all; the keys themselves are never printed.
+func TestServeRefusesEmptyKeys(t *testing.T) {
+	emptyFile := filepath.Join(t.TempDir(), "keys")
+	require.NoError(t, os.WriteFile(emptyFile, []byte("# no key yet\n\n"), 0o600))
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"empty --api-key", []string{"--api-key", ""}, nil, "--api-key is empty"},
+		{"empty --api-key on every interface", []string{"--api-key", "", "--listen", "0.0.0.0:0"}, nil, "--api-key is empty"},
+		{"blank --api-key", []string{"--api-key", "  "}, nil, "--api-key is empty"},
+		{"empty item in SWITCHYARD_API_KEYS", nil, map[string]string{"SWITCHYARD_API_KEYS": "secret-one,,secret-two"}, "SWITCHYARD_API_KEYS holds an empty key (item 2)"},
+		{"blank SWITCHYARD_API_KEYS", nil, map[string]string{"SWITCHYARD_API_KEYS": " "}, "SWITCHYARD_API_KEYS holds an empty key"},
+		{"empty SWITCHYARD_API_KEY", nil, map[string]string{"SWITCHYARD_API_KEY": ""}, "SWITCHYARD_API_KEY holds an empty key"},
+		{"keys file without a key", []string{"--api-keys-file", emptyFile}, nil, "holds no key"},
+		{"empty --cluster-key", []string{"--api-key", "secret-one", "--cluster-key", ""}, nil, "--cluster-key is empty"},
+		{"empty SWITCHYARD_CLUSTER_KEY", []string{"--api-key", "secret-one"}, map[string]string{"SWITCHYARD_CLUSTER_KEY": ""}, "--cluster-key is empty"},
+		{"cluster key is an API key", []string{"--api-key", "secret-one", "--cluster-key", "secret-one"}, nil, "--cluster-key is also an API key"},
+		{"older cluster key is an API key", []string{"--api-key", "secret-one", "--cluster-key", "ck", "--cluster-key", "secret-one"}, nil, "--cluster-key is also an API key"},
+		{"second --cluster-key empty", []string{"--api-key", "secret-one", "--cluster-key", "ck", "--cluster-key", ""}, nil, "--cluster-key is empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			var stderr bytes.Buffer
+			args := append([]string{"serve", "--listen", "127.0.0.1:0", "--gossip-bind", "127.0.0.1:0"}, tc.args...)
+			done := make(chan int, 1)
+			go func() { done <- run(args, strings.NewReader(""), &bytes.Buffer{}, &stderr) }()
+			select {
+			case code := <-done:
+				assert.NotEqual(t, 0, code)
+			case <-time.After(30 * time.Second): // a node that started serves until a signal
+				t.Fatalf("serve started instead of refusing: %s", stderr.String())
+			}
+			assert.Contains(t, stderr.String(), tc.want)
+			assert.NotContains(t, stderr.String(), "secret-two")
+		})
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -40,7 +41,8 @@ type serveFlags struct {
 	gossipBind, gossipAdvertise string
 	join                        listFlag
 	gossipKeys                  listFlag
-	clusterKey, externalKey     string
+	clusterKeys                 listFlag
+	externalKey                 string
 	allowGateways               listFlag
 	forwardTimeout              time.Duration
 	rejoinInterval              time.Duration
@@ -96,7 +98,7 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.gossipAdvertise, "gossip-advertise", "", "address peers reach the gossip port at (default: the bind address)")
 	fs.Var(&f.join, "join", "peer to join: host:port or a DNS name such as a headless Service (repeatable)")
 	fs.Var(&f.gossipKeys, "gossip-key", "base64 AES key (16, 24 or 32 bytes) that encrypts gossip; repeat to also accept older or newer keys while rotating (the first encrypts)")
-	fs.StringVar(&f.clusterKey, "cluster-key", "", "bearer token between peers (default: the first API key)")
+	fs.Var(&f.clusterKeys, "cluster-key", "the nodes' own credential for deliveries between peers and the /v1/gateway/cluster/ endpoints, which take no other; must not be an API key (default: derived from --gossip-key; without one, the first API key); repeat to also accept older or newer keys while rotating (the first is sent)")
 	fs.StringVar(&f.externalKey, "external-key", "", "bearer token sent to external gateways")
 	fs.Var(&f.allowGateways, "allow-gateway", "URL prefix an external gateway URL must start with (repeatable)")
 	fs.DurationVar(&f.forwardTimeout, "forward-timeout", 5*time.Second, "deadline for handing an event to peers and gateways, retries included")
@@ -134,6 +136,9 @@ func serveCommand(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
 	}
+	if err := checkKeyInputs(fs, f); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
 	if os.Getenv("SWITCHYARD_API_KEYS") != "" && len(f.apiKeys) == 0 {
 		for _, k := range splitList(os.Getenv("SWITCHYARD_API_KEYS")) {
 			_ = f.apiKeys.Set(k)
@@ -156,6 +161,9 @@ func serveCommand(args []string, stdout, stderr io.Writer) error {
 		fileKeys, err := readKeysFile(f.apiKeysFile)
 		if err != nil {
 			return err
+		}
+		if len(fileKeys) == 0 {
+			return fmt.Errorf("%w: --api-keys-file %s holds no key: authentication would be off; add a key, one per line", errUsage, f.apiKeysFile)
 		}
 		keys = append(keys, fileKeys...)
 	}
@@ -232,7 +240,8 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 		TLSCert:                      f.tlsCert,
 		TLSKey:                       f.tlsKey,
 		PeerCA:                       f.peerCA,
-		ClusterKey:                   f.clusterKey,
+		ClusterKey:                   first(f.clusterKeys),
+		ExtraClusterKeys:             f.clusterKeys[min(1, len(f.clusterKeys)):],
 		ExternalKey:                  f.externalKey,
 		AllowGateways:                f.allowGateways,
 		ForwardTimeout:               f.forwardTimeout,
@@ -310,6 +319,51 @@ func splitList(v string) []string {
 		}
 	}
 	return out
+}
+
+// checkKeyInputs refuses an empty API key or cluster key given on purpose:
+// a node would otherwise start with authentication on and no usable key,
+// or silently without the key the operator meant to set. It runs before
+// SWITCHYARD_API_KEYS is merged into --api-key.
+func checkKeyInputs(fs *flag.FlagSet, f *serveFlags) error {
+	for _, k := range f.apiKeys {
+		if strings.TrimSpace(k) == "" {
+			return errors.New("--api-key is empty: give a non-empty key, or leave the flag out")
+		}
+		if strings.TrimSpace(k) != k {
+			return errors.New("an --api-key starts or ends with spaces: a bearer token cannot carry them; remove them")
+		}
+	}
+	// The environment's key lists: an empty item (an extra comma, an unset
+	// variable in a template) is refused rather than dropped.
+	for _, env := range []string{envName("api-key"), "SWITCHYARD_API_KEYS"} {
+		v, ok := os.LookupEnv(env)
+		if !ok {
+			continue
+		}
+		for i, item := range strings.Split(v, ",") {
+			if strings.TrimSpace(item) == "" { // the value itself is secret: never printed
+				return fmt.Errorf("%s holds an empty key (item %d): give non-empty keys, comma-separated, or unset it", env, i+1)
+			}
+		}
+	}
+	if flagsSet(fs)["cluster-key"] && len(f.clusterKeys) == 0 {
+		return errors.New("--cluster-key is empty: give a non-empty key, or leave it out to derive it from --gossip-key")
+	}
+	for _, k := range f.clusterKeys {
+		if strings.TrimSpace(k) == "" {
+			return errors.New("--cluster-key is empty: give a non-empty key, or leave it out to derive it from --gossip-key")
+		}
+	}
+	return nil
+}
+
+// first is the first item of a list, or "".
+func first(l []string) string {
+	if len(l) == 0 {
+		return ""
+	}
+	return l[0]
 }
 
 // readKeysFile reads API keys, one per line; blank lines and lines starting
