@@ -118,10 +118,6 @@ func (pc *peerClient) do(ctx context.Context, method, url, bearer string, hops i
 	return pc.send(ctx, method, url, nil, bearer, hops, peerAnswerLimit)
 }
 
-func (pc *peerClient) attempt(ctx context.Context, url string, body []byte, bearer string, hops int) (peerAnswer, error) {
-	return pc.send(ctx, http.MethodPost, url, body, bearer, hops, peerAnswerLimit)
-}
-
 func (pc *peerClient) send(ctx context.Context, method, url string, body []byte, bearer string, hops int, limit int64) (peerAnswer, error) {
 	ctx, cancel := context.WithTimeout(ctx, pc.attemptTimeout)
 	defer cancel()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
@@ -19,7 +18,8 @@ func TestClusterScenarioOnTwoProcesses(t *testing.T) {
 		t.Skip("builds and runs the switchyard binary")
 	}
 	bin := filepath.Join(t.TempDir(), "switchyard")
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	goBin, err := exec.LookPath("go")
+	require.NoError(t, err, "the test builds the switchyard binary with the go tool")
 	out, err := exec.Command(goBin, "build", "-o", bin, "github.com/switchyard-gw/switchyard/cmd/switchyard").CombinedOutput()
 	require.NoError(t, err, "go build: %s", out)
 
