@@ -20,6 +20,31 @@ type injectOptions struct {
 	GossipService string
 }
 
+// The sidecar's fixed settings, which the template and the pod settings
+// inject adjusts must agree on.
+const (
+	sidecarMemoryLimitMiB = 512
+	// sidecarPreStopSeconds: the preStop sleep before SIGTERM.
+	sidecarPreStopSeconds = 5
+	// sidecarDrainSeconds: --drain-timeout.
+	sidecarDrainSeconds = 10
+	// graceMarginSeconds: left for the agent's own shutdown (the kubelet
+	// stops the sidecar only after the agent has exited; both come out of
+	// terminationGracePeriodSeconds) and for the process to exit.
+	graceMarginSeconds = 5
+	// minGracePeriod is the shortest terminationGracePeriodSeconds the
+	// sidecar's preStop and drain fit in; inject raises shorter ones.
+	minGracePeriod = sidecarPreStopSeconds + sidecarDrainSeconds + graceMarginSeconds
+	// sidecarURL is where the agent containers reach their sidecar.
+	sidecarURL = "http://127.0.0.1:8787"
+)
+
+// templateData is what sidecarTemplate is executed with.
+type templateData struct {
+	injectOptions
+	DrainSeconds, PreStopSeconds, MemoryLimitMiB, GoMemLimitMiB int
+}
+
 // sidecarTemplate is the container `switchyard inject` adds: a native
 // sidecar (an init container that keeps running), so it starts before the
 // agent and stops after it.
@@ -44,6 +69,8 @@ env:
     value: "$(POD_IP):7946"
   - name: SWITCHYARD_JOIN
     value: "{{.GossipService}}:7946"
+  - name: SWITCHYARD_DRAIN_TIMEOUT
+    value: "{{.DrainSeconds}}s"
   - name: SWITCHYARD_LOG_FORMAT
     value: json
   - name: SWITCHYARD_API_KEYS
@@ -52,21 +79,36 @@ env:
     valueFrom: {secretKeyRef: {name: {{.SecretName}}, key: gossip-key}}
   - name: SWITCHYARD_TOKEN_SECRET
     valueFrom: {secretKeyRef: {name: {{.SecretName}}, key: token-secret, optional: true}}
+  - name: GOMEMLIMIT # 90% of the memory limit below: Go collects harder before the kernel kills
+    value: "{{.GoMemLimitMiB}}MiB"
   - name: GOMAXPROCS # one agent needs one core at most; fewer idle threads to wake
     value: "1"
 ports:
   - {name: switchyard, containerPort: 8787, protocol: TCP}
   - {name: gossip-tcp, containerPort: 7946, protocol: TCP}
   - {name: gossip-udp, containerPort: 7946, protocol: UDP}
+# The agent containers start only once this passes (native sidecars start
+# in order). /healthz answers as soon as the sidecar serves its API, which is
+# what the agent needs; /readyz also waits for the node to settle in the
+# cluster and would hold the agent back for nothing.
+startupProbe:
+  httpGet: {path: /healthz, port: 8787}
+  periodSeconds: 1
+  failureThreshold: 30
 readinessProbe:
   httpGet: {path: /readyz, port: 8787}
   periodSeconds: 5
 livenessProbe:
   httpGet: {path: /healthz, port: 8787}
   periodSeconds: 10
+# Endpoints stop sending before SIGTERM starts the drain (the kubelet's
+# sleep action: the image has no shell).
+lifecycle:
+  preStop:
+    sleep: {seconds: {{.PreStopSeconds}}}
 resources:
   requests: {cpu: 50m, memory: 64Mi}
-  limits: {memory: 512Mi}
+  limits: {memory: {{.MemoryLimitMiB}}Mi}
 securityContext:
   runAsNonRoot: true
   readOnlyRootFilesystem: true
@@ -77,10 +119,6 @@ securityContext:
 // injectedLabel marks pods that carry the sidecar; the gossip Service
 // selects them.
 const injectedLabel = "switchyard.io/sidecar"
-
-// minGracePeriod exceeds the default --drain-timeout (10s) with room for
-// the hand-off.
-const minGracePeriod = 15
 
 func injectCommand(args []string, stdin io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet("inject", flag.ContinueOnError)
@@ -136,7 +174,7 @@ func inject(src io.Reader, opts injectOptions) ([]byte, error) {
 		if len(doc.Content) == 0 {
 			continue
 		}
-		if err := injectDoc(doc.Content[0], sidecar); err != nil {
+		if err := injectDoc(doc.Content[0], sidecar, opts.SecretName); err != nil {
 			return nil, fmt.Errorf("document %d: %w", i, err)
 		}
 		if err := enc.Encode(&doc); err != nil {
@@ -151,7 +189,14 @@ func inject(src io.Reader, opts injectOptions) ([]byte, error) {
 
 func sidecarNode(opts injectOptions) (*yaml.Node, error) {
 	var text strings.Builder
-	if err := template.Must(template.New("sidecar").Parse(sidecarTemplate)).Execute(&text, opts); err != nil {
+	data := templateData{
+		injectOptions:  opts,
+		DrainSeconds:   sidecarDrainSeconds,
+		PreStopSeconds: sidecarPreStopSeconds,
+		MemoryLimitMiB: sidecarMemoryLimitMiB,
+		GoMemLimitMiB:  sidecarMemoryLimitMiB * 9 / 10,
+	}
+	if err := template.Must(template.New("sidecar").Parse(sidecarTemplate)).Execute(&text, data); err != nil {
 		return nil, err
 	}
 	var doc yaml.Node
@@ -161,7 +206,7 @@ func sidecarNode(opts injectOptions) (*yaml.Node, error) {
 	return doc.Content[0], nil
 }
 
-func injectDoc(root *yaml.Node, sidecar *yaml.Node) error {
+func injectDoc(root *yaml.Node, sidecar *yaml.Node, secretName string) error {
 	if root.Kind != yaml.MappingNode {
 		return nil
 	}
@@ -189,13 +234,55 @@ func injectDoc(root *yaml.Node, sidecar *yaml.Node) error {
 	inits.Content = append(inits.Content, clone(sidecar))
 	labels := ensureMap(ensureMap(tmpl, "metadata"), "labels")
 	set(labels, injectedLabel, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "injected", Style: yaml.DoubleQuotedStyle})
+	// Unset, the grace period is 30s, which the preStop and drain fit in.
 	if grace := get(pod, "terminationGracePeriodSeconds"); grace != nil {
 		var secs int
 		if err := grace.Decode(&secs); err == nil && secs < minGracePeriod {
 			grace.Value = fmt.Sprint(minGracePeriod) // the drain needs the time
 		}
 	}
+	if containers := get(pod, "containers"); containers != nil {
+		for _, c := range containers.Content {
+			addAgentEnv(c, secretName)
+		}
+	}
 	return nil
+}
+
+// addAgentEnv tells an agent container where its sidecar is and gives it
+// the API key, unless it sets those variables itself.
+func addAgentEnv(c *yaml.Node, secretName string) {
+	if c.Kind != yaml.MappingNode {
+		return
+	}
+	env := get(c, "env")
+	if env == nil || env.Kind != yaml.SequenceNode {
+		env = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+		set(c, "env", env)
+	}
+	has := func(name string) bool {
+		for _, e := range env.Content {
+			if scalar(get(e, "name")) == name {
+				return true
+			}
+		}
+		return false
+	}
+	if !has("SWITCHYARD_URL") {
+		env.Content = append(env.Content, mustNode(fmt.Sprintf("{name: SWITCHYARD_URL, value: %q}", sidecarURL)))
+	}
+	if !has("SWITCHYARD_API_KEY") {
+		env.Content = append(env.Content, mustNode(fmt.Sprintf(
+			"{name: SWITCHYARD_API_KEY, valueFrom: {secretKeyRef: {name: %s, key: api-keys}}}", secretName)))
+	}
+}
+
+func mustNode(text string) *yaml.Node {
+	var doc yaml.Node
+	if err := yaml.Unmarshal([]byte(text), &doc); err != nil {
+		panic(err)
+	}
+	return doc.Content[0]
 }
 
 // YAML node helpers.

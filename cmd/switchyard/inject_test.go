@@ -3,13 +3,16 @@ package main
 import (
 	"bytes"
 	"flag"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden files of the inject tests")
@@ -32,7 +35,7 @@ func TestInjectGolden(t *testing.T) {
 	out := string(got)
 	assert.Equal(t, 2, strings.Count(out, "- name: switchyard\n"), "one sidecar per workload, none on the Service")
 	assert.Equal(t, 2, strings.Count(out, "restartPolicy: Always"), "a native sidecar")
-	assert.Contains(t, out, "terminationGracePeriodSeconds: 15", "the short grace period is raised above the drain")
+	assert.Contains(t, out, "terminationGracePeriodSeconds: 20", "the short grace period is raised above the preStop and the drain")
 	assert.Contains(t, out, "- name: fetch-model", "existing init containers stay")
 	assert.Contains(t, out, "# An agent Deployment", "comments stay")
 }
@@ -65,4 +68,133 @@ func TestInjectCommand(t *testing.T) {
 	assert.Equal(t, 1, run([]string{"inject"}, strings.NewReader("kind: Deployment\nspec: {}\n"), &bytes.Buffer{}, &stderr),
 		"a workload without a pod template is an error")
 	assert.Contains(t, stderr.String(), "spec.template")
+}
+
+// podSpecs decodes inject's output and returns each pod spec by the name of
+// its workload.
+func podSpecs(t *testing.T, out []byte) map[string]map[string]any {
+	t.Helper()
+	specs := map[string]map[string]any{}
+	dec := yaml.NewDecoder(bytes.NewReader(out))
+	for {
+		var doc map[string]any
+		if err := dec.Decode(&doc); err != nil {
+			require.ErrorIs(t, err, io.EOF)
+			break
+		}
+		name := dig(doc, "metadata", "name").(string)
+		var tmpl any
+		switch doc["kind"] {
+		case "Pod":
+			tmpl = doc
+		case "CronJob":
+			tmpl = dig(doc, "spec", "jobTemplate", "spec", "template")
+		default:
+			tmpl = dig(doc, "spec", "template")
+		}
+		if spec, ok := dig(tmpl, "spec").(map[string]any); ok {
+			specs[name] = spec
+		}
+	}
+	return specs
+}
+
+func dig(v any, keys ...string) any {
+	for _, k := range keys {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}
+
+func containerNamed(list any, name string) map[string]any {
+	l, _ := list.([]any)
+	for _, c := range l {
+		if m, ok := c.(map[string]any); ok && m["name"] == name {
+			return m
+		}
+	}
+	return nil
+}
+
+func envOf(c map[string]any) map[string]any {
+	env := map[string]any{}
+	l, _ := c["env"].([]any)
+	for _, e := range l {
+		m := e.(map[string]any)
+		if v, ok := m["value"]; ok {
+			env[m["name"].(string)] = v
+		} else {
+			env[m["name"].(string)] = m["valueFrom"]
+		}
+	}
+	return env
+}
+
+// TestInjectRightOnFirstApply: the agent waits for its sidecar, knows where
+// it is and has its key; the drain fits in the grace period; Go knows the
+// memory limit.
+func TestInjectRightOnFirstApply(t *testing.T) {
+	in, err := os.ReadFile(filepath.Join("testdata", "inject", "agents.yaml"))
+	require.NoError(t, err)
+	out, err := inject(bytes.NewReader(in), goldenOpts)
+	require.NoError(t, err)
+	specs := podSpecs(t, out)
+	for _, name := range []string{"agent", "planner"} {
+		spec := specs[name]
+		require.NotNil(t, spec, name)
+		sc := containerNamed(spec["initContainers"], "switchyard")
+		require.NotNil(t, sc, name)
+
+		// The startup probe holds the agent containers until the sidecar serves.
+		assert.Equal(t, "/healthz", dig(sc, "startupProbe", "httpGet", "path"), name)
+		assert.Equal(t, 8787, dig(sc, "startupProbe", "httpGet", "port"), name)
+
+		// preStop + drain + margin fit in the grace period.
+		env := envOf(sc)
+		drain, err := time.ParseDuration(env["SWITCHYARD_DRAIN_TIMEOUT"].(string))
+		require.NoError(t, err, name)
+		preStop := time.Duration(dig(sc, "lifecycle", "preStop", "sleep", "seconds").(int)) * time.Second
+		grace := 30 * time.Second
+		if g, ok := spec["terminationGracePeriodSeconds"].(int); ok {
+			grace = time.Duration(g) * time.Second
+		}
+		assert.GreaterOrEqual(t, grace, preStop+drain+5*time.Second, "%s: grace %v, preStop %v, drain %v", name, grace, preStop, drain)
+
+		// GOMEMLIMIT is 90% of the memory limit.
+		assert.Equal(t, "512Mi", dig(sc, "resources", "limits", "memory"), name)
+		assert.Equal(t, "460MiB", env["GOMEMLIMIT"], name)
+
+		// Every agent container finds its sidecar and has a key.
+		containers := spec["containers"].([]any)
+		require.NotEmpty(t, containers)
+		for _, c := range containers {
+			agentEnv := envOf(c.(map[string]any))
+			assert.Equal(t, "http://127.0.0.1:8787", agentEnv["SWITCHYARD_URL"], name)
+			assert.Equal(t, map[string]any{"name": "switchyard", "key": "api-keys"}, dig(agentEnv["SWITCHYARD_API_KEY"], "secretKeyRef"), name)
+		}
+	}
+}
+
+func TestInjectKeepsTheAgentsOwnSettings(t *testing.T) {
+	in := `kind: Deployment
+metadata: {name: a}
+spec:
+  template:
+    spec:
+      containers:
+        - name: a
+          env:
+            - {name: SWITCHYARD_URL, value: "http://elsewhere:8787"}
+            - {name: SWITCHYARD_API_KEY, value: "k"}
+`
+	out, err := inject(strings.NewReader(in), goldenOpts)
+	require.NoError(t, err)
+	env := envOf(containerNamed(podSpecs(t, out)["a"]["containers"], "a"))
+	assert.Equal(t, "http://elsewhere:8787", env["SWITCHYARD_URL"])
+	assert.Equal(t, "k", env["SWITCHYARD_API_KEY"])
+	assert.Equal(t, 2, strings.Count(string(out), "SWITCHYARD_URL,")+strings.Count(string(out), "SWITCHYARD_API_KEY,"), "nothing added twice")
 }
