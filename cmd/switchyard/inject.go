@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"text/template"
 
@@ -120,7 +122,7 @@ securityContext:
 // selects them.
 const injectedLabel = "switchyard.io/sidecar"
 
-func injectCommand(args []string, stdin io.Reader, stdout io.Writer) error {
+func injectCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("inject", flag.ContinueOnError)
 	in := fs.String("f", "-", "manifest file to read (- for stdin); several YAML documents are fine")
 	out := fs.String("o", "-", "file to write (- for stdout)")
@@ -131,6 +133,10 @@ func injectCommand(args []string, stdin io.Reader, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	if fs.NArg() > 0 {
+		// Without this, `switchyard inject agent.yaml` would wait on stdin.
+		return fmt.Errorf("%w: inject takes no arguments; give the manifest with -f: switchyard inject -f %s", errUsage, fs.Arg(0))
+	}
 	var src io.Reader = stdin
 	if *in != "-" {
 		f, err := os.Open(*in)
@@ -140,7 +146,10 @@ func injectCommand(args []string, stdin io.Reader, stdout io.Writer) error {
 		defer f.Close()
 		src = f
 	}
-	result, err := inject(src, opts)
+	result, warnings, err := inject(src, opts)
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, "switchyard inject: WARNING:", w)
+	}
 	if err != nil {
 		return err
 	}
@@ -151,15 +160,35 @@ func injectCommand(args []string, stdin io.Reader, stdout io.Writer) error {
 	return os.WriteFile(*out, result, 0o644)
 }
 
-// inject adds the sidecar to every Deployment, StatefulSet and DaemonSet in
-// the YAML stream and leaves the other documents as they are. A workload
-// that already has it is left unchanged, so injecting twice changes nothing.
-func inject(src io.Reader, opts injectOptions) ([]byte, error) {
+// helmSyntax finds what only a Helm template (not a rendered manifest) has:
+// template actions and the chart's objects. A `{{ $labels.x }}` inside a
+// value (an alert's text) is not one.
+var helmSyntax = regexp.MustCompile(`\{\{-?\s*(?:if|else|end|range|with|define|include|template|toYaml|tpl|required|\.Values|\.Release|\.Chart|\.Capabilities|\.Files)\b`)
+
+// injectable are the kinds inject adds the sidecar to.
+const injectable = "Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, CronJob, Pod"
+
+// inject adds the sidecar to every workload in the YAML stream (see
+// injectable; the items of a List too) and leaves the other documents as
+// they are. A workload that already has it is left unchanged, so injecting
+// twice changes nothing. The warnings say what the user must know: the
+// agent ports the NetworkPolicy closes.
+func inject(src io.Reader, opts injectOptions) ([]byte, []string, error) {
 	sidecar, err := sidecarNode(opts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	dec := yaml.NewDecoder(src)
+	text, err := io.ReadAll(src)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, line := range strings.Split(string(text), "\n") {
+		if helmSyntax.MatchString(line) {
+			return nil, nil, fmt.Errorf("line %d: %q is Helm template syntax; inject reads rendered manifests: helm template RELEASE CHART | switchyard inject", i+1, strings.TrimSpace(line))
+		}
+	}
+	st := &injectState{sidecar: sidecar, secretName: opts.SecretName}
+	dec := yaml.NewDecoder(bytes.NewReader(text))
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
@@ -169,22 +198,33 @@ func inject(src io.Reader, opts injectOptions) ([]byte, error) {
 			if errors.Is(err, io.EOF) {
 				break
 			}
-			return nil, fmt.Errorf("document %d: %w", i, err)
+			return nil, nil, fmt.Errorf("document %d: %w", i, err)
 		}
 		if len(doc.Content) == 0 {
 			continue
 		}
-		if err := injectDoc(doc.Content[0], sidecar, opts.SecretName); err != nil {
-			return nil, fmt.Errorf("document %d: %w", i, err)
+		if err := st.injectDoc(doc.Content[0]); err != nil {
+			return nil, nil, fmt.Errorf("document %d: %w", i, err)
 		}
 		if err := enc.Encode(&doc); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if err := enc.Close(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return buf.Bytes(), nil
+	if st.workloads == 0 {
+		return nil, st.warnings, fmt.Errorf("no workload to inject: found no %s", injectable)
+	}
+	return buf.Bytes(), st.warnings, nil
+}
+
+// injectState is what inject learns along the stream.
+type injectState struct {
+	sidecar    *yaml.Node
+	secretName string
+	workloads  int // given the sidecar, or found with it
+	warnings   []string
 }
 
 func sidecarNode(opts injectOptions) (*yaml.Node, error) {
@@ -206,19 +246,37 @@ func sidecarNode(opts injectOptions) (*yaml.Node, error) {
 	return doc.Content[0], nil
 }
 
-func injectDoc(root *yaml.Node, sidecar *yaml.Node, secretName string) error {
+func (st *injectState) injectDoc(root *yaml.Node) error {
 	if root.Kind != yaml.MappingNode {
 		return nil
 	}
-	switch scalar(get(root, "kind")) {
-	case "Deployment", "StatefulSet", "DaemonSet":
+	kind := scalar(get(root, "kind"))
+	var tmpl *yaml.Node
+	switch kind {
+	case "List": // kubectl get -o yaml
+		if items := get(root, "items"); items != nil {
+			for i, item := range items.Content {
+				if err := st.injectDoc(item); err != nil {
+					return fmt.Errorf("item %d: %w", i, err)
+				}
+			}
+		}
+		return nil
+	case "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController", "Job":
+		if tmpl = get(get(root, "spec"), "template"); tmpl == nil {
+			return fmt.Errorf("a %s without spec.template", kind)
+		}
+	case "CronJob":
+		if tmpl = get(get(get(get(root, "spec"), "jobTemplate"), "spec"), "template"); tmpl == nil {
+			return fmt.Errorf("a CronJob without spec.jobTemplate.spec.template")
+		}
+	case "Pod":
+		tmpl = root
 	default:
 		return nil
 	}
-	tmpl := get(get(root, "spec"), "template")
-	if tmpl == nil {
-		return fmt.Errorf("a %s without spec.template", scalar(get(root, "kind")))
-	}
+	st.workloads++
+	workload := kind + "/" + scalar(get(get(root, "metadata"), "name"))
 	pod := ensureMap(tmpl, "spec")
 	inits := get(pod, "initContainers")
 	if inits != nil {
@@ -231,7 +289,8 @@ func injectDoc(root *yaml.Node, sidecar *yaml.Node, secretName string) error {
 		inits = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
 		set(pod, "initContainers", inits)
 	}
-	inits.Content = append(inits.Content, clone(sidecar))
+	st.warnClosedPorts(workload, pod)
+	inits.Content = append(inits.Content, clone(st.sidecar))
 	labels := ensureMap(ensureMap(tmpl, "metadata"), "labels")
 	set(labels, injectedLabel, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "injected", Style: yaml.DoubleQuotedStyle})
 	// Unset, the grace period is 30s, which the preStop and drain fit in.
@@ -243,10 +302,55 @@ func injectDoc(root *yaml.Node, sidecar *yaml.Node, secretName string) error {
 	}
 	if containers := get(pod, "containers"); containers != nil {
 		for _, c := range containers.Content {
-			addAgentEnv(c, secretName)
+			addAgentEnv(c, st.secretName)
 		}
 	}
 	return nil
+}
+
+// warnClosedPorts names the ports the pod's containers declare: the
+// Switchyard NetworkPolicy selects every pod with the sidecar's label and
+// admits only Switchyard's own ports, so these stop being reachable unless
+// a policy of the user's opens them. Inject does not open them itself: it
+// cannot know from whom they should be reachable, nor which policies the
+// namespace already has.
+func (st *injectState) warnClosedPorts(workload string, pod *yaml.Node) {
+	if b, _ := strconv.ParseBool(scalar(get(pod, "hostNetwork"))); b {
+		return // NetworkPolicies do not apply to host-network pods
+	}
+	var closed []string
+	for _, list := range []string{"initContainers", "containers"} {
+		cs := get(pod, list)
+		if cs == nil {
+			continue
+		}
+		for _, c := range cs.Content {
+			if list == "initContainers" && scalar(get(c, "restartPolicy")) != "Always" {
+				continue // a plain init container serves nobody
+			}
+			ports := get(c, "ports")
+			if ports == nil {
+				continue
+			}
+			for _, p := range ports.Content {
+				proto := scalar(get(p, "protocol"))
+				if proto == "" {
+					proto = "TCP"
+				}
+				desc := scalar(get(p, "containerPort")) + "/" + proto + " (" + scalar(get(c, "name"))
+				if name := scalar(get(p, "name")); name != "" {
+					desc += " " + name
+				}
+				closed = append(closed, desc+")")
+			}
+		}
+	}
+	if len(closed) > 0 {
+		st.warnings = append(st.warnings, fmt.Sprintf(
+			"%s: the Switchyard NetworkPolicy selects its pods (label %s) and closes their own ports %s: "+
+				"open them with a NetworkPolicy of your own (docs/OPERATIONS.md, \"The agents' own ports\")",
+			workload, injectedLabel, strings.Join(closed, ", ")))
+	}
 }
 
 // addAgentEnv tells an agent container where its sidecar is and gives it

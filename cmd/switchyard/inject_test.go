@@ -22,7 +22,7 @@ var goldenOpts = injectOptions{Image: "ghcr.io/switchyard-gw/switchyard:test", S
 func TestInjectGolden(t *testing.T) {
 	in, err := os.ReadFile(filepath.Join("testdata", "inject", "agents.yaml"))
 	require.NoError(t, err)
-	got, err := inject(bytes.NewReader(in), goldenOpts)
+	got, _, err := inject(bytes.NewReader(in), goldenOpts)
 	require.NoError(t, err)
 	golden := filepath.Join("testdata", "inject", "agents.golden.yaml")
 	if *updateGolden {
@@ -43,9 +43,9 @@ func TestInjectGolden(t *testing.T) {
 func TestInjectIsIdempotent(t *testing.T) {
 	in, err := os.ReadFile(filepath.Join("testdata", "inject", "agents.yaml"))
 	require.NoError(t, err)
-	once, err := inject(bytes.NewReader(in), goldenOpts)
+	once, _, err := inject(bytes.NewReader(in), goldenOpts)
 	require.NoError(t, err)
-	twice, err := inject(bytes.NewReader(once), goldenOpts)
+	twice, _, err := inject(bytes.NewReader(once), goldenOpts)
 	require.NoError(t, err)
 	assert.Equal(t, string(once), string(twice))
 }
@@ -65,6 +65,25 @@ func TestInjectCommand(t *testing.T) {
 	assert.Contains(t, stdout.String(), "name: switchyard")
 
 	assert.Equal(t, 1, run([]string{"inject", "-f", filepath.Join(dir, "missing.yaml")}, nil, &bytes.Buffer{}, &stderr))
+
+	// A file given without -f would otherwise wait on stdin.
+	stderr.Reset()
+	assert.Equal(t, 2, run([]string{"inject", "agent.yaml"}, strings.NewReader(""), &bytes.Buffer{}, &stderr))
+	assert.Contains(t, stderr.String(), "switchyard inject -f agent.yaml")
+
+	// A Helm template is no manifest.
+	stderr.Reset()
+	stdout.Reset()
+	helm := "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ include \"agent.fullname\" . }}\nspec:\n  template:\n    spec:\n      containers: []\n"
+	assert.Equal(t, 1, run([]string{"inject"}, strings.NewReader(helm), &stdout, &stderr))
+	assert.Contains(t, stderr.String(), "line 4")
+	assert.Contains(t, stderr.String(), "helm template")
+	assert.Empty(t, stdout.String())
+
+	// Nothing to inject is an error, not a silent copy.
+	stderr.Reset()
+	assert.Equal(t, 1, run([]string{"inject"}, strings.NewReader("kind: Service\nmetadata: {name: s}\n"), &bytes.Buffer{}, &stderr))
+	assert.Contains(t, stderr.String(), "no workload")
 	assert.Equal(t, 1, run([]string{"inject"}, strings.NewReader("kind: Deployment\nspec: {}\n"), &bytes.Buffer{}, &stderr),
 		"a workload without a pod template is an error")
 	assert.Contains(t, stderr.String(), "spec.template")
@@ -82,7 +101,7 @@ func podSpecs(t *testing.T, out []byte) map[string]map[string]any {
 			require.ErrorIs(t, err, io.EOF)
 			break
 		}
-		name := dig(doc, "metadata", "name").(string)
+		name, _ := dig(doc, "metadata", "name").(string)
 		var tmpl any
 		switch doc["kind"] {
 		case "Pod":
@@ -140,7 +159,7 @@ func envOf(c map[string]any) map[string]any {
 func TestInjectRightOnFirstApply(t *testing.T) {
 	in, err := os.ReadFile(filepath.Join("testdata", "inject", "agents.yaml"))
 	require.NoError(t, err)
-	out, err := inject(bytes.NewReader(in), goldenOpts)
+	out, _, err := inject(bytes.NewReader(in), goldenOpts)
 	require.NoError(t, err)
 	specs := podSpecs(t, out)
 	for _, name := range []string{"agent", "planner"} {
@@ -191,10 +210,101 @@ spec:
             - {name: SWITCHYARD_URL, value: "http://elsewhere:8787"}
             - {name: SWITCHYARD_API_KEY, value: "k"}
 `
-	out, err := inject(strings.NewReader(in), goldenOpts)
+	out, _, err := inject(strings.NewReader(in), goldenOpts)
 	require.NoError(t, err)
 	env := envOf(containerNamed(podSpecs(t, out)["a"]["containers"], "a"))
 	assert.Equal(t, "http://elsewhere:8787", env["SWITCHYARD_URL"])
 	assert.Equal(t, "k", env["SWITCHYARD_API_KEY"])
 	assert.Equal(t, 2, strings.Count(string(out), "SWITCHYARD_URL,")+strings.Count(string(out), "SWITCHYARD_API_KEY,"), "nothing added twice")
+}
+
+// TestInjectJobsCronJobsPods: they are agent workloads too; a native
+// sidecar does not keep a Job from completing.
+func TestInjectJobsCronJobsPods(t *testing.T) {
+	in := `apiVersion: batch/v1
+kind: Job
+metadata: {name: job}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: a, image: a}]
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: cron}
+spec:
+  schedule: "@hourly"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: OnFailure
+          containers: [{name: a, image: a}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pod}
+spec:
+  containers: [{name: a, image: a}]
+---
+apiVersion: v1
+kind: List
+items:
+  - apiVersion: apps/v1
+    kind: ReplicaSet
+    metadata: {name: rs}
+    spec:
+      template:
+        spec:
+          containers: [{name: a, image: a}]
+`
+	out, _, err := inject(strings.NewReader(in), goldenOpts)
+	require.NoError(t, err)
+	specs := podSpecs(t, out)
+	for _, name := range []string{"job", "cron", "pod"} {
+		require.NotNil(t, specs[name], name)
+		assert.NotNil(t, containerNamed(specs[name]["initContainers"], "switchyard"), name)
+		assert.Contains(t, envOf(containerNamed(specs[name]["containers"], "a")), "SWITCHYARD_URL", name)
+	}
+	assert.Equal(t, 4, strings.Count(string(out), "- name: switchyard\n"), "the List's ReplicaSet too")
+	assert.Equal(t, 4, strings.Count(string(out), injectedLabel), "each pod gets the label")
+
+	twice, _, err := inject(bytes.NewReader(out), goldenOpts)
+	require.NoError(t, err)
+	assert.Equal(t, string(out), string(twice))
+}
+
+// TestInjectWarnsOfClosedPorts: the NetworkPolicy selects the agent's pods;
+// inject names the declared ports it closes.
+func TestInjectWarnsOfClosedPorts(t *testing.T) {
+	in := `kind: Deployment
+metadata: {name: web-agent}
+spec:
+  template:
+    spec:
+      containers:
+        - name: agent
+          ports:
+            - {name: http, containerPort: 8080}
+            - {containerPort: 9090, protocol: UDP}
+---
+kind: Deployment
+metadata: {name: quiet}
+spec:
+  template:
+    spec:
+      containers: [{name: agent}]
+`
+	_, warnings, err := inject(strings.NewReader(in), goldenOpts)
+	require.NoError(t, err)
+	require.Len(t, warnings, 1, "only the workload with ports")
+	assert.Contains(t, warnings[0], "Deployment/web-agent")
+	assert.Contains(t, warnings[0], "8080/TCP (agent http)")
+	assert.Contains(t, warnings[0], "9090/UDP (agent)")
+
+	var stderr bytes.Buffer
+	require.Equal(t, 0, run([]string{"inject"}, strings.NewReader(in), &bytes.Buffer{}, &stderr))
+	assert.Contains(t, stderr.String(), "WARNING")
+	assert.Contains(t, stderr.String(), "8080/TCP")
 }
