@@ -118,6 +118,23 @@ securityContext:
   capabilities: {drop: [ALL]}
 `
 
+// release is the Switchyard release this tree is: the Makefile's RELEASE,
+// the kustomize base's image tag and the chart's appVersion (the deploy
+// tests keep them equal).
+const release = "0.1.0"
+
+// defaultImage is the image `make image` built for this binary: tagged with
+// the version `make build` stamped, else the release (a plain go build has
+// no version, or a module pseudo-version that is no image tag; "dev" is the
+// Dockerfile's placeholder).
+func defaultImage() string {
+	tag := release
+	if version != "" && version != "dev" {
+		tag = version
+	}
+	return "ghcr.io/switchyard-gw/switchyard:" + tag
+}
+
 // injectedLabel marks pods that carry the sidecar; the gossip Service
 // selects them.
 const injectedLabel = "switchyard.io/sidecar"
@@ -127,7 +144,7 @@ func injectCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) err
 	in := fs.String("f", "-", "manifest file to read (- for stdin); several YAML documents are fine")
 	out := fs.String("o", "-", "file to write (- for stdout)")
 	opts := injectOptions{}
-	fs.StringVar(&opts.Image, "image", "ghcr.io/switchyard-gw/switchyard:"+versionString(), "sidecar image")
+	fs.StringVar(&opts.Image, "image", defaultImage(), "sidecar image")
 	fs.StringVar(&opts.SecretName, "secret-name", "switchyard", "Secret with api-keys, gossip-key and token-secret")
 	fs.StringVar(&opts.GossipService, "gossip-service", "switchyard-gossip", "headless Service that gossip joins through")
 	if err := fs.Parse(args); err != nil {

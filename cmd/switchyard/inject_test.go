@@ -308,3 +308,16 @@ spec:
 	assert.Contains(t, stderr.String(), "WARNING")
 	assert.Contains(t, stderr.String(), "8080/TCP")
 }
+
+// TestInjectDefaultImage: the image make image built for this binary; a
+// plain go build names the release, which the manifests name too.
+func TestInjectDefaultImage(t *testing.T) {
+	saved := version
+	t.Cleanup(func() { version = saved })
+	version = ""
+	assert.Equal(t, "ghcr.io/switchyard-gw/switchyard:"+release, defaultImage())
+	version = "dev"
+	assert.Equal(t, "ghcr.io/switchyard-gw/switchyard:"+release, defaultImage(), "the Dockerfile's placeholder is no image")
+	version = "0.2.0-rc.1"
+	assert.Equal(t, "ghcr.io/switchyard-gw/switchyard:0.2.0-rc.1", defaultImage())
+}
