@@ -178,9 +178,10 @@ func injectCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) err
 }
 
 // helmSyntax finds what only a Helm template (not a rendered manifest) has:
-// template actions and the chart's objects. A `{{ $labels.x }}` inside a
-// value (an alert's text) is not one.
-var helmSyntax = regexp.MustCompile(`\{\{-?\s*(?:if|else|end|range|with|define|include|template|toYaml|tpl|required|\.Values|\.Release|\.Chart|\.Capabilities|\.Files)\b`)
+// an action naming the chart's objects or Helm's own functions. Other Go
+// templates inside values (an Alertmanager template's {{ range .Alerts }},
+// an alert's {{ $labels.x }}) are not one.
+var helmSyntax = regexp.MustCompile(`\{\{[^}]*(?:\.Values|\.Release|\.Chart|\.Capabilities|\.Files|\binclude\b|\btoYaml\b|\bnindent\b|\btpl\b|\brequired\b)`)
 
 // injectable are the kinds inject adds the sidecar to.
 const injectable = "Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, CronJob, Pod"
@@ -214,6 +215,9 @@ func inject(src io.Reader, opts injectOptions) ([]byte, []string, error) {
 		if err := dec.Decode(&doc); err != nil {
 			if errors.Is(err, io.EOF) {
 				break
+			}
+			if bytes.Contains(text, []byte("{{")) {
+				return nil, nil, fmt.Errorf("document %d: %w (a template? inject reads rendered manifests: helm template RELEASE CHART | switchyard inject)", i, err)
 			}
 			return nil, nil, fmt.Errorf("document %d: %w", i, err)
 		}

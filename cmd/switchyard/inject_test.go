@@ -80,7 +80,20 @@ func TestInjectCommand(t *testing.T) {
 	assert.Contains(t, stderr.String(), "helm template")
 	assert.Empty(t, stdout.String())
 
-	// Nothing to inject is an error, not a silent copy.
+	// Go templates in values are no Helm template.
+	stderr.Reset()
+	stdout.Reset()
+	alerts := "kind: ConfigMap\nmetadata: {name: am}\ndata:\n  t.tmpl: |\n    {{ define \"x\" }}{{ range .Alerts }}{{ $labels.instance }}{{ end }}{{ end }}\n---\n" +
+		"kind: Deployment\nmetadata: {name: a}\nspec:\n  template:\n    spec:\n      containers: []\n"
+	assert.Equal(t, 0, run([]string{"inject"}, strings.NewReader(alerts), &stdout, &stderr), stderr.String())
+	assert.Contains(t, stdout.String(), "{{ range .Alerts }}")
+
+	// A template that fools the line check still fails, saying why.
+	stderr.Reset()
+	assert.Equal(t, 1, run([]string{"inject"}, strings.NewReader("kind: Deployment\n{{- if $x }}\nmetadata: {}\n{{- end }}\n"), &bytes.Buffer{}, &stderr))
+	assert.Contains(t, stderr.String(), "helm template")
+
+		// Nothing to inject is an error, not a silent copy.
 	stderr.Reset()
 	assert.Equal(t, 1, run([]string{"inject"}, strings.NewReader("kind: Service\nmetadata: {name: s}\n"), &bytes.Buffer{}, &stderr))
 	assert.Contains(t, stderr.String(), "no workload")
