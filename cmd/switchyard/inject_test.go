@@ -93,7 +93,7 @@ func TestInjectCommand(t *testing.T) {
 	assert.Equal(t, 1, run([]string{"inject"}, strings.NewReader("kind: Deployment\n{{- if $x }}\nmetadata: {}\n{{- end }}\n"), &bytes.Buffer{}, &stderr))
 	assert.Contains(t, stderr.String(), "helm template")
 
-		// Nothing to inject is an error, not a silent copy.
+	// Nothing to inject is an error, not a silent copy.
 	stderr.Reset()
 	assert.Equal(t, 1, run([]string{"inject"}, strings.NewReader("kind: Service\nmetadata: {name: s}\n"), &bytes.Buffer{}, &stderr))
 	assert.Contains(t, stderr.String(), "no workload")
