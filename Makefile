@@ -2,8 +2,16 @@
 # (deploy/Dockerfile) and CI (.ci/run) both run `make build`, so CI proves
 # the static build the image ships.
 
-VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-# Where `make image` tags the image (needs a Docker engine).
+# The release this tree is: the image tag the kustomize base (newTag) and the
+# Helm chart (appVersion) name, and the one `switchyard inject` puts in by
+# default. Bump all of them together; make deploy-test checks they agree.
+RELEASE := 0.1.0
+# The version stamped into the binary and the image's tag: the release unless
+# told otherwise (make image VERSION=$(git describe --always --dirty) for a
+# development image; then name that tag in your overlay or values).
+VERSION ?= $(RELEASE)
+# Where `make image` tags the image (needs a Docker engine); push it with
+# docker push $(IMAGE).
 IMAGE ?= ghcr.io/switchyard-gw/switchyard:$(VERSION)
 
 GO ?= go

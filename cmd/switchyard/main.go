@@ -21,7 +21,7 @@ usage:
   switchyard send    [flags]   submit one event (flags, or a JSON event on stdin)
   switchyard listen  [flags]   attach as a participant and print frames as JSON lines
   switchyard members [flags]   print the cluster as a table
-  switchyard inject  -f agent.yaml  add the Switchyard sidecar to Deployments and StatefulSets
+  switchyard inject  -f agent.yaml  add the Switchyard sidecar to the workloads (Deployments, Jobs, Pods…)
   switchyard token   [flags]   mint a participant token (secret from a file or $SWITCHYARD_TOKEN_SECRET)
   switchyard version           print the version
 
@@ -46,7 +46,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "dev":
 		err = devCommand(args[1:], stdout, stderr)
 	case "inject":
-		err = injectCommand(args[1:], stdin, stdout)
+		err = injectCommand(args[1:], stdin, stdout, stderr)
 	case "token":
 		err = tokenCommand(args[1:], stdout)
 	case "members":

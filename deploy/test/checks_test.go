@@ -14,6 +14,7 @@ import (
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -69,6 +70,15 @@ func pods(objs []object) []pod {
 			out = append(out, pod{owner: o, replicas: replicas(w.Spec.Replicas), labels: w.Spec.Template.Labels, spec: &w.Spec.Template.Spec})
 		case *appsv1.StatefulSet:
 			out = append(out, pod{owner: o, replicas: replicas(w.Spec.Replicas), labels: w.Spec.Template.Labels, spec: &w.Spec.Template.Spec})
+		case *appsv1.DaemonSet:
+			out = append(out, pod{owner: o, replicas: 1, labels: w.Spec.Template.Labels, spec: &w.Spec.Template.Spec})
+		case *batchv1.Job:
+			out = append(out, pod{owner: o, replicas: 1, labels: w.Spec.Template.Labels, spec: &w.Spec.Template.Spec})
+		case *batchv1.CronJob:
+			tmpl := &w.Spec.JobTemplate.Spec.Template
+			out = append(out, pod{owner: o, replicas: 1, labels: tmpl.Labels, spec: &tmpl.Spec})
+		case *corev1.Pod:
+			out = append(out, pod{owner: o, replicas: 1, labels: w.Labels, spec: &w.Spec})
 		}
 	}
 	return out
@@ -204,6 +214,7 @@ func checkCluster(t testing.TB, objs []object, want expectations) {
 			checkNode(t, n, def, envFlags, objs)
 			if n.init && len(p.spec.Containers) > 0 {
 				sawNativeSidecar = true
+				checkAgent(t, n, def)
 			}
 		}
 	}
@@ -219,6 +230,63 @@ func checkCluster(t testing.TB, objs []object, want expectations) {
 	checkNetworkPolicy(t, objs, nodePods, allPods, want.wantNetworkPolicy, def)
 	checkPDBs(t, objs, allPods, want.wantPDB)
 	checkMonitors(t, objs, allPods)
+}
+
+// agentShutdownMargin is what an agent pod's grace period must leave, past
+// the sidecar's preStop and drain, for the agent's own shutdown: the kubelet
+// stops a native sidecar only after the agent has exited.
+const agentShutdownMargin = 5 * time.Second
+
+// checkAgent: a native sidecar beside an agent must be right on first
+// apply. The agent starts only once its sidecar serves (a startup probe on
+// the sidecar holds the main containers), finds it on loopback with an API
+// key, and its shutdown, the preStop and the drain fit in the grace period;
+// the sidecar's Go runtime knows its memory limit.
+func checkAgent(t testing.TB, n node, def defaults) {
+	t.Helper()
+	where := fmt.Sprintf("%s: container %s", n.pod.owner, n.c.Name)
+	if n.c.StartupProbe == nil {
+		t.Errorf("%s: a native sidecar needs a startup probe, or the agent starts before its gateway serves", where)
+	}
+	if _, ok := n.env["GOMEMLIMIT"]; !ok {
+		t.Errorf("%s: no GOMEMLIMIT: Go does not know the memory limit and the sidecar is killed instead of collecting", where)
+	}
+	drain := def.drainTimeout
+	if v, ok := n.flag("drain-timeout"); ok {
+		if d, err := time.ParseDuration(v); err == nil {
+			drain = d
+		}
+	}
+	var preStop time.Duration
+	if l := n.c.Lifecycle; l != nil && l.PreStop != nil && l.PreStop.Sleep != nil {
+		preStop = time.Duration(l.PreStop.Sleep.Seconds) * time.Second
+	}
+	grace := 30 * time.Second
+	if g := n.pod.spec.TerminationGracePeriodSeconds; g != nil {
+		grace = time.Duration(*g) * time.Second
+	}
+	if grace < preStop+drain+agentShutdownMargin {
+		t.Errorf("%s: terminationGracePeriodSeconds %v leaves the agent less than %v past the preStop %v and the drain %v", where, grace, agentShutdownMargin, preStop, drain)
+	}
+	wantURL := fmt.Sprintf("http://127.0.0.1:%d", def.httpPort)
+	for _, c := range n.pod.spec.Containers {
+		var url string
+		var key *corev1.EnvVarSource
+		for _, e := range c.Env {
+			switch e.Name {
+			case "SWITCHYARD_URL":
+				url = e.Value
+			case "SWITCHYARD_API_KEY":
+				key = e.ValueFrom
+			}
+		}
+		if url != wantURL {
+			t.Errorf("%s: container %s: SWITCHYARD_URL is %q; want %s, its sidecar", n.pod.owner, c.Name, url, wantURL)
+		}
+		if key == nil || key.SecretKeyRef == nil {
+			t.Errorf("%s: container %s: SWITCHYARD_API_KEY must come from the Secret", n.pod.owner, c.Name)
+		}
+	}
 }
 
 // checkNames validates object names and label keys and values as the API

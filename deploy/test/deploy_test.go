@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -418,5 +419,61 @@ func TestOperationsAlerts(t *testing.T) {
 	}
 	if n < 5 {
 		t.Errorf("only %d alert rules", n)
+	}
+}
+
+// The image the manifests name is the one `make image` builds: the
+// Makefile's RELEASE is the kustomize base's tag, the chart's appVersion,
+// the tag `switchyard inject` puts in by default, and the one the README
+// says to push; the repository is the same everywhere.
+func TestImageIsTheRelease(t *testing.T) {
+	makefile := readRepoFile(t, "Makefile")
+	m := regexp.MustCompile(`(?m)^RELEASE := (\S+)$`).FindStringSubmatch(makefile)
+	if m == nil {
+		t.Fatal("Makefile: no RELEASE := <version>")
+	}
+	release := m[1]
+	if !regexp.MustCompile(`(?m)^VERSION \?= \$\(RELEASE\)$`).MatchString(makefile) {
+		t.Error("Makefile: VERSION must default to $(RELEASE), so that `make image` builds the release the manifests name")
+	}
+	im := regexp.MustCompile(`(?m)^IMAGE \?= (\S+):\$\(VERSION\)$`).FindStringSubmatch(makefile)
+	if im == nil {
+		t.Fatal("Makefile: no IMAGE ?= <repository>:$(VERSION)")
+	}
+	want := im[1] + ":" + release
+
+	images := func(objs []object) map[string]bool {
+		out := map[string]bool{}
+		for _, p := range pods(objs) {
+			for _, n := range nodesOf(p) {
+				out[n.c.Image] = true
+			}
+		}
+		return out
+	}
+	for name, objs := range map[string][]object{
+		"the kustomize base": renderKustomize(t),
+		"the Helm chart":     renderHelm(t, nil).objects,
+	} {
+		got := images(objs)
+		if len(got) != 1 || !got[want] {
+			t.Errorf("%s runs %v; want %s, what make image builds", name, got, want)
+		}
+	}
+
+	readme := readRepoFile(t, "README.md")
+	for _, s := range []string{"make image", "docker push " + want} {
+		if !strings.Contains(readme, s) {
+			t.Errorf("README.md does not say %q", s)
+		}
+	}
+
+	if testing.Short() {
+		return
+	}
+	// A binary built without make (no version stamped) injects the release.
+	out, err := exec.Command(buildBinary(t), "inject", "-h").CombinedOutput()
+	if !strings.Contains(string(out), `"`+want+`"`) {
+		t.Errorf("switchyard inject's default --image is not %s (%v):\n%s", want, err, out)
 	}
 }

@@ -90,6 +90,25 @@ func TestChecksCatchBreakage(t *testing.T) {
 		want   string
 	}{
 		{"sidecar without restartPolicy", func(o []object) { sidecar(o).RestartPolicy = nil }, "restartPolicy: Always"},
+		{"sidecar without a startup probe", func(o []object) { sidecar(o).StartupProbe = nil }, "needs a startup probe"},
+		{"sidecar without GOMEMLIMIT", func(o []object) {
+			c := sidecar(o)
+			var kept []corev1.EnvVar
+			for _, e := range c.Env {
+				if e.Name != "GOMEMLIMIT" {
+					kept = append(kept, e)
+				}
+			}
+			c.Env = kept
+		}, "no GOMEMLIMIT"},
+		{"agent without SWITCHYARD_URL", func(o []object) {
+			c := &deployment(o, "example-agent").Spec.Template.Spec.Containers[0]
+			setEnv(c, "SWITCHYARD_URL", "http://switchyard:8787")
+		}, "SWITCHYARD_URL"},
+		{"agent grace period without room for the agent", func(o []object) {
+			g := int64(16)
+			deployment(o, "example-agent").Spec.Template.Spec.TerminationGracePeriodSeconds = &g
+		}, "leaves the agent less than"},
 		{"grace period too short", func(o []object) {
 			g := int64(12)
 			deployment(o, "switchyard-edge").Spec.Template.Spec.TerminationGracePeriodSeconds = &g
