@@ -284,7 +284,9 @@ func (a *authenticator) identify(presented string) (Credential, *Error) {
 		return Credential{}, newError(http.StatusUnauthorized, "unauthorized", "",
 			"send a credential: Authorization: Bearer <api key or participant token>")
 	case a.cluster != nil && a.cluster.valid(presented): // first: the fallback cluster key is also an API key
-		return Credential{Kind: credCluster}, nil
+		// KeyID too: with the fallback, an app's first API key is this
+		// credential, and its quotas count against that key.
+		return Credential{Kind: credCluster, KeyID: apiKeyID(presented)}, nil
 	case a.keys.valid(presented):
 		return Credential{Kind: credAPIKey, KeyID: apiKeyID(presented)}, nil
 	case a.tokens != nil && strings.Count(presented, ".") == 2:

@@ -288,7 +288,7 @@ func (g *Gateway) addExternal(id, typ, url, session, owner string) error {
 // its subject; "" when authentication is off (only the node's cap applies).
 func (c Credential) externalOwner() string {
 	switch c.Kind {
-	case credAPIKey:
+	case credAPIKey, credCluster: // the cluster key may be the first API key (no gossip key)
 		return "key:" + c.KeyID
 	case credToken:
 		return "token:" + c.Subject

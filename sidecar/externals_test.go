@@ -293,7 +293,7 @@ func TestGatewayURLOfAClusterMemberIsRefused(t *testing.T) {
 	n1, n2 := nodes[0], nodes[1]
 	bob, _ := attach(t, n1, "bob", sessionQuery("s1"), nil)
 	hostPort := strings.TrimPrefix(n2.URL(), "http://")
-	for _, u := range []string{n2.URL(), n2.URL() + "/", "HTTP://" + hostPort + "/x/..", n1.URL() + "/v1", n1.URL()} {
+	for _, u := range []string{n2.URL(), n2.URL() + "/", "HTTP://" + hostPort + "/", "http://" + strings.ToUpper(hostPort) + "/v1", n1.URL() + "/v1", n1.URL()} {
 		r := externalSubmit(t, n1, "mallory", "s1", u, nil)
 		apiRequireError(t, r, http.StatusUnprocessableEntity, "gateway_url_not_allowed", "sender_gateway_url")
 		assert.Contains(t, r.Body["detail"], "node of this cluster", "%s", r.Raw)
