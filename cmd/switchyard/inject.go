@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -82,16 +81,18 @@ const injectedLabel = "switchyard.io/sidecar"
 // the hand-off.
 const minGracePeriod = 15
 
-func injectCommand(args []string, stdin io.Reader, stdout io.Writer) error {
-	fs := flag.NewFlagSet("inject", flag.ContinueOnError)
+func injectCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("inject")
 	in := fs.String("f", "-", "manifest file to read (- for stdin); several YAML documents are fine")
 	out := fs.String("o", "-", "file to write (- for stdout)")
 	opts := injectOptions{}
 	fs.StringVar(&opts.Image, "image", "ghcr.io/switchyard-gw/switchyard:"+versionString(), "sidecar image")
 	fs.StringVar(&opts.SecretName, "secret-name", "switchyard", "Secret with api-keys, gossip-key and token-secret")
 	fs.StringVar(&opts.GossipService, "gossip-service", "switchyard-gossip", "headless Service that gossip joins through")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	cmd := command{name: "inject", synopsis: "-f agent.yaml [flags]",
+		about: "Adds the Switchyard sidecar to the Deployments, StatefulSets and DaemonSets of a manifest."}
+	if err := cmd.parse(fs, args, stdout, stderr); err != nil {
+		return err
 	}
 	var src io.Reader = stdin
 	if *in != "-" {

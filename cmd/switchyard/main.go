@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strings"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -22,7 +23,7 @@ usage:
   switchyard listen  [flags]   attach as a participant and print frames as JSON lines
   switchyard members [flags]   print the cluster as a table
   switchyard inject  -f agent.yaml  add the Switchyard sidecar to Deployments and StatefulSets
-  switchyard token   [flags]   mint a participant token (secret from a file or $SWITCHYARD_TOKEN_SECRET)
+  switchyard token   [flags]   mint a participant token (secret from --token-secret-file or $SWITCHYARD_TOKEN_SECRET)
   switchyard version           print the version
 
 Every flag can also be set as SWITCHYARD_<FLAG> (dashes as underscores).
@@ -46,15 +47,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "dev":
 		err = devCommand(args[1:], stdout, stderr)
 	case "inject":
-		err = injectCommand(args[1:], stdin, stdout)
+		err = injectCommand(args[1:], stdin, stdout, stderr)
 	case "token":
-		err = tokenCommand(args[1:], stdout)
+		err = tokenCommand(args[1:], stdout, stderr)
 	case "members":
-		err = membersCommand(args[1:], stdout)
+		err = membersCommand(args[1:], stdout, stderr)
 	case "send":
-		err = sendCommand(args[1:], stdin, stdout)
+		err = sendCommand(args[1:], stdin, stdout, stderr)
 	case "listen":
-		err = listenCommand(args[1:], stdout)
+		err = listenCommand(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":
@@ -68,8 +69,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.Is(err, errReported):
+		return 2
 	case errors.Is(err, errUsage):
-		fmt.Fprintln(stderr, "switchyard:", err)
+		msg := strings.TrimPrefix(err.Error(), errUsage.Error()+": ")
+		fmt.Fprintf(stderr, "switchyard %s: %s (see switchyard %s -h)\n", args[0], msg, args[0])
 		return 2
 	case errors.Is(err, context.Canceled):
 		return 0

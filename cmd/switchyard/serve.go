@@ -63,7 +63,7 @@ type serveFlags struct {
 }
 
 func newServeFlags() (*flag.FlagSet, *serveFlags) {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs := newFlagSet("serve")
 	f := &serveFlags{}
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8787", "HTTP listen address")
 	fs.StringVar(&f.advertiseURL, "advertise-url", "", "URL clients and peers reach this node at (default http://<listen address>)")
@@ -123,11 +123,14 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	return fs, f
 }
 
+var serveCmd = command{name: "serve", synopsis: "[flags]", env: true, about: `
+Runs a node. Flags also come from SWITCHYARD_<FLAG> (shown in brackets) and
+from the YAML file of --config: flags > environment > file > defaults.`}
+
 func serveCommand(args []string, stdout, stderr io.Writer) error {
 	fs, f := newServeFlags()
-	fs.SetOutput(stderr)
-	if err := parseWithEnv(fs, args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := serveCmd.parse(fs, args, stdout, stderr); err != nil {
+		return err
 	}
 	if f.configFile != "" {
 		if err := applyConfigFile(fs, f.configFile, flagsSet(fs)); err != nil {

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/switchyard-gw/switchyard/sidecar"
+)
+
+var subcommands = []string{"serve", "dev", "send", "listen", "members", "inject", "token"}
+
+func TestHelpGoesToStdoutAndExitsZero(t *testing.T) {
+	for _, cmd := range subcommands {
+		for _, h := range []string{"-h", "--help"} {
+			var stdout, stderr bytes.Buffer
+			code := run([]string{cmd, h}, strings.NewReader(""), &stdout, &stderr)
+			assert.Equal(t, 0, code, "%s %s", cmd, h)
+			assert.Empty(t, stderr.String(), "%s %s", cmd, h)
+			assert.True(t, strings.HasPrefix(stdout.String(), "usage: switchyard "+cmd), "%s %s: %q", cmd, h, stdout.String())
+			assert.Contains(t, stdout.String(), "\nflags:\n")
+			assert.NotContains(t, stdout.String(), "help requested")
+		}
+	}
+	var stdout bytes.Buffer
+	require.Equal(t, 0, run([]string{"serve", "-h"}, nil, &stdout, &bytes.Buffer{}))
+	assert.Contains(t, stdout.String(), "--mailbox-size int", "flags in the --flag spelling")
+	assert.Contains(t, stdout.String(), "[$SWITCHYARD_MAILBOX_SIZE]", "with their environment variable")
+}
+
+func TestUnknownFlagPrintsOneLineAndAHint(t *testing.T) {
+	for _, cmd := range subcommands {
+		var stdout, stderr bytes.Buffer
+		code := run([]string{cmd, "--foo"}, strings.NewReader(""), &stdout, &stderr)
+		assert.Equal(t, 2, code, cmd)
+		assert.Empty(t, stdout.String(), cmd)
+		assert.Equal(t, "switchyard "+cmd+": unknown flag --foo (see switchyard "+cmd+" -h)\n", stderr.String())
+	}
+	var stderr bytes.Buffer
+	assert.Equal(t, 2, run([]string{"serve", "--mailbox-size", "lots"}, nil, &bytes.Buffer{}, &stderr))
+	assert.Equal(t, 1, strings.Count(stderr.String(), "\n"), stderr.String())
+	assert.Contains(t, stderr.String(), `switchyard serve: invalid value "lots" for flag --mailbox-size`)
+	stderr.Reset()
+	assert.Equal(t, 2, run([]string{"listen"}, nil, &bytes.Buffer{}, &stderr))
+	assert.Equal(t, "switchyard listen: --participant-id is required (see switchyard listen -h)\n", stderr.String())
+}
+
+func TestNodeURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:8787":          "http://127.0.0.1:8787",
+		"localhost:8787":          "http://localhost:8787",
+		"http://127.0.0.1:8787":   "http://127.0.0.1:8787",
+		"https://sy.example.com/": "https://sy.example.com/",
+	} {
+		got, err := nodeURL(in)
+		require.NoError(t, err, in)
+		assert.Equal(t, want, got, in)
+	}
+	for in, want := range map[string]string{
+		"ws://127.0.0.1:8787":  "the scheme is ws://",
+		"ftp://example.com":    "the scheme is ftp://",
+		"http://":              "has no host",
+		"http://exa mple.com/": "invalid character",
+	} {
+		_, err := nodeURL(in)
+		assert.ErrorContains(t, err, want, in)
+	}
+}
+
+func TestURLWithoutSchemeIsHTTPAndOtherSchemesAreRefused(t *testing.T) {
+	node := startNode(t, sidecar.Config{})
+	bare := strings.TrimPrefix(node.URL(), "http://")
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 0, run([]string{"members", "--url", bare}, nil, &stdout, &stderr), stderr.String())
+	assert.Contains(t, stdout.String(), "(self)")
+
+	stderr.Reset()
+	code := run([]string{"send", "--url", "ws://" + bare, "--sender-id", "a", "--session-id", "s"}, nil, &stdout, &stderr)
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr.String(), "switchyard send: --url \"ws://")
+	assert.Contains(t, stderr.String(), "give the node's http:// or https:// URL")
+}
+
+func TestListenSaysWhatItRetriesAndWhy(t *testing.T) {
+	node := startNode(t, sidecar.Config{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	dead := ln.Addr().String()
+	require.NoError(t, ln.Close()) // nothing listens there now
+
+	var out, errOut syncBuffer
+	done := make(chan int)
+	go func() {
+		done <- run([]string{"listen", "--url", dead, "--also-url", node.URL(), "--participant-id", "bob",
+			"--session-id", "s1", "--count", "1"}, nil, &out, &errOut)
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), `"type":"welcome"`) },
+		10*time.Second, 10*time.Millisecond)
+	line := errOut.String()
+	assert.Contains(t, line, `listen="cannot attach; retrying"`)
+	assert.Contains(t, line, "url=http://"+dead)
+	assert.Contains(t, line, "connection refused")
+	assert.Contains(t, line, "next="+node.URL())
+
+	var stderr bytes.Buffer
+	require.Equal(t, 0, run([]string{"send", "--url", node.URL(), "--sender-id", "alice", "--session-id", "s1", "--message", "hi"},
+		nil, &bytes.Buffer{}, &stderr), stderr.String())
+	select {
+	case code := <-done:
+		assert.Equal(t, 0, code)
+	case <-time.After(10 * time.Second):
+		t.Fatal("listen did not exit after one event")
+	}
+}
+
+func TestTokenSecretFileHasServesNameAndTheOldOne(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "secret")
+	require.NoError(t, os.WriteFile(path, []byte("file-secret-file-secret-file-secret\n"), 0o600))
+	for _, name := range []string{"--token-secret-file", "--secret-file"} {
+		var stdout, stderr bytes.Buffer
+		require.Equal(t, 0, run([]string{"token", "--participant-id", "bob", name, path}, nil, &stdout, &stderr), stderr.String())
+		assert.Equal(t, 2, strings.Count(stdout.String(), "."), name)
+	}
+	var stdout bytes.Buffer
+	require.Equal(t, 0, run([]string{"token", "-h"}, nil, &stdout, &bytes.Buffer{}))
+	assert.Contains(t, stdout.String(), "deprecated name of --token-secret-file")
+}
