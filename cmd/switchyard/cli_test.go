@@ -132,3 +132,51 @@ func TestTokenSecretFileHasServesNameAndTheOldOne(t *testing.T) {
 	require.Equal(t, 0, run([]string{"token", "-h"}, nil, &stdout, &bytes.Buffer{}))
 	assert.Contains(t, stdout.String(), "deprecated name of --token-secret-file")
 }
+
+// printConfig runs serve --print-config with args and returns its output.
+func printConfigOutput(t *testing.T, args ...string) string {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(append([]string{"serve", "--print-config"}, args...), nil, &stdout, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	return stdout.String()
+}
+
+func TestPrintConfigRoundTripsThroughConfig(t *testing.T) {
+	dir := t.TempDir()
+	first := filepath.Join(dir, "first.yaml")
+	require.NoError(t, os.WriteFile(first, []byte(`
+mailbox-size: 64
+api-key: [from-file-1, from-file-2]
+allow-gateway: [https://gw.example.com, https://gw2.example.com]
+rate-limit: 12.5
+insecure: true
+`), 0o600))
+	args := []string{"--config", first, "--offline-ttl", "45s", "--max-body-bytes", "2048", "--log-format", "json"}
+
+	// With --print-secrets the output is the whole configuration.
+	whole := printConfigOutput(t, append(args, "--print-secrets")...)
+	assert.Contains(t, whole, "- from-file-1\n")
+	second := filepath.Join(dir, "second.yaml")
+	require.NoError(t, os.WriteFile(second, []byte(whole), 0o600))
+	assert.Equal(t, whole, printConfigOutput(t, "--config", second, "--print-secrets"), "--config takes it back, same values")
+
+	// Without, secrets are named, not printed; given again (here by the
+	// environment) the file yields the same configuration.
+	t.Setenv("SWITCHYARD_TOKEN_SECRET", "env-secret-env-secret-env-secret")
+	masked := printConfigOutput(t, args...)
+	for _, secret := range []string{"from-file-1", "env-secret"} {
+		assert.NotContains(t, masked, secret)
+	}
+	assert.Contains(t, masked, "#   api-key\n#   token-secret\n")
+	third := filepath.Join(dir, "third.yaml")
+	require.NoError(t, os.WriteFile(third, []byte(masked), 0o600))
+	t.Setenv("SWITCHYARD_API_KEY", "from-file-1,from-file-2")
+	assert.Equal(t, masked, printConfigOutput(t, "--config", third))
+	assert.Equal(t, whole, strings.Replace(printConfigOutput(t, "--config", third, "--print-secrets"),
+		"token-secret: env-secret-env-secret-env-secret\n", "token-secret: \"\"\n", 1))
+
+	var stderr bytes.Buffer
+	assert.Equal(t, 2, run([]string{"serve", "--print-secrets"}, nil, &bytes.Buffer{}, &stderr))
+	assert.Contains(t, stderr.String(), "--print-secrets goes with --print-config")
+}

@@ -56,7 +56,7 @@ type serveFlags struct {
 	allowedOrigins               listFlag
 	tlsCert, tlsKey, peerCA      string
 	configFile                   string
-	printConfig                  bool
+	printConfig, printSecrets    bool
 	debugListen                  string
 
 	maxConnsPerParticipant, maxConnsPerCredential int
@@ -116,7 +116,8 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&f.peerCA, "peer-ca", "", "PEM CA certificates trusted for https peers and gateways, besides the system's")
 	fs.StringVar(&f.configFile, "config", "", "YAML file with serve flags as keys (flags > environment > file > defaults)")
-	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration (secrets masked) and exit")
+	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration as YAML that --config takes back, and exit (secrets that are set are named in a comment, not printed)")
+	fs.BoolVar(&f.printSecrets, "print-secrets", false, "with --print-config: print the secrets too")
 	fs.StringVar(&f.debugListen, "debug-listen", "", "address serving Go's /debug/pprof profiles, e.g. 127.0.0.1:6060 (default: off; keep it private)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
@@ -142,8 +143,11 @@ func serveCommand(args []string, stdout, stderr io.Writer) error {
 			_ = f.apiKeys.Set(k)
 		}
 	}
+	if f.printSecrets && !f.printConfig {
+		return fmt.Errorf("%w: --print-secrets goes with --print-config", errUsage)
+	}
 	if f.printConfig {
-		out, err := printConfig(fs)
+		out, err := printConfig(fs, f.printSecrets)
 		if err != nil {
 			return err
 		}
