@@ -2,9 +2,12 @@ package main
 
 import (
 	"bytes"
+	"debug/buildinfo"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -179,4 +182,44 @@ insecure: true
 	var stderr bytes.Buffer
 	assert.Equal(t, 2, run([]string{"serve", "--print-secrets"}, nil, &bytes.Buffer{}, &stderr))
 	assert.Contains(t, stderr.String(), "--print-secrets goes with --print-config")
+}
+
+func TestVersionPrintsBuildInformation(t *testing.T) {
+	var stdout bytes.Buffer
+	require.Equal(t, 0, run([]string{"version"}, nil, &stdout, &bytes.Buffer{}))
+	out := stdout.String()
+	assert.True(t, strings.HasPrefix(out, "switchyard "+versionString()+"\n"), out)
+	assert.Contains(t, out, "\nrevision: ")
+	assert.Contains(t, out, "\ngo:       "+runtime.Version()+" "+runtime.GOOS+"/"+runtime.GOARCH+"\n")
+}
+
+// The real binary: the Makefile's -ldflags version comes first, and the
+// revision is the one Go stamped into it (if it stamped one).
+func TestVersionOfTheBuiltBinary(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("the go tool is not on PATH; the test builds the binary with it")
+	}
+	bin := filepath.Join(t.TempDir(), "switchyard")
+	out, err := exec.Command(goBin, "build", "-ldflags", "-X main.version=v1.2.3-test", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	info, err := buildinfo.ReadFile(bin)
+	require.NoError(t, err)
+	revision, dirty := "unknown (built without VCS information)", ""
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			revision = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = " (dirty: built with uncommitted changes)"
+			}
+		}
+	}
+	out, err = exec.Command(bin, "version").Output()
+	require.NoError(t, err)
+	lines := strings.Split(string(out), "\n")
+	assert.Equal(t, "switchyard v1.2.3-test", lines[0])
+	assert.Contains(t, string(out), "\nrevision: "+revision+dirty+"\n")
+	assert.Contains(t, string(out), "\ngo:       "+info.GoVersion+" ")
 }

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
+	"runtime"
 	"strings"
+
+	"github.com/switchyard-gw/switchyard/sidecar"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -24,7 +26,7 @@ usage:
   switchyard members [flags]   print the cluster as a table
   switchyard inject  -f agent.yaml  add the Switchyard sidecar to Deployments and StatefulSets
   switchyard token   [flags]   mint a participant token (secret from --token-secret-file or $SWITCHYARD_TOKEN_SECRET)
-  switchyard version           print the version
+  switchyard version           print the version, VCS revision and Go version
 
 Every flag can also be set as SWITCHYARD_<FLAG> (dashes as underscores).
 Run "switchyard <command> -h" for a command's flags.
@@ -57,7 +59,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "listen":
 		err = listenCommand(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, versionString())
+		fmt.Fprint(stdout, versionReport())
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
@@ -85,12 +87,40 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 var errUsage = errors.New("usage")
 
+// versionString is the node's version: what the Makefile stamps with
+// -ldflags, else the module version of a `go install …@version`, else dev.
 func versionString() string {
 	if version != "" {
 		return version
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
+	if v := sidecar.ReadBuildInfo().ModuleVersion; v != "" {
+		return v
 	}
 	return "dev"
+}
+
+// versionReport is what `switchyard version` prints: the version, then the
+// build information Go stamped into the binary.
+func versionReport() string {
+	b := sidecar.ReadBuildInfo()
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "switchyard %s\n", versionString())
+	module := b.ModuleVersion
+	if module == "" {
+		module = "(devel)"
+	}
+	fmt.Fprintf(&sb, "module:   %s\n", module)
+	switch {
+	case b.Revision == "":
+		fmt.Fprintf(&sb, "revision: unknown (built without VCS information)\n")
+	case b.Modified:
+		fmt.Fprintf(&sb, "revision: %s (dirty: built with uncommitted changes)\n", b.Revision)
+	default:
+		fmt.Fprintf(&sb, "revision: %s\n", b.Revision)
+	}
+	if b.Time != "" {
+		fmt.Fprintf(&sb, "time:     %s\n", b.Time)
+	}
+	fmt.Fprintf(&sb, "go:       %s %s/%s\n", b.GoVersion, runtime.GOOS, runtime.GOARCH)
+	return sb.String()
 }
