@@ -128,9 +128,14 @@ func dashes(name string) string { return "--" + strings.TrimLeft(name, "-") }
 // printUsage writes the command's usage and flags, each flag with its
 // default and its environment variable.
 func (c command) printUsage(fs *flag.FlagSet, w io.Writer) {
-	fmt.Fprintf(w, "usage: switchyard %s %s\n\n", c.name, c.synopsis)
+	fmt.Fprintf(w, "usage: %s\n\n", strings.TrimSpace("switchyard "+c.name+" "+c.synopsis))
 	if c.about != "" {
 		fmt.Fprintf(w, "%s\n\n", strings.TrimSpace(c.about))
+	}
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	if n == 0 {
+		return
 	}
 	fmt.Fprintln(w, "flags:")
 	fs.VisitAll(func(f *flag.Flag) {

@@ -90,7 +90,9 @@ func injectCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) err
 	fs.StringVar(&opts.SecretName, "secret-name", "switchyard", "Secret with api-keys, gossip-key and token-secret")
 	fs.StringVar(&opts.GossipService, "gossip-service", "switchyard-gossip", "headless Service that gossip joins through")
 	cmd := command{name: "inject", synopsis: "-f agent.yaml [flags]",
-		about: "Adds the Switchyard sidecar to the Deployments, StatefulSets and DaemonSets of a manifest."}
+		about: `
+Adds the Switchyard sidecar to the Deployments, StatefulSets and DaemonSets
+of a manifest.`}
 	if err := cmd.parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}

@@ -26,7 +26,9 @@ func listenCommand(args []string, stdout, stderr io.Writer) error {
 	ack := fs.Bool("ack", false, "acknowledge received events")
 	count := fs.Int("count", 0, "exit after this many event frames (0: run until interrupted)")
 	cmd := command{name: "listen", synopsis: "--participant-id ID [flags]", env: true,
-		about: "Attaches as a participant and prints every frame as a JSON line; reconnects (saying why on stderr) when the connection drops."}
+		about: `
+Attaches as a participant and prints every frame as a JSON line; when it
+cannot attach or the connection drops it retries, saying why on stderr.`}
 	if err := cmd.parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}

@@ -59,7 +59,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "listen":
 		err = listenCommand(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
-		fmt.Fprint(stdout, versionReport())
+		err = versionCommand(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
@@ -97,6 +97,18 @@ func versionString() string {
 		return v
 	}
 	return "dev"
+}
+
+func versionCommand(args []string, stdout, stderr io.Writer) error {
+	cmd := command{name: "version", synopsis: "",
+		about: `
+Prints the version, then the module version, VCS revision and time, whether
+the tree was dirty, and the Go version, from the binary's build information.`}
+	if err := cmd.parse(newFlagSet("version"), args, stdout, stderr); err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, versionReport())
+	return nil
 }
 
 // versionReport is what `switchyard version` prints: the version, then the

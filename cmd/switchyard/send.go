@@ -74,7 +74,9 @@ func sendCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) error
 	fs.StringVar(&ev.EventID, "event-id", "", "idempotency key (default: assigned by the node)")
 	timeout := fs.Duration("timeout", 30*time.Second, "request timeout")
 	cmd := command{name: "send", synopsis: "[flags]", env: true,
-		about: "Submits one event, from the flags or (without --sender-id) a JSON event on stdin, and prints the answer."}
+		about: `
+Submits one event, from the flags or (without --sender-id) a JSON event on
+stdin, and prints the node's answer.`}
 	if err := cmd.parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}

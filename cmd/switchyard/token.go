@@ -21,7 +21,9 @@ func tokenCommand(args []string, stdout, stderr io.Writer) error {
 	secretFile := fs.String("token-secret-file", "", "file holding the token secret, as for serve (default: $SWITCHYARD_TOKEN_SECRET)")
 	fs.StringVar(secretFile, "secret-file", "", "deprecated name of --token-secret-file")
 	cmd := command{name: "token", synopsis: "--participant-id ID [flags]",
-		about: "Mints a participant token (HS256). The secret comes from --token-secret-file or $SWITCHYARD_TOKEN_SECRET."}
+		about: `
+Mints a participant token (HS256). The secret comes from --token-secret-file
+or $SWITCHYARD_TOKEN_SECRET.`}
 	if err := cmd.parse(fs, args, stdout, stderr); err != nil {
 		return err
 	}
