@@ -176,9 +176,9 @@ func (c *Client) Run(ctx context.Context, handle func(Frame) error) error {
 		wait := time.Duration(rand.Int64N(int64(backoff) + 1))
 		next := c.cfg.URLs[(attempt+1)%len(c.cfg.URLs)]
 		if connected {
-			c.log.Debug("connection lost; reconnecting", "url", url, "err", err, "next", next, "in", wait)
+			c.log.Debug("connection lost; reconnecting", "url", url, "err", err, "next", next, "in", wait.Round(time.Millisecond))
 		} else {
-			c.log.Debug("cannot attach; retrying", "url", url, "err", err, "next", next, "in", wait)
+			c.log.Debug("cannot attach; retrying", "url", url, "err", err, "next", next, "in", wait.Round(time.Millisecond))
 		}
 		select {
 		case <-ctx.Done():

@@ -75,7 +75,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	case errors.Is(err, errUsage):
 		msg := strings.TrimPrefix(err.Error(), errUsage.Error()+": ")
-		fmt.Fprintf(stderr, "switchyard %s: %s (see switchyard %s -h)\n", args[0], msg, args[0])
+		name := strings.TrimLeft(args[0], "-") // --version is version
+		fmt.Fprintf(stderr, "switchyard %s: %s (see switchyard %s -h)\n", name, msg, name)
 		return 2
 	case errors.Is(err, context.Canceled):
 		return 0
