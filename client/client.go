@@ -174,7 +174,12 @@ func (c *Client) Run(ctx context.Context, handle func(Frame) error) error {
 		}
 		resume = resume || c.lastSeq.Load() > 0
 		wait := time.Duration(rand.Int64N(int64(backoff) + 1))
-		c.log.Debug("connection lost; reconnecting", "url", url, "err", err, "in", wait)
+		next := c.cfg.URLs[(attempt+1)%len(c.cfg.URLs)]
+		if connected {
+			c.log.Debug("connection lost; reconnecting", "url", url, "err", err, "next", next, "in", wait.Round(time.Millisecond))
+		} else {
+			c.log.Debug("cannot attach; retrying", "url", url, "err", err, "next", next, "in", wait.Round(time.Millisecond))
+		}
 		select {
 		case <-ctx.Done():
 			return nil

@@ -28,7 +28,10 @@ type Metrics struct {
 	deliveredLocal, deliveredPeer, deliveredExternal prometheus.Counter
 }
 
-func newMetrics() *Metrics {
+// newMetrics makes the collectors; version is the node's (Config.Version),
+// exported with the binary's VCS revision and Go version as
+// switchyard_build_info.
+func newMetrics(version string) *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		Hub:      ws.NewMetrics(),
@@ -57,6 +60,17 @@ func newMetrics() *Metrics {
 	m.Registry.MustRegister(m.Submits, m.Deliveries, m.RequestDuration, m.Handoffs, m.externalsDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Registry.MustRegister(m.Hub.Collectors()...)
+	build := ReadBuildInfo()
+	revision := build.Revision
+	if revision == "" {
+		revision = "unknown"
+	}
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "switchyard_build_info",
+		Help: "Always 1; the labels say what runs: the node's version, the VCS revision it was built from (unknown without one) and the Go version.",
+	}, []string{"version", "revision", "go_version"})
+	buildInfo.WithLabelValues(version, revision, build.GoVersion).Set(1)
+	m.Registry.MustRegister(buildInfo)
 	for _, reason := range []string{"expired", "failing", "suspended"} {
 		m.externalsDropped.WithLabelValues(reason) // exported at 0 from the start
 	}

@@ -71,7 +71,7 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{
 		cfg:       cfg,
 		log:       cfg.Logger.With("node", cfg.NodeName),
-		metrics:   newMetrics(),
+		metrics:   newMetrics(cfg.Version),
 		ln:        ln,
 		url:       cfg.AdvertiseURL,
 		serveDone: make(chan struct{}),

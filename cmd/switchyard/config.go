@@ -12,7 +12,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// secretFlags are masked by --print-config.
+// secretFlags are left out by --print-config (unless --print-secrets).
 var secretFlags = []string{"api-key", "cluster-key", "external-key", "gossip-key", "token-secret"}
 
 // applyConfigFile fills, from the YAML file at path, every flag that the
@@ -35,7 +35,7 @@ func applyConfigFile(fs *flag.FlagSet, path string, set map[string]bool) error {
 	sort.Strings(keys)
 	for _, key := range keys {
 		f := fs.Lookup(key)
-		if f == nil || key == "config" || key == "print-config" {
+		if f == nil || slices.Contains(notConfig, key) {
 			return fmt.Errorf("--config %s: unknown key %q (keys are the serve flags without dashes in front, e.g. mailbox-size)", path, key)
 		}
 		if set[key] {
@@ -84,11 +84,18 @@ func configValues(v any) ([]string, error) {
 	return nil, fmt.Errorf("a %T is not a flag value", v)
 }
 
-// printConfig writes the effective configuration as YAML, secrets masked.
-func printConfig(fs *flag.FlagSet) ([]byte, error) {
+// notConfig are the serve flags that are no configuration: --config
+// refuses them as keys and --print-config leaves them out.
+var notConfig = []string{"config", "print-config", "print-secrets"}
+
+// printConfig writes the effective configuration as YAML that --config
+// takes back. Secrets that are set are left out, named in a comment,
+// unless showSecrets: then the file round-trips whole.
+func printConfig(fs *flag.FlagSet, showSecrets bool) ([]byte, error) {
 	out := map[string]any{}
+	var withheld []string
 	fs.VisitAll(func(f *flag.Flag) {
-		if f.Name == "config" || f.Name == "print-config" {
+		if slices.Contains(notConfig, f.Name) {
 			return
 		}
 		var v any = f.Value.String()
@@ -97,13 +104,26 @@ func printConfig(fs *flag.FlagSet) ([]byte, error) {
 			if len(*l) == 0 {
 				v = []string{}
 			}
+		} else if g, ok := f.Value.(flag.Getter); ok {
+			switch x := g.Get().(type) {
+			case bool, int, int64, float64:
+				v = x
+			}
 		}
-		if slices.Contains(secretFlags, f.Name) && f.Value.String() != "" {
-			v = "********"
+		if slices.Contains(secretFlags, f.Name) && f.Value.String() != "" && !showSecrets {
+			withheld = append(withheld, f.Name)
+			return
 		}
 		out[f.Name] = v
 	})
 	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "# switchyard serve, effective configuration (%s); --config takes this file back.\n", versionString())
+	if len(withheld) > 0 {
+		fmt.Fprintln(&buf, "# Set but not printed (secrets; give them again by environment or file, or see them with --print-secrets):")
+		for _, name := range withheld {
+			fmt.Fprintf(&buf, "#   %s\n", name)
+		}
+	}
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
 	if err := enc.Encode(out); err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strconv"
@@ -17,13 +16,14 @@ import (
 // trying things out: HTTP on --base-port and the next two ports, gossip on
 // free ports, every node joining the first.
 func devCommand(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("dev")
 	basePort := fs.Int("base-port", 8787, "HTTP port of node 1; nodes 2 and 3 take the next ports (0: free ports)")
 	nodes := fs.Int("nodes", 3, "how many nodes")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
-	if err := parseWithEnv(fs, args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	cmd := command{name: "dev", synopsis: "[flags]", env: true,
+		about: "Runs a cluster of nodes in one process on loopback, for trying things out."}
+	if err := cmd.parse(fs, args, stdout, stderr); err != nil {
+		return err
 	}
 	logger, err := newLogger(stderr, *logLevel, "text")
 	if err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -140,19 +139,21 @@ func defaultImage() string {
 const injectedLabel = "switchyard.io/sidecar"
 
 func injectCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("inject", flag.ContinueOnError)
+	fs := newFlagSet("inject")
 	in := fs.String("f", "-", "manifest file to read (- for stdin); several YAML documents are fine")
 	out := fs.String("o", "-", "file to write (- for stdout)")
 	opts := injectOptions{}
 	fs.StringVar(&opts.Image, "image", defaultImage(), "sidecar image")
 	fs.StringVar(&opts.SecretName, "secret-name", "switchyard", "Secret with api-keys, gossip-key and token-secret")
 	fs.StringVar(&opts.GossipService, "gossip-service", "switchyard-gossip", "headless Service that gossip joins through")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	if fs.NArg() > 0 {
-		// Without this, `switchyard inject agent.yaml` would wait on stdin.
-		return fmt.Errorf("%w: inject takes no arguments; give the manifest with -f: switchyard inject -f %s", errUsage, fs.Arg(0))
+	cmd := command{name: "inject", synopsis: "-f agent.yaml [flags]",
+		// Without the hint, `switchyard inject agent.yaml` reads as a typo.
+		argHint: "give the manifest with -f: switchyard inject -f %s",
+		about: `
+Adds the Switchyard sidecar to the workloads of a manifest: Deployments,
+StatefulSets, DaemonSets, ReplicaSets, Jobs, CronJobs and Pods.`}
+	if err := cmd.parse(fs, args, stdout, stderr); err != nil {
+		return err
 	}
 	var src io.Reader = stdin
 	if *in != "-" {

@@ -1,9 +1,9 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/switchyard-gw/switchyard/client"
 )
@@ -11,12 +11,12 @@ import (
 // errEnough stops the client once --count events were printed.
 var errEnough = fmt.Errorf("enough events")
 
-func listenCommand(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("listen", flag.ContinueOnError)
+func listenCommand(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("listen")
 	var c clientFlags
 	c.register(fs)
 	var urls listFlag
-	fs.Var(&urls, "also-url", "another node to reconnect to when --url is unreachable or draining (repeatable)")
+	fs.Var(&urls, "also-url", "another node to reconnect to when --url is unreachable or draining (repeatable; host:port means http://host:port)")
 	participant := fs.String("participant-id", "", "who attaches (required)")
 	ptype := fs.String("participant-type", "ai", "human or ai")
 	var sessions listFlag
@@ -25,14 +25,29 @@ func listenCommand(args []string, stdout io.Writer) error {
 	batch := fs.Bool("batch", false, "let the node pack several frames into one message")
 	ack := fs.Bool("ack", false, "acknowledge received events")
 	count := fs.Int("count", 0, "exit after this many event frames (0: run until interrupted)")
-	if err := parseWithEnv(fs, args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	cmd := command{name: "listen", synopsis: "--participant-id ID [flags]", env: true,
+		about: `
+Attaches as a participant and prints every frame as a JSON line; when it
+cannot attach or the connection drops it retries, saying why on stderr.`}
+	if err := cmd.parse(fs, args, stdout, stderr); err != nil {
+		return err
+	}
+	if err := c.check(); err != nil {
+		return err
 	}
 	if *participant == "" {
 		return fmt.Errorf("%w: --participant-id is required", errUsage)
 	}
+	for i, u := range urls {
+		nu, err := nodeURL(u)
+		if err != nil {
+			return fmt.Errorf("%w: --also-url %v", errUsage, err)
+		}
+		urls[i] = nu
+	}
 	cfg := client.Config{
 		URLs:            append([]string{c.url}, urls...),
+		Logger:          retryLogger(stderr),
 		Credential:      c.apiKey,
 		ParticipantID:   *participant,
 		ParticipantType: *ptype,
@@ -65,4 +80,21 @@ func listenCommand(args []string, stdout io.Writer) error {
 		return nil
 	}
 	return err
+}
+
+// retryLogger prints the client's reconnects to w, one line each: which
+// URL failed, why, which URL is tried next and after how long.
+func retryLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{
+		Level: slog.LevelDebug,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && (a.Key == slog.TimeKey || a.Key == slog.LevelKey) {
+				return slog.Attr{}
+			}
+			if len(groups) == 0 && a.Key == slog.MessageKey {
+				return slog.String("listen", a.Value.String())
+			}
+			return a
+		},
+	}))
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,12 +14,16 @@ import (
 )
 
 // membersCommand prints the cluster as a node sees it, as a table.
-func membersCommand(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("members", flag.ContinueOnError)
+func membersCommand(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("members")
 	var c clientFlags
 	c.register(fs)
-	if err := parseWithEnv(fs, args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	cmd := command{name: "members", synopsis: "[flags]", env: true, about: "Prints the cluster as the node at --url sees it."}
+	if err := cmd.parse(fs, args, stdout, stderr); err != nil {
+		return err
+	}
+	if err := c.check(); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -18,12 +19,41 @@ type clientFlags struct {
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.url, "url", "http://127.0.0.1:8787", "base URL of the node")
+	fs.StringVar(&c.url, "url", "http://127.0.0.1:8787", "base URL of the node, http:// or https:// (host:port alone means http://host:port)")
 	fs.StringVar(&c.apiKey, "api-key", "", "API key to send as a bearer token")
 }
 
-func sendCommand(args []string, stdin io.Reader, stdout io.Writer) error {
-	fs := flag.NewFlagSet("send", flag.ContinueOnError)
+// check reads --url: a node speaks http:// or https://, and an address
+// without a scheme (127.0.0.1:8787) means http://.
+func (c *clientFlags) check() error {
+	u, err := nodeURL(c.url)
+	if err != nil {
+		return fmt.Errorf("%w: --url %v", errUsage, err)
+	}
+	c.url = u
+	return nil
+}
+
+// nodeURL checks a node's base URL, adding http:// when it has no scheme.
+func nodeURL(s string) (string, error) {
+	if !strings.Contains(s, "://") {
+		s = "http://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("%q: %v", s, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", fmt.Errorf("%q: the scheme is %s://; give the node's http:// or https:// URL (listen derives ws:// or wss:// from it)", s, u.Scheme)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("%q has no host", s)
+	}
+	return s, nil
+}
+
+func sendCommand(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlagSet("send")
 	var c clientFlags
 	c.register(fs)
 	var ev struct {
@@ -43,8 +73,15 @@ func sendCommand(args []string, stdin io.Reader, stdout io.Writer) error {
 	fs.StringVar(&ev.RecipientID, "recipient-id", "", "address one participant")
 	fs.StringVar(&ev.EventID, "event-id", "", "idempotency key (default: assigned by the node)")
 	timeout := fs.Duration("timeout", 30*time.Second, "request timeout")
-	if err := parseWithEnv(fs, args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	cmd := command{name: "send", synopsis: "[flags]", env: true,
+		about: `
+Submits one event, from the flags or (without --sender-id) a JSON event on
+stdin, and prints the node's answer.`}
+	if err := cmd.parse(fs, args, stdout, stderr); err != nil {
+		return err
+	}
+	if err := c.check(); err != nil {
+		return err
 	}
 
 	var body []byte

@@ -58,14 +58,14 @@ type serveFlags struct {
 	allowedOrigins               listFlag
 	tlsCert, tlsKey, peerCA      string
 	configFile                   string
-	printConfig                  bool
+	printConfig, printSecrets    bool
 	debugListen                  string
 
 	maxConnsPerParticipant, maxConnsPerCredential int
 }
 
 func newServeFlags() (*flag.FlagSet, *serveFlags) {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs := newFlagSet("serve")
 	f := &serveFlags{}
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:8787", "HTTP listen address")
 	fs.StringVar(&f.advertiseURL, "advertise-url", "", "URL clients and peers reach this node at (default http://<listen address>)")
@@ -118,18 +118,22 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&f.peerCA, "peer-ca", "", "PEM CA certificates trusted for https peers and gateways, besides the system's")
 	fs.StringVar(&f.configFile, "config", "", "YAML file with serve flags as keys (flags > environment > file > defaults)")
-	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration (secrets masked) and exit")
+	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration as YAML that --config takes back, and exit (secrets that are set are named in a comment, not printed)")
+	fs.BoolVar(&f.printSecrets, "print-secrets", false, "with --print-config: print the secrets too")
 	fs.StringVar(&f.debugListen, "debug-listen", "", "address serving Go's /debug/pprof profiles, e.g. 127.0.0.1:6060 (default: off; keep it private)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	return fs, f
 }
 
+var serveCmd = command{name: "serve", synopsis: "[flags]", env: true, about: `
+Runs a node. Flags also come from SWITCHYARD_<FLAG> (shown in brackets) and
+from the YAML file of --config: flags > environment > file > defaults.`}
+
 func serveCommand(args []string, stdout, stderr io.Writer) error {
 	fs, f := newServeFlags()
-	fs.SetOutput(stderr)
-	if err := parseWithEnv(fs, args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	if err := serveCmd.parse(fs, args, stdout, stderr); err != nil {
+		return err
 	}
 	if f.configFile != "" {
 		if err := applyConfigFile(fs, f.configFile, flagsSet(fs)); err != nil {
@@ -144,8 +148,11 @@ func serveCommand(args []string, stdout, stderr io.Writer) error {
 			_ = f.apiKeys.Set(k)
 		}
 	}
+	if f.printSecrets && !f.printConfig {
+		return fmt.Errorf("%w: --print-secrets goes with --print-config", errUsage)
+	}
 	if f.printConfig {
-		out, err := printConfig(fs)
+		out, err := printConfig(fs, f.printSecrets)
 		if err != nil {
 			return err
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -13,15 +12,20 @@ import (
 
 // tokenCommand mints a participant token for testing. The secret comes from
 // a file or the environment, never from a flag that lands in shell history.
-func tokenCommand(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("token", flag.ContinueOnError)
+func tokenCommand(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("token")
 	sub := fs.String("participant-id", "", "the participant the token speaks for (its sub claim; required)")
 	var sessions listFlag
 	fs.Var(&sessions, "session-id", "a session the token allows (repeatable; none: any session)")
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
-	secretFile := fs.String("secret-file", "", "file holding the token secret (default: $SWITCHYARD_TOKEN_SECRET)")
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
+	secretFile := fs.String("token-secret-file", "", "file holding the token secret, as for serve (default: $SWITCHYARD_TOKEN_SECRET)")
+	fs.StringVar(secretFile, "secret-file", "", "deprecated name of --token-secret-file")
+	cmd := command{name: "token", synopsis: "--participant-id ID [flags]",
+		about: `
+Mints a participant token (HS256). The secret comes from --token-secret-file
+or $SWITCHYARD_TOKEN_SECRET.`}
+	if err := cmd.parse(fs, args, stdout, stderr); err != nil {
+		return err
 	}
 	if *sub == "" {
 		return fmt.Errorf("%w: --participant-id is required", errUsage)
@@ -30,12 +34,12 @@ func tokenCommand(args []string, stdout io.Writer) error {
 	if *secretFile != "" {
 		b, err := os.ReadFile(*secretFile)
 		if err != nil {
-			return fmt.Errorf("read --secret-file: %w", err)
+			return fmt.Errorf("read --token-secret-file: %w", err)
 		}
 		secret = strings.TrimSpace(string(b))
 	}
 	if secret == "" {
-		return fmt.Errorf("%w: give the secret in --secret-file or SWITCHYARD_TOKEN_SECRET", errUsage)
+		return fmt.Errorf("%w: give the secret in --token-secret-file or SWITCHYARD_TOKEN_SECRET", errUsage)
 	}
 	var allowed []string
 	if len(sessions) > 0 {
