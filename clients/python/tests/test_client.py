@@ -488,3 +488,25 @@ def test_socket_call_answered_while_the_buffer_is_full(start_node):
             assert_exactly(got, 1, 51)
 
     run(main())
+
+
+def test_rate_limited_submits_say_when_to_retry(start_node):
+    """Past the credential's rate limit a REST submit and a socket submit are
+    refused 429 rate_limited, and SwitchyardError carries retry_after."""
+    node = start_node("--rate-limit", "0.001", "--rate-burst", "3")
+
+    async def main():
+        async with switchyard.Client(node.url, api_key=API_KEY, participant_id="bob", sessions=["s1"]) as bob:
+            await bob.wait_attached(30)  # the attach took one token
+            event = {"event_type": "message", "session_id": "s1", "message": "hi"}
+            for _ in range(2):  # the last two tokens; nobody else is in s1
+                with pytest.raises(switchyard.SwitchyardError) as err:
+                    await bob.submit(event)
+                assert err.value.status == 404
+            for send in (bob.submit, bob.submit_over_socket):
+                with pytest.raises(switchyard.SwitchyardError) as err:
+                    await send(event)
+                assert (err.value.status, err.value.code) == (429, "rate_limited")
+                assert err.value.retry_after is not None and err.value.retry_after >= 1
+
+    asyncio.run(main())

@@ -7,6 +7,8 @@ export class SwitchyardError extends Error {
   readonly field?: string;
   /** On a 502: the event's id, to retry with. */
   readonly eventId?: string;
+  /** On a 429 or a 503 that says when: whole seconds to wait before retrying. */
+  readonly retryAfter?: number;
   readonly body: ErrorBody;
 
   constructor(status: number, body: Partial<ErrorBody> | undefined) {
@@ -17,6 +19,7 @@ export class SwitchyardError extends Error {
       ...(body?.field !== undefined && { field: body.field }),
       ...(body?.event_id !== undefined && { event_id: body.event_id }),
       ...(body?.failed !== undefined && { failed: body.failed }),
+      ...(body?.retry_after !== undefined && { retry_after: body.retry_after }),
     };
     super(`switchyard: ${status} ${b.code}: ${b.detail}`);
     this.name = "SwitchyardError";
@@ -24,6 +27,7 @@ export class SwitchyardError extends Error {
     this.code = b.code;
     this.field = b.field;
     this.eventId = b.event_id;
+    this.retryAfter = b.retry_after;
     this.body = b;
   }
 }

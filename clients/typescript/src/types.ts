@@ -49,6 +49,8 @@ export interface ErrorBody {
   field?: string;
   event_id?: string;
   failed?: string[];
+  /** On a 429 rate_limited or a 503 that says when: whole seconds to wait. */
+  retry_after?: number;
 }
 
 // --- frames the server sends ---------------------------------------------

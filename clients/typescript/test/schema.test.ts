@@ -21,7 +21,7 @@ const gatewayEvent: Fields<GatewayEvent> = {
   sender_gateway_url: false, metadata: false, recipient_id: false, event_id: false,
 };
 const deliveredEvent: Fields<DeliveredEvent> = { ...gatewayEvent, event_id: true };
-const errorBody: Fields<ErrorBody> = { status: true, code: true, detail: true, field: false, event_id: false, failed: false };
+const errorBody: Fields<ErrorBody> = { status: true, code: true, detail: true, field: false, event_id: false, failed: false, retry_after: false };
 const submitResult: Fields<SubmitResult> = { status: true, event_id: true, recipients: true, live: true, queued: true, duplicates: true };
 const sessionChange: Fields<SessionChange> = { status: true, session_id: true };
 const welcome: Fields<WelcomeFrame> = { type: true, participant_id: true, node: true, sessions: true, seq: true, resumed: true };

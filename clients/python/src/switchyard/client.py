@@ -117,7 +117,8 @@ class Welcome:
 class SwitchyardError(Exception):
     """The node answered with an error: ``status`` is the HTTP status (or the
     status of a ``result`` frame); ``code``, ``detail`` and ``field`` come
-    from the error body."""
+    from the error body, and ``retry_after`` (whole seconds, or None) on a
+    429 or a 503 that says when to come back."""
 
     def __init__(self, status: int, code: str = "", detail: str = "",
                  field: Optional[str] = None, body: Any = None) -> None:
@@ -127,6 +128,8 @@ class SwitchyardError(Exception):
         self.detail = detail
         self.field = field
         self.body = body
+        ra = body.get("retry_after") if isinstance(body, dict) else None
+        self.retry_after: Optional[int] = ra if isinstance(ra, int) else None
 
     @classmethod
     def from_body(cls, status: int, body: Any) -> "SwitchyardError":
