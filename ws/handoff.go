@@ -192,6 +192,7 @@ func (h *Hub) GiveBack(p *Participant) []EventState {
 	out := make([]EventState, 0, len(p.buffered))
 	for _, ev := range p.buffered {
 		out = append(out, EventState{ID: ev.ID, At: ev.At, Key: ev.key, Tail: ev.tail})
+		h.held.release(ev) // the buffer's reference: the old home takes the event as state
 	}
 	p.buffered = nil
 	close(p.ready)
