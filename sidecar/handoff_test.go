@@ -412,3 +412,24 @@ func TestMaxStateBytesFitsTheFullestMailbox(t *testing.T) {
 	cfg := Config{}.withDefaults()
 	require.Equal(t, budgeted, cfg.MaxHandoffBytes, "the default follows the default budget")
 }
+
+// TestReleaseAnswersTheParticipantHereNotAStaleCopy: node 1 still holds a
+// copy of bob it released to node 2 (the confirm was lost), and bob is
+// back on node 1 without a takeover from node 2 (node 2 restarted and bob
+// attached to node 1 afresh). A release asked by node 2 again must see the
+// bob node 1 has now, attached there (409), not answer the stale copy and
+// leave him living on both nodes.
+func TestReleaseAnswersTheParticipantHereNotAStaleCopy(t *testing.T) {
+	nodes := startCluster(t, 2, Config{})
+	stale := ws.ParticipantState{ID: "bob", Type: "ai", Sessions: []string{"s1"}, NextSeq: 4,
+		Events: []ws.EventState{{Seq: 3, ID: "old", At: time.Now(), Tail: []byte(`"old"}`)}}}
+	nodes[0].gw.held.hold(&stale, nodes[1].Name(), time.Hour)
+
+	bob, _ := attach(t, nodes[0], "bob", sessionQuery("s1"), nil)
+	defer bob.conn.CloseNow()
+	st, status, err := nodes[1].gw.release(t.Context(), nodes[0].Name(), "bob")
+	require.NoError(t, err)
+	assert.Nil(t, st, "the stale copy must not be answered")
+	assert.Equal(t, http.StatusConflict, status, "bob is attached to node 1")
+	assert.NotNil(t, nodes[0].hub.Lookup("bob"))
+}
