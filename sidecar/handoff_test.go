@@ -433,3 +433,39 @@ func TestReleaseAnswersTheParticipantHereNotAStaleCopy(t *testing.T) {
 	assert.Equal(t, http.StatusConflict, status, "bob is attached to node 1")
 	assert.NotNil(t, nodes[0].hub.Lookup("bob"))
 }
+
+// TestAnAttachWaitingOnAFailedTakeoverIsNotStartedAfresh: node 2 is taking
+// bob over for a first attach when a second attach of bob arrives and
+// waits for that takeover. Every release answer is cut, so bob is given
+// back to node 1: the second attach must not then start a fresh, empty bob
+// on node 2 (he would live on both nodes); it is refused like the first,
+// 503 participant_moving.
+func TestAnAttachWaitingOnAFailedTakeoverIsNotStartedAfresh(t *testing.T) {
+	const missed = 50
+	px := newFaultProxy(t)
+	nodes := cfCluster(t, 2, Config{ForwardTimeout: 2 * time.Second}, map[int]*faultProxy{0: px}, nil)
+	require.NoError(t, nodes[0].gw.join("bob", "ai", "s1"))
+	waitHomedOn(t, nodes[1], "bob", "node-1")
+	queueMissed(t, nodes[0], missed)
+	px.cutReleaseAnswers(1 << 30)
+
+	statusOf := func() int {
+		c, resp, err := dial(nodes[1], "bob", nil, nil)
+		if err == nil {
+			_ = c.CloseNow()
+			return http.StatusSwitchingProtocols
+		}
+		if resp == nil {
+			return 0
+		}
+		return resp.StatusCode
+	}
+	first := make(chan int, 1)
+	go func() { first <- statusOf() }()
+	require.Eventually(t, func() bool { return nodes[1].hub.Lookup("bob") != nil }, 10*time.Second, time.Millisecond,
+		"node 2 prepares bob for the first attach")
+	assert.Equal(t, http.StatusServiceUnavailable, statusOf(), "the waiting attach is refused, not welcomed afresh")
+	assert.Equal(t, http.StatusServiceUnavailable, <-first)
+	assert.Nil(t, nodes[1].hub.Lookup("bob"), "given back")
+	require.NotNil(t, nodes[0].hub.Lookup("bob"), "bob is back on node 1")
+}
