@@ -142,8 +142,9 @@ type restoreRequest struct {
 // midway can be asked for again (the same answer) or given back (restored
 // here). A release adds an entry, which replaces the participant it
 // exported in memory; a confirm, a restore, this node taking the
-// participant over again, or a timer after --offline-ttl (when the
-// participant, offline here, would have been dropped anyway) removes it.
+// participant over again, a timer after --offline-ttl (when the
+// participant, offline here, would have been dropped anyway) or the node
+// stopping removes it.
 // A timer is no goroutine until it fires, and then a short one.
 type heldStates struct {
 	mu      sync.Mutex
@@ -210,6 +211,16 @@ func (h *heldStates) drop(id string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.removeLocked(id)
+}
+
+// clear forgets every state held and stops their timers: the node stopped
+// and serves no release, restore or confirm any more.
+func (h *heldStates) clear() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id := range h.entries {
+		h.removeLocked(id)
+	}
 }
 
 // count is the number of states held.

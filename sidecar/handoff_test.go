@@ -469,3 +469,16 @@ func TestAnAttachWaitingOnAFailedTakeoverIsNotStartedAfresh(t *testing.T) {
 	assert.Nil(t, nodes[1].hub.Lookup("bob"), "given back")
 	require.NotNil(t, nodes[0].hub.Lookup("bob"), "bob is back on node 1")
 }
+
+// TestShutdownDropsHeldStates: a stopped node serves no release, restore or
+// confirm any more, so the copies it held for them are dropped with their
+// timers, not left to fire (and keep the states) for --offline-ttl.
+func TestShutdownDropsHeldStates(t *testing.T) {
+	n := startNode(t, Config{})
+	n.gw.held.hold(&ws.ParticipantState{ID: "bob"}, "node-2", time.Hour)
+	require.Equal(t, 1, n.gw.held.count())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, n.Shutdown(ctx))
+	assert.Zero(t, n.gw.held.count())
+}
