@@ -625,6 +625,8 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case errors.Is(err, ws.ErrDraining):
 		return newError(http.StatusServiceUnavailable, "draining", "", "this node is shutting down; attach to another node")
+	case errors.Is(err, ws.ErrParticipantMoved): // the takeover it waited for gave the participant back
+		return errMoving
 	case errors.Is(err, ws.ErrTooManyConnections):
 		return newError(http.StatusServiceUnavailable, "too_many_connections", "", "this node holds its maximum of connections; try another node")
 	case errors.Is(err, ws.ErrTooManyParticipantConnections):

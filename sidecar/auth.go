@@ -71,8 +71,7 @@ func (c Credential) rateKey(r *http.Request, presented string) string {
 	case credToken:
 		return "token:" + c.Subject
 	case credAPIKey, credCluster:
-		d := sha256.Sum256([]byte(presented))
-		return "key:" + string(d[:8])
+		return "key:" + apiKeyID(presented)
 	}
 	host := r.RemoteAddr
 	if i := strings.LastIndexByte(host, ':'); i > 0 {

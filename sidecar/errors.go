@@ -70,7 +70,7 @@ func errorBody(e *Error) []byte {
 		Status string `json:"status"`
 		*Error
 	}{"error", e})
-	if err != nil { // cannot happen: every field is a string
+	if err != nil { // cannot happen: strings, an int and a string slice
 		panic(err)
 	}
 	return b

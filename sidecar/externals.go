@@ -337,8 +337,8 @@ func gatewayBase(raw string) (*url.URL, bool) {
 	return &url.URL{Scheme: scheme, Host: host + ":" + port, Path: p}, true
 }
 
-// registerExternal registers req now (after admitExternal and, for a
-// submit, once it was accepted).
+// registerExternal registers req now (after checkGatewayTarget and, for a
+// submit, admitSender and the submit's acceptance).
 func (g *Gateway) registerExternal(req externalRequest) *Error {
 	return g.externals.register(req, g.now())
 }

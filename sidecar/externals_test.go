@@ -73,14 +73,17 @@ func newDirectoryTap(t testing.TB) *directoryTap {
 		case <-r.Context().Done():
 			return
 		}
-		if r.URL.Path == directoryPath {
-			body, _ := io.ReadAll(r.Body)
-			tap.mu.Lock()
-			tap.pushes = append(tap.pushes, body)
-			tap.mu.Unlock()
-			r.Body = io.NopCloser(bytes.NewReader(body))
+		if r.URL.Path != directoryPath {
+			rp.ServeHTTP(w, r)
+			return
 		}
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		rp.ServeHTTP(w, r)
+		// Counted once the node answered: it has applied the push.
+		tap.mu.Lock()
+		tap.pushes = append(tap.pushes, body)
+		tap.mu.Unlock()
 	}))
 	t.Cleanup(tap.srv.Close)
 	return tap

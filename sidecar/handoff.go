@@ -142,8 +142,9 @@ type restoreRequest struct {
 // midway can be asked for again (the same answer) or given back (restored
 // here). A release adds an entry, which replaces the participant it
 // exported in memory; a confirm, a restore, this node taking the
-// participant over again, or a timer after --offline-ttl (when the
-// participant, offline here, would have been dropped anyway) removes it.
+// participant over again, a timer after --offline-ttl (when the
+// participant, offline here, would have been dropped anyway) or the node
+// stopping removes it.
 // A timer is no goroutine until it fires, and then a short one.
 type heldStates struct {
 	mu      sync.Mutex
@@ -210,6 +211,16 @@ func (h *heldStates) drop(id string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.removeLocked(id)
+}
+
+// clear forgets every state held and stops their timers: the node stopped
+// and serves no release, restore or confirm any more.
+func (h *heldStates) clear() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for id := range h.entries {
+		h.removeLocked(id)
+	}
 }
 
 // count is the number of states held.
@@ -475,8 +486,8 @@ func successors(id string, peers []string) []string {
 
 // handleRelease hands a participant's state to the peer taking it over,
 // and keeps a copy until that peer confirms (a second release with
-// confirm), restores it, or the copy expires. Asked again by the same peer,
-// it answers the same state.
+// confirm), restores it, or the copy expires. Asked again by the same peer
+// while the participant is not back here, it answers the same state.
 func (n *Node) handleRelease(w http.ResponseWriter, r *http.Request) error {
 	ref, err := readParticipantRef(w, r)
 	if err != nil {
@@ -491,10 +502,16 @@ func (n *Node) handleRelease(w http.ResponseWriter, r *http.Request) error {
 	// Noted before the export: a delivery that finds the participant gone
 	// an instant later must already know where it went.
 	n.gw.moved.note(ref.ParticipantID, ref.From, now)
-	if st := n.gw.held.get(ref.ParticipantID, ref.From); st != nil {
-		return respond(w, st) // the answer was lost on its way: the same again
-	}
 	st, res := n.hub.Export(ref.ParticipantID)
+	if res == ws.NotHere || res == ws.BeingMoved {
+		// Not live here: the answer to an earlier release was lost on its
+		// way, and the same state is answered again. A participant live
+		// here (back since that release) is newer than any copy: it is
+		// exported, or refused while attached.
+		if held := n.gw.held.get(ref.ParticipantID, ref.From); held != nil {
+			return respond(w, held)
+		}
+	}
 	switch res {
 	case ws.NotHere:
 		return newError(http.StatusNotFound, "participant_not_found", "", "the participant is not on this node")

@@ -412,3 +412,73 @@ func TestMaxStateBytesFitsTheFullestMailbox(t *testing.T) {
 	cfg := Config{}.withDefaults()
 	require.Equal(t, budgeted, cfg.MaxHandoffBytes, "the default follows the default budget")
 }
+
+// TestReleaseAnswersTheParticipantHereNotAStaleCopy: node 1 still holds a
+// copy of bob it released to node 2 (the confirm was lost), and bob is
+// back on node 1 without a takeover from node 2 (node 2 restarted and bob
+// attached to node 1 afresh). A release asked by node 2 again must see the
+// bob node 1 has now, attached there (409), not answer the stale copy and
+// leave him living on both nodes.
+func TestReleaseAnswersTheParticipantHereNotAStaleCopy(t *testing.T) {
+	nodes := startCluster(t, 2, Config{})
+	stale := ws.ParticipantState{ID: "bob", Type: "ai", Sessions: []string{"s1"}, NextSeq: 4,
+		Events: []ws.EventState{{Seq: 3, ID: "old", At: time.Now(), Tail: []byte(`"old"}`)}}}
+	nodes[0].gw.held.hold(&stale, nodes[1].Name(), time.Hour)
+
+	bob, _ := attach(t, nodes[0], "bob", sessionQuery("s1"), nil)
+	defer bob.conn.CloseNow()
+	st, status, err := nodes[1].gw.release(t.Context(), nodes[0].Name(), "bob")
+	require.NoError(t, err)
+	assert.Nil(t, st, "the stale copy must not be answered")
+	assert.Equal(t, http.StatusConflict, status, "bob is attached to node 1")
+	assert.NotNil(t, nodes[0].hub.Lookup("bob"))
+}
+
+// TestAnAttachWaitingOnAFailedTakeoverIsNotStartedAfresh: node 2 is taking
+// bob over for a first attach when a second attach of bob arrives and
+// waits for that takeover. Every release answer is cut, so bob is given
+// back to node 1: the second attach must not then start a fresh, empty bob
+// on node 2 (he would live on both nodes); it is refused like the first,
+// 503 participant_moving.
+func TestAnAttachWaitingOnAFailedTakeoverIsNotStartedAfresh(t *testing.T) {
+	const missed = 50
+	px := newFaultProxy(t)
+	nodes := cfCluster(t, 2, Config{ForwardTimeout: 2 * time.Second}, map[int]*faultProxy{0: px}, nil)
+	require.NoError(t, nodes[0].gw.join("bob", "ai", "s1"))
+	waitHomedOn(t, nodes[1], "bob", "node-1")
+	queueMissed(t, nodes[0], missed)
+	px.cutReleaseAnswers(1 << 30)
+
+	statusOf := func() int {
+		c, resp, err := dial(nodes[1], "bob", nil, nil)
+		if err == nil {
+			_ = c.CloseNow()
+			return http.StatusSwitchingProtocols
+		}
+		if resp == nil {
+			return 0
+		}
+		return resp.StatusCode
+	}
+	first := make(chan int, 1)
+	go func() { first <- statusOf() }()
+	require.Eventually(t, func() bool { return nodes[1].hub.Lookup("bob") != nil }, 10*time.Second, time.Millisecond,
+		"node 2 prepares bob for the first attach")
+	assert.Equal(t, http.StatusServiceUnavailable, statusOf(), "the waiting attach is refused, not welcomed afresh")
+	assert.Equal(t, http.StatusServiceUnavailable, <-first)
+	assert.Nil(t, nodes[1].hub.Lookup("bob"), "given back")
+	require.NotNil(t, nodes[0].hub.Lookup("bob"), "bob is back on node 1")
+}
+
+// TestShutdownDropsHeldStates: a stopped node serves no release, restore or
+// confirm any more, so the copies it held for them are dropped with their
+// timers, not left to fire (and keep the states) for --offline-ttl.
+func TestShutdownDropsHeldStates(t *testing.T) {
+	n := startNode(t, Config{})
+	n.gw.held.hold(&ws.ParticipantState{ID: "bob"}, "node-2", time.Hour)
+	require.Equal(t, 1, n.gw.held.count())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, n.Shutdown(ctx))
+	assert.Zero(t, n.gw.held.count())
+}

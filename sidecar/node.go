@@ -312,6 +312,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			_ = n.gossip.Shutdown()
 		}
 		n.peers.close()
+		n.gw.held.clear() // no confirm or restore can come any more
 		n.shutdownErr = errors.Join(hubErr, srvErr)
 		n.log.Info("stopped")
 	})

@@ -97,16 +97,17 @@ type conn struct {
 
 // Attach upgrades the request and starts serving the connection. It returns
 // before upgrading with ErrDraining, ErrTooManyConnections,
-// ErrTooManyParticipantConnections or ErrTooManyCredentialConnections, and
-// otherwise once the connection is served by its own goroutine, so that the
-// HTTP server's goroutine and request are not held for the connection's
-// life. Shutdown waits for the connection to end.
+// ErrTooManyParticipantConnections, ErrTooManyCredentialConnections or
+// ErrParticipantMoved, and otherwise once the connection is served by its
+// own goroutine, so that the HTTP server's goroutine and request are not
+// held for the connection's life. Shutdown waits for the connection to end.
 func (h *Hub) Attach(w http.ResponseWriter, r *http.Request, req AttachRequest, opts *websocket.AcceptOptions, maxConns int) error {
 	if err := h.admit(req, maxConns); err != nil {
 		return err
 	}
-	if p := h.Lookup(req.ParticipantID); p != nil {
-		p.awaitTakeover(r.Context())
+	if p := h.Lookup(req.ParticipantID); p != nil && !p.awaitTakeover(r.Context()) {
+		h.unadmit(req)
+		return ErrParticipantMoved
 	}
 	hj := &hijackRecorder{ResponseWriter: w}
 	ws, err := websocket.Accept(hj, r, opts)

@@ -13,6 +13,9 @@ var (
 	// ErrTooManyCredentialConnections: the credential holds its maximum of
 	// connections on this node (Config.MaxConnectionsPerCredential).
 	ErrTooManyCredentialConnections = errors.New("too many connections for one credential")
+	// ErrParticipantMoved: the attach waited for a takeover of its
+	// participant that ended without it (it lives on another node).
+	ErrParticipantMoved = errors.New("participant moving")
 	// ErrTooManySessions: the participant is in its maximum of sessions.
 	ErrTooManySessions = errors.New("too many sessions for one participant")
 )

@@ -88,21 +88,29 @@ func (h *Hub) Export(id string) (ParticipantState, ExportResult) {
 
 // Abandon drops a prepared participant whose takeover found nothing to take
 // (another node has it): the deliveries it buffered reached that node too.
-func (h *Hub) Abandon(p *Participant) {
+func (h *Hub) Abandon(p *Participant) { h.dropPending(p) }
+
+// dropPending removes prepared participant p, whose takeover ended without
+// it, and returns the deliveries it buffered, no longer counted against the
+// byte budget (nil when p is not pending here any more). An attach that
+// waited for the takeover is refused (awaitTakeover).
+func (h *Hub) dropPending(p *Participant) []*Event {
 	s := h.shardOf(p.id)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.pending || s.m[p.id] != p {
-		return
+		return nil
 	}
-	for _, ev := range p.buffered {
+	buffered := p.buffered
+	for _, ev := range buffered {
 		h.held.release(ev)
 	}
 	p.buffered = nil
 	close(p.ready)
 	h.removeLocked(s, p.id, p)
+	return buffered
 }
 
 // Prepare makes participant id ready to be taken over: created if missing,
@@ -181,21 +189,11 @@ func (h *Hub) Settings() Config { return h.cfg }
 // old home may already have let go of it, and returns the deliveries it
 // buffered meanwhile, for the old home to take back with its state.
 func (h *Hub) GiveBack(p *Participant) []EventState {
-	s := h.shardOf(p.id)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.pending || s.m[p.id] != p {
-		return nil
-	}
-	out := make([]EventState, 0, len(p.buffered))
-	for _, ev := range p.buffered {
+	buffered := h.dropPending(p)
+	out := make([]EventState, 0, len(buffered))
+	for _, ev := range buffered { // the old home takes them as state
 		out = append(out, EventState{ID: ev.ID, At: ev.At, Key: ev.key, Tail: ev.tail})
 	}
-	p.buffered = nil
-	close(p.ready)
-	h.removeLocked(s, p.id, p)
 	return out
 }
 

@@ -68,3 +68,19 @@ func TestFullTakeoverBufferKeepsTheNewestEvents(t *testing.T) {
 	assert.Equal(t, []string{"e4", "e5", "e6", "e7"}, got, "the newest four, in order")
 	assert.Equal(t, Duplicate, h.hub.Deliver(p, handoffEvent(7)), "the newest was taken")
 }
+
+// TestGiveBackReturnsTheBufferedBytes: the deliveries a prepared
+// participant buffered are counted against the byte budget; giving the
+// participant back hands them to the old home as state, so the count
+// returns to zero here, as after an Abandon or an Install.
+func TestGiveBackReturnsTheBufferedBytes(t *testing.T) {
+	th, clock := budgetHub(t, Config{})
+	p, created := th.hub.Prepare("bob", "ai", []string{"s"})
+	require.True(t, created)
+	for i := range 3 {
+		require.Equal(t, Queued, th.hub.Deliver(p, budgetEvent(fmt.Sprint("e", i), 1000, clock.Now())))
+	}
+	require.Positive(t, heldBytes(t, th.hub))
+	require.Len(t, th.hub.GiveBack(p), 3)
+	require.Zero(t, heldBytes(t, th.hub), "nothing is held once bob is given back")
+}

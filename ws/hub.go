@@ -91,18 +91,24 @@ type Participant struct {
 
 // awaitTakeover waits until a takeover of p in progress has ended, or ctx
 // ends: a connection must not start on a mailbox that is about to be
-// replaced.
-func (p *Participant) awaitTakeover(ctx context.Context) {
+// replaced. It reports false when the takeover it waited for ended without
+// p (given back or abandoned: p lives on another node), where a connection
+// must not start a fresh, empty p either.
+func (p *Participant) awaitTakeover(ctx context.Context) bool {
 	p.mu.Lock()
-	ready := p.ready
+	ready, pending := p.ready, p.pending
 	p.mu.Unlock()
-	if ready == nil {
-		return
+	if !pending {
+		return true
 	}
 	select {
 	case <-ready:
 	case <-ctx.Done():
+		return true // the client left: its upgrade fails on its own
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.gone
 }
 
 // ID is the participant id.
