@@ -558,6 +558,12 @@ func (n *Node) handleMembers(w http.ResponseWriter, _ *http.Request) error {
 	}{n.cluster.Members()})
 }
 
+// connectionCapRetry is the Retry-After of an attach refused by a
+// per-participant or per-credential cap (seconds): a slot frees when one of
+// the client's own connections closes, which a reconnecting client's old
+// connection usually does within a second or two.
+const connectionCapRetry = 2
+
 // handleAttach validates an attach and hands the connection to the hub.
 func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
@@ -630,11 +636,15 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 	case errors.Is(err, ws.ErrTooManyConnections):
 		return newError(http.StatusServiceUnavailable, "too_many_connections", "", "this node holds its maximum of connections; try another node")
 	case errors.Is(err, ws.ErrTooManyParticipantConnections):
-		return newError(http.StatusTooManyRequests, "too_many_connections", "participant_id",
+		e := newError(http.StatusTooManyRequests, "too_many_connections", "participant_id",
 			"this participant holds its maximum of connections on this node (--max-connections-per-participant); close one first")
+		e.RetryAfter = connectionCapRetry
+		return e
 	case errors.Is(err, ws.ErrTooManyCredentialConnections):
-		return newError(http.StatusTooManyRequests, "too_many_connections", "",
+		e := newError(http.StatusTooManyRequests, "too_many_connections", "",
 			"this credential holds its maximum of connections on this node (--max-connections-per-credential); close one first")
+		e.RetryAfter = connectionCapRetry
+		return e
 	case err != nil:
 		n.log.Debug("websocket attach failed", "participant", req.ParticipantID, "err", err)
 	}

@@ -303,6 +303,8 @@ func TestConnectionsPerParticipantAreCapped(t *testing.T) {
 	assert.Equal(t, http.StatusTooManyRequests, r.Status)
 	assert.Equal(t, "too_many_connections", r.Body["code"])
 	assert.Equal(t, "participant_id", r.Body["field"])
+	assert.Equal(t, "2", r.Header.Get("Retry-After"), "when to try again, as SPEC's other 429s say")
+	assert.EqualValues(t, 2, r.Body["retry_after"])
 	attach(t, n, "bob", nil, nil) // others still attach
 
 	require.NoError(t, first.conn.Close(websocket.StatusNormalClosure, ""))
