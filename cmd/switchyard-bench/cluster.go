@@ -586,12 +586,15 @@ func (f *fleet) rollingRestart(ctx context.Context, res *clusterResult) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_ = c.Run(actx, func(fr client.Frame) error {
+			err := c.Run(actx, func(fr client.Frame) error {
 				if fr.Type == "event" {
 					got[a].Add(1)
 				}
 				return nil
 			})
+			if err != nil && actx.Err() == nil { // the client gave up: say why
+				logf("cluster: agent-%d stopped: %v", a, err)
+			}
 		}()
 	}
 	if err := f.awaitSession(ctx, "agents", f.o.agents); err != nil {
