@@ -34,15 +34,26 @@ const (
 // handlerFunc is an HTTP handler that returns its failure; serve renders it.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
-func serve(fn handlerFunc) http.HandlerFunc {
+// serve renders fn's failure as the SPEC error body. An error that is not
+// an *Error is a failure the handler did not expect: the client gets a 500
+// that says "it has been logged", and this is where it is, with its cause.
+func (n *Node) serve(fn handlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if err := fn(w, r); err != nil {
-			writeError(w, err)
+		err := fn(w, r)
+		if err == nil {
+			return
 		}
+		var known *Error
+		if !errors.As(err, &known) {
+			n.log.Error("a request failed unexpectedly", append(traceAttrs(r.Context(), ""),
+				"method", r.Method, "path", r.URL.Path, "err", err)...)
+		}
+		writeError(w, err)
 	}
 }
 
 func (n *Node) routes() http.Handler {
+	serve := n.serve // every handler's failure is rendered (and an unexpected one logged) by the node
 	r := chi.NewRouter()
 	r.Use(withRequestID, n.measure)
 	r.NotFound(serve(func(http.ResponseWriter, *http.Request) error {

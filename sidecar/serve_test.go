@@ -1,0 +1,72 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// errLog keeps the message and the err attribute of every record logged.
+type errLog struct {
+	mu      sync.Mutex
+	records []string
+}
+
+func (l *errLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *errLog) Handle(_ context.Context, r slog.Record) error {
+	line := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "err" {
+			line += ": " + a.Value.String()
+		}
+		return true
+	})
+	l.mu.Lock()
+	l.records = append(l.records, line)
+	l.mu.Unlock()
+	return nil
+}
+func (l *errLog) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *errLog) WithGroup(string) slog.Handler      { return l }
+
+func (l *errLog) lines() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.records...)
+}
+
+// TestUnexpectedErrorsAreLoggedWithTheirCause: a handler failure that is
+// not an *Error answers a 500 that hides it, and the node logs its cause;
+// an expected *Error (a 404, say) is answered and not logged as a failure.
+func TestUnexpectedErrorsAreLoggedWithTheirCause(t *testing.T) {
+	logs := &errLog{}
+	n := startNode(t, Config{Logger: slog.New(logs)})
+
+	rec := httptest.NewRecorder()
+	n.serve(func(http.ResponseWriter, *http.Request) error {
+		return errors.New("reading the disk: on fire")
+	})(rec, httptest.NewRequest(http.MethodGet, "/v1/gateway/anything", nil))
+	require.Equal(t, http.StatusInternalServerError, rec.Code)
+	assert.NotContains(t, rec.Body.String(), "on fire", "the cause stays in the log")
+	assert.Contains(t, logs.lines(), "a request failed unexpectedly: reading the disk: on fire")
+
+	rec = httptest.NewRecorder()
+	n.serve(func(http.ResponseWriter, *http.Request) error { return errNoRecipient })(rec,
+		httptest.NewRequest(http.MethodGet, "/v1/gateway/anything", nil))
+	require.Equal(t, http.StatusNotFound, rec.Code)
+	failures := 0
+	for _, l := range logs.lines() {
+		if strings.HasPrefix(l, "a request failed unexpectedly") {
+			failures++
+		}
+	}
+	assert.Equal(t, 1, failures, "an expected answer is not logged as a failure: %q", logs.lines())
+}
