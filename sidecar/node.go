@@ -34,6 +34,7 @@ type Node struct {
 	peers     *peerClient
 	hub       *ws.Hub
 	gw        *Gateway
+	watchers  *observers // observe=1 attaches
 
 	ln        net.Listener
 	srv       *http.Server
@@ -120,6 +121,7 @@ func New(cfg Config) (*Node, error) {
 		}
 		n.cluster = n.gossip
 	}
+	n.watchers = newObservers(cfg.MaxObservers)
 	n.gw = &Gateway{
 		self:           cfg.NodeName,
 		limits:         Limits{MaxMessageBytes: cfg.MaxMessageBytes, MaxMetadataKeys: cfg.MaxMetadataKeys},
@@ -130,6 +132,7 @@ func New(cfg Config) (*Node, error) {
 		allowGateways:  cfg.AllowGateways,
 		forwardTimeout: cfg.ForwardTimeout,
 		externals:      newExternals(externalLimitsOf(cfg), n.cluster),
+		watchers:       n.watchers,
 		metrics:        n.metrics,
 		log:            n.log,
 		now:            time.Now,
@@ -281,8 +284,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			<-n.sweepDone
 		}
 		n.log.Info("draining")
-		n.hub.Drain()        // 1001 to every client, spread over a quarter of the drain
-		if n.gossip != nil { // before leaving: what is here moves to successors
+		n.watchers.closeAll() // observers hold no state: 1001 at once
+		n.hub.Drain()         // 1001 to every client, spread over a quarter of the drain
+		if n.gossip != nil {  // before leaving: what is here moves to successors
 			n.gw.handOff(ctx)
 		}
 		hubErr := n.hub.Shutdown(ctx)
