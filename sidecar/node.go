@@ -290,7 +290,8 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			n.gw.handOff(ctx)
 		}
 		hubErr := n.hub.Shutdown(ctx)
-		if n.gossip != nil { // peers drop our routes at once
+		obsErr := n.watchers.wait(ctx) // their close handshakes, begun before the hub's drain
+		if n.gossip != nil {           // peers drop our routes at once
 			// A leave that has not spread in time is not a failed drain:
 			// the peers were told directly first, and failure detection
 			// covers the rest.
@@ -314,7 +315,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			_ = n.gossip.Shutdown()
 		}
 		n.peers.close()
-		n.shutdownErr = errors.Join(hubErr, srvErr)
+		n.shutdownErr = errors.Join(hubErr, obsErr, srvErr)
 		n.log.Info("stopped")
 	})
 	return n.shutdownErr

@@ -36,10 +36,12 @@ type observers struct {
 	closed    bool
 	bySession map[string]map[*observer]struct{}
 	done      chan struct{} // closed by closeAll: observers end with 1001
+	idle      chan struct{} // closed once closeAll was called and every observer is gone
 }
 
 func newObservers(max int) *observers {
-	return &observers{max: max, bySession: map[string]map[*observer]struct{}{}, done: make(chan struct{})}
+	return &observers{max: max, bySession: map[string]map[*observer]struct{}{},
+		done: make(chan struct{}), idle: make(chan struct{})}
 }
 
 // add registers an observer of sessions; false when the node holds its
@@ -81,6 +83,9 @@ func (obs *observers) removeLocked(o *observer) {
 		}
 	}
 	obs.count--
+	if obs.closed && obs.count == 0 {
+		close(obs.idle)
+	}
 }
 
 // publish hands an event of session (its JSON, eventJSON) to the session's
@@ -123,6 +128,20 @@ func (obs *observers) closeAll() {
 	if !obs.closed {
 		obs.closed = true
 		close(obs.done)
+		if obs.count == 0 {
+			close(obs.idle)
+		}
+	}
+}
+
+// wait waits, after closeAll, until every observer's handler is done (its
+// connection closed), or ctx ends.
+func (obs *observers) wait(ctx context.Context) error {
+	select {
+	case <-obs.idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -161,8 +180,23 @@ func (n *Node) handleObserve(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return nil // Accept answered
 	}
-	defer c.CloseNow()
-	ctx := c.CloseRead(r.Context()) // done when the client goes
+	// One reader: it ends when the client closes or the connection fails
+	// (false), or at the first data message, which an observer may not
+	// send (true). This handler alone closes the connection.
+	readCtx, stopRead := context.WithCancel(context.Background())
+	readEnd := make(chan bool, 1)
+	go func() {
+		_, _, err := c.Read(readCtx)
+		readEnd <- err == nil
+	}()
+	readDone := false
+	defer func() {
+		stopRead()
+		_ = c.CloseNow()
+		if !readDone {
+			<-readEnd
+		}
+	}()
 	welcome := jsonw.AppendString([]byte(`{"type":"welcome","observer":true,"node":`), n.cfg.NodeName)
 	welcome = append(welcome, `,"sessions":[`...)
 	for i, s := range sessions {
@@ -172,12 +206,16 @@ func (n *Node) handleObserve(w http.ResponseWriter, r *http.Request) error {
 		welcome = jsonw.AppendString(welcome, s)
 	}
 	welcome = append(welcome, "]}"...)
-	if n.writeObserved(ctx, c, welcome) != nil {
+	if n.writeObserved(c, welcome) != nil {
 		return nil
 	}
 	for {
 		select {
-		case <-ctx.Done():
+		case data := <-readEnd:
+			readDone = true
+			if data {
+				_ = c.Close(websocket.StatusPolicyViolation, "an observer sends nothing")
+			}
 			return nil
 		case <-n.watchers.done:
 			_ = c.Close(websocket.StatusGoingAway, "node draining")
@@ -186,15 +224,15 @@ func (n *Node) handleObserve(w http.ResponseWriter, r *http.Request) error {
 			_ = c.Close(websocket.StatusCode(4000), "slow consumer")
 			return nil
 		case frame := <-o.ch:
-			if n.writeObserved(ctx, c, frame) != nil {
+			if n.writeObserved(c, frame) != nil {
 				return nil
 			}
 		}
 	}
 }
 
-func (n *Node) writeObserved(ctx context.Context, c *websocket.Conn, frame []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.WriteTimeout)
+func (n *Node) writeObserved(c *websocket.Conn, frame []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.WriteTimeout)
 	defer cancel()
 	return c.Write(ctx, websocket.MessageText, frame)
 }

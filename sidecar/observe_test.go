@@ -134,6 +134,18 @@ func TestObserverClosedWith1001WhenTheNodeDrains(t *testing.T) {
 	go func() { done <- n.Shutdown(ctx) }()
 	assert.Equal(t, websocket.StatusGoingAway, o.closeStatus())
 	require.NoError(t, <-done)
+	// Shutdown returned after the observer's handler was done.
+	n.watchers.mu.Lock()
+	count := n.watchers.count
+	n.watchers.mu.Unlock()
+	assert.Equal(t, 0, count)
+	select {
+	case <-n.watchers.idle:
+	default:
+		t.Fatal("shutdown returned before its observers were gone")
+	}
+	_, ok := n.watchers.add([]string{"s1"})
+	assert.False(t, ok, "a draining node takes no observer")
 }
 
 func TestObserverThatFallsBehindIsDropped(t *testing.T) {
