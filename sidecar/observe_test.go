@@ -97,6 +97,17 @@ func TestObserveNeedsAnAPIKeyAndASession(t *testing.T) {
 	assert.Equal(t, http.StatusUnprocessableEntity, dialObserver(t, n, url.Values{"access_token": {"admin-key"}}),
 		"observe without a session")
 	assert.Equal(t, 0, dialObserver(t, n, url.Values{"session_id": {"s1"}, "access_token": {"admin-key"}}))
+
+	// A page of another origin may not observe (--allowed-origins), as it
+	// may not attach.
+	q := url.Values{"observe": {"1"}, "session_id": {"s1"}, "access_token": {"admin-key"}}
+	c, resp, err := dial(n, "", q, http.Header{"Origin": {"https://evil.example.com"}})
+	if err == nil {
+		_ = c.CloseNow()
+	}
+	require.NotNil(t, resp)
+	defer resp.Body.Close()
+	assert.Equal(t, http.StatusForbidden, resp.StatusCode)
 }
 
 func TestObserversAreCappedPerNode(t *testing.T) {
