@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Smoke test of the real binary: serve on a free port, attach with
+# Smoke test of the real binary: serve on a free port with the web console
+# (--ui) and check its page and script are served, attach with
 # `switchyard listen`, submit with `switchyard send` and with curl, check
 # both events arrived, stop the node with SIGTERM and check it exits 0.
 set -euo pipefail
@@ -11,7 +12,7 @@ bin="$work/switchyard"
 "$bin" version
 
 # Port 0: the kernel picks a free port; the node logs the URL it serves.
-"$bin" serve --listen 127.0.0.1:0 --gossip-bind 127.0.0.1:0 --log-format json >"$work/serve.log" 2>&1 &
+"$bin" serve --listen 127.0.0.1:0 --gossip-bind 127.0.0.1:0 --ui --log-format json >"$work/serve.log" 2>&1 &
 serve_pid=$!
 url=""
 for _ in $(seq 100); do
@@ -21,6 +22,9 @@ for _ in $(seq 100); do
 done
 [ -n "$url" ] || { echo "serve did not start"; cat "$work/serve.log"; exit 1; }
 curl -fsS "$url/readyz"
+# --ui: the console's page and script come from the binary.
+curl -fsS "$url/ui" | grep -q '<title>Switchyard console</title>'
+curl -fsS "$url/ui/app.js" | grep -q 'observe'
 
 "$bin" listen --url "$url" --participant-id bob --session-id s1 --count 2 >"$work/bob.out" 2>"$work/bob.err" &
 listen_pid=$!

@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/switchyard-gw/switchyard/internal/ident"
 	"github.com/switchyard-gw/switchyard/internal/readinto"
 	"github.com/switchyard-gw/switchyard/membership"
+	"github.com/switchyard-gw/switchyard/ui"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
@@ -66,6 +68,11 @@ func (n *Node) routes() http.Handler {
 	r.Get("/openapi.json", n.handleOpenAPI)
 	r.Get("/readyz", n.handleReady)
 	r.Handle("/metrics", promhttp.HandlerFor(n.metrics.Registry, promhttp.HandlerOpts{}))
+	if n.cfg.UI {
+		console := ui.Handler()
+		r.Get("/ui", console.ServeHTTP)
+		r.Get("/ui/*", console.ServeHTTP)
+	}
 	r.Route("/v1/gateway", func(r chi.Router) {
 		r.Use(n.auth.authenticate, clusterOnly)
 		r.Group(func(r chi.Router) { // what clients do, rate-limited per credential
@@ -82,6 +89,7 @@ func (n *Node) routes() http.Handler {
 		// (clusterOnly, above, covers every path under it).
 		r.Group(func(r chi.Router) {
 			r.Use(needFullRights)
+			r.Get("/participants", serve(n.handleLocalParticipants))
 			r.Post("/deliveries", serve(n.handleDeliver))
 			r.Post("/cluster/directory", serve(n.handleDirectoryPush))
 			r.Post("/cluster/release", serve(n.handleRelease))
@@ -575,9 +583,72 @@ func (n *Node) handleMembers(w http.ResponseWriter, _ *http.Request) error {
 // connection usually does within a second or two.
 const connectionCapRetry = 2
 
+// Local participants are listed by id, at most limit (query, default
+// defaultParticipantsLimit, at most maxParticipantsLimit) of them.
+const (
+	defaultParticipantsLimit = 100
+	maxParticipantsLimit     = 1000
+)
+
+type localParticipant struct {
+	ParticipantID   string   `json:"participant_id"`
+	ParticipantType string   `json:"participant_type"`
+	Sessions        []string `json:"sessions"`
+	Online          bool     `json:"online"`
+}
+
+// handleLocalParticipants lists the participants homed on this node (GET
+// /v1/gateway/participants, API keys only): the first limit by id, after
+// the id given as after (paging), with the total.
+func (n *Node) handleLocalParticipants(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	limit := defaultParticipantsLimit
+	if v := q.Get("limit"); v != "" {
+		l, err := strconv.Atoi(v)
+		if err != nil || l < 1 || l > maxParticipantsLimit {
+			return fieldError(codeInvalidField, "limit", "limit must be an integer from 1 to "+strconv.Itoa(maxParticipantsLimit))
+		}
+		limit = l
+	}
+	after := q.Get("after")
+	ids := n.hub.IDs()
+	slices.Sort(ids)
+	total := len(ids)
+	start, _ := slices.BinarySearch(ids, after)
+	if start < len(ids) && after != "" && ids[start] == after {
+		start++
+	}
+	ids = ids[start:]
+	truncated := len(ids) > limit
+	if truncated {
+		ids = ids[:limit]
+	}
+	out := make([]localParticipant, 0, len(ids))
+	for _, id := range ids {
+		p := n.hub.Lookup(id)
+		if p == nil { // gone since IDs
+			continue
+		}
+		info := p.Info()
+		if info.Sessions == nil {
+			info.Sessions = []string{}
+		}
+		out = append(out, localParticipant{ParticipantID: info.ID, ParticipantType: info.Type, Sessions: info.Sessions, Online: info.Online})
+	}
+	return respond(w, struct {
+		Node         string             `json:"node"`
+		Total        int                `json:"total"`
+		Truncated    bool               `json:"truncated"`
+		Participants []localParticipant `json:"participants"`
+	}{n.cfg.NodeName, total, truncated, out})
+}
+
 // handleAttach validates an attach and hands the connection to the hub.
 func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
+	if v := q.Get("observe"); v == "1" || v == "true" {
+		return n.handleObserve(w, r)
+	}
 	req := ws.AttachRequest{Batch: q.Get("batch") == "1" || q.Get("batch") == "true"}
 	req.ParticipantID = q.Get("participant_id")
 	if !q.Has("participant_id") {

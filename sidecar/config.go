@@ -107,6 +107,12 @@ type Config struct {
 	// credential never takes every slot. Not applied when authentication
 	// is off. Default MaxConnections/4 (at least 1).
 	MaxConnectionsPerCredential int
+	// MaxObservers: read-only observer attaches (observe=1, the web
+	// console's live view) this node holds at once (503
+	// too_many_observers past it). Default 64.
+	MaxObservers int
+	// UI serves the web console at /ui (--ui). Default off.
+	UI bool
 
 	// DrainTimeout bounds a graceful shutdown. Default 10s.
 	DrainTimeout time.Duration
@@ -256,6 +262,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConnectionsPerCredential <= 0 {
 		c.MaxConnectionsPerCredential = max(1, c.MaxConnections/4)
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.MaxObservers <= 0 {
+		c.MaxObservers = 64
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 10 * time.Second

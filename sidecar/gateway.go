@@ -37,10 +37,11 @@ type Gateway struct {
 	stateLimit     int64         // the largest participant state a hand-off carries
 	// closed is set when the node starts draining: it takes no more
 	// submits (its directory stops being kept up to date once it leaves).
-	closed  atomic.Bool
-	metrics *Metrics
-	log     *slog.Logger
-	now     func() time.Time
+	closed   atomic.Bool
+	watchers *observers // read-only watchers of sessions (observe=1)
+	metrics  *Metrics
+	log      *slog.Logger
+	now      func() time.Time
 }
 
 var _ ws.Backend = wsBackend{}
@@ -127,8 +128,11 @@ func (g *Gateway) submit(ctx context.Context, ev Event, owner string) (SubmitRes
 	if err != nil {
 		return SubmitResult{}, err
 	}
-	if sender != nil && out.counts.total() > 0 { // someone got it and may answer
-		g.registerSender(*sender)
+	if out.counts.total() > 0 {
+		if sender != nil { // someone got it and may answer
+			g.registerSender(*sender)
+		}
+		g.watchers.publish(ev.SessionID, ev.EventID, body)
 	}
 	if len(out.failed) > 0 {
 		slices.Sort(out.failed)
@@ -256,6 +260,9 @@ func (g *Gateway) Deliver(ctx context.Context, req DeliveryRequest, hops int) (D
 		return DeliveryResult{}, err
 	}
 	res.Recipients, res.deliveryCounts, res.Failed = out.counts.total(), out.counts, out.failed
+	if len(r.local) > 0 && res.Recipients > 0 {
+		g.watchers.publish(ev.SessionID, ev.EventID, body)
+	}
 	if res.Recipients == 0 && len(out.failed) == 0 {
 		return DeliveryResult{}, errNoRecipient
 	}

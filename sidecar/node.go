@@ -35,6 +35,7 @@ type Node struct {
 	peers     *peerClient
 	hub       *ws.Hub
 	gw        *Gateway
+	watchers  *observers // observe=1 attaches
 
 	ln        net.Listener
 	srv       *http.Server
@@ -122,6 +123,7 @@ func New(cfg Config) (*Node, error) {
 		}
 		n.cluster = n.gossip
 	}
+	n.watchers = newObservers(cfg.MaxObservers)
 	n.gw = &Gateway{
 		self:           cfg.NodeName,
 		limits:         Limits{MaxMessageBytes: cfg.MaxMessageBytes, MaxMetadataKeys: cfg.MaxMetadataKeys},
@@ -132,6 +134,7 @@ func New(cfg Config) (*Node, error) {
 		allowGateways:  cfg.AllowGateways,
 		forwardTimeout: cfg.ForwardTimeout,
 		externals:      newExternals(externalLimitsOf(cfg), n.cluster),
+		watchers:       n.watchers,
 		metrics:        n.metrics,
 		log:            n.log,
 		now:            time.Now,
@@ -283,12 +286,14 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			<-n.sweepDone
 		}
 		n.log.Info("draining")
-		n.hub.Drain()        // 1001 to every client, spread over a quarter of the drain
-		if n.gossip != nil { // before leaving: what is here moves to successors
+		n.watchers.closeAll() // observers hold no state: 1001 at once
+		n.hub.Drain()         // 1001 to every client, spread over a quarter of the drain
+		if n.gossip != nil {  // before leaving: what is here moves to successors
 			n.gw.handOff(ctx)
 		}
 		hubErr := n.hub.Shutdown(ctx)
-		if n.gossip != nil { // peers drop our routes at once
+		obsErr := n.watchers.wait(ctx) // their close handshakes, begun before the hub's drain
+		if n.gossip != nil {           // peers drop our routes at once
 			// A leave that has not spread in time is not a failed drain:
 			// the peers were told directly first, and failure detection
 			// covers the rest.
@@ -313,7 +318,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		}
 		n.peers.close()
 		n.gw.held.clear() // no confirm or restore can come any more
-		n.shutdownErr = errors.Join(hubErr, srvErr)
+		n.shutdownErr = errors.Join(hubErr, obsErr, srvErr)
 		n.log.Info("stopped")
 	})
 	return n.shutdownErr

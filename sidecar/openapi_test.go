@@ -415,7 +415,14 @@ func TestOpenAPIConformance(t *testing.T) {
 		s.attach(t, n, http.StatusUnauthorized, docRejects, url.Values{"participant_id": {"x"}}, nil)
 		s.attach(t, n, http.StatusUnauthorized, docAccepts, url.Values{"participant_id": {"x"}, "access_token": {"wrong"}}, nil)
 		h := http.Header{"Authorization": {"Bearer " + adminKey}}
-		s.attach(t, n, http.StatusUnprocessableEntity, docRejects, url.Values{}, h)
+		// participant_id is optional in the document (an observer has
+		// none); the node requires it of everyone else.
+		s.attach(t, n, http.StatusUnprocessableEntity, docAccepts, url.Values{}, h)
+		// An observer: API keys only, at least one session.
+		o := s.attach(t, n, http.StatusSwitchingProtocols, docAccepts, url.Values{"observe": {"1"}, "session_id": {"s1"}}, h)
+		assert.Equal(t, true, o.next()["observer"])
+		s.attach(t, n, http.StatusForbidden, docAccepts, url.Values{"observe": {"1"}, "session_id": {"s1"}, "access_token": {alice}}, nil)
+		s.attach(t, n, http.StatusUnprocessableEntity, docAccepts, url.Values{"observe": {"1"}}, h)
 		s.attach(t, n, http.StatusUnprocessableEntity, docRejects, url.Values{"participant_id": {"x"}, "participant_type": {"robot"}}, h)
 		s.attach(t, n, http.StatusUnprocessableEntity, docRejects, url.Values{"participant_id": {"x"}, "resume_from": {"soon"}}, h)
 		s.attach(t, n, http.StatusUnprocessableEntity, docRejects, url.Values{"participant_id": {strings.Repeat("p", 257)}}, h)
@@ -592,6 +599,13 @@ func TestOpenAPIConformance(t *testing.T) {
 		s.call(t, http.StatusOK, docAccepts, http.MethodGet, n.URL()+"/v1/gateway/members", nil, admin)
 		s.call(t, http.StatusOK, docAccepts, http.MethodGet, n.URL()+"/v1/gateway/members", nil, bearerHeader(alice))
 		s.call(t, http.StatusUnauthorized, docRejects, http.MethodGet, n.URL()+"/v1/gateway/members", nil, nil)
+
+		local := n.URL() + "/v1/gateway/participants"
+		s.call(t, http.StatusOK, docAccepts, http.MethodGet, local, nil, admin)
+		s.call(t, http.StatusOK, docAccepts, http.MethodGet, local+"?limit=1&after=a", nil, admin)
+		s.call(t, http.StatusForbidden, docAccepts, http.MethodGet, local, nil, bearerHeader(alice))
+		s.call(t, http.StatusUnauthorized, docRejects, http.MethodGet, local, nil, nil)
+		s.call(t, http.StatusUnprocessableEntity, docRejects, http.MethodGet, local+"?limit=0", nil, admin)
 	})
 
 	t.Run("gap", func(t *testing.T) {

@@ -62,6 +62,8 @@ type serveFlags struct {
 	debugListen                  string
 
 	maxConnsPerParticipant, maxConnsPerCredential int
+	maxObservers                                  int
+	ui                                            bool
 }
 
 func newServeFlags() (*flag.FlagSet, *serveFlags) {
@@ -87,6 +89,8 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.IntVar(&f.maxConnections, "max-connections", 100000, "WebSocket connections per node (503 past it)")
 	fs.IntVar(&f.maxConnsPerParticipant, "max-connections-per-participant", 8, "WebSocket connections one participant holds on this node (429 past it)")
 	fs.IntVar(&f.maxConnsPerCredential, "max-connections-per-credential", 0, "WebSocket connections attached with one API key or participant token's subject on this node (429 past it; default: a quarter of --max-connections)")
+	fs.IntVar(&f.maxObservers, "max-observers", 64, "read-only observer attaches (observe=1, the web console's live view) on this node (503 past it)")
+	fs.BoolVar(&f.ui, "ui", false, "serve the web console at /ui (its data calls need an API key)")
 	fs.IntVar(&f.writeQueueBytes, "write-queue-bytes", 4<<20, "unsent bytes a connection may fall behind before close 4000")
 	fs.DurationVar(&f.writeTimeout, "write-timeout", 10*time.Second, "deadline of one WebSocket write")
 	fs.DurationVar(&f.coalesceWindow, "coalesce-window", 0, "how long a woken WebSocket writer waits so that events arriving meanwhile share one write (0: write at once)")
@@ -259,6 +263,8 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 		ExternalRetryAfter:           f.externalRetryAfter,
 		MaxConnectionsPerParticipant: f.maxConnsPerParticipant,
 		MaxConnectionsPerCredential:  f.maxConnsPerCredential,
+		MaxObservers:                 f.maxObservers,
+		UI:                           f.ui,
 		MaxHandoffBytes:              f.maxHandoffBytes,
 		MaxMailboxBytes:              f.maxMailboxBytes,
 		Gossip: &membership.GossipConfig{
