@@ -137,7 +137,7 @@ type Gossip struct {
 	peers    map[string]*peerState   // what we know of each peer's versions
 	nodes    map[string]meta         // metadata of live nodes
 	departed map[string]departedNode // dead or left, for Members and to refuse late messages
-	leaving  map[string]bool         // nodes that said they are leaving
+	leaving  map[string]int64        // nodes that said they are leaving → the epoch (life) that said so
 	fullFrom map[string]bool         // nodes whose full state has arrived
 	queued   uint64                  // sequence of the newest pending change
 	pushed   uint64                  // sequence of the newest change pushed to peers
@@ -197,7 +197,7 @@ func NewGossip(cfg GossipConfig, dir *Directory) (*Gossip, error) {
 		peers:    map[string]*peerState{},
 		nodes:    map[string]meta{},
 		departed: map[string]departedNode{},
-		leaving:  map[string]bool{},
+		leaving:  map[string]int64{},
 		fullFrom: map[string]bool{},
 		pushedCh: make(chan struct{}),
 		wake:     make(chan struct{}, 1),
@@ -673,17 +673,25 @@ func (g *Gossip) apply(kind byte, m nodeMessage) {
 		g.log.Debug("ignored a directory message from a non-member", "peer", m.Node)
 		return
 	}
-	if kind == msgFullState {
-		g.fullFrom[m.Node] = true
+	if m.Epoch < g.nodes[m.Node].Epoch {
+		return // from an earlier life of that node: a late "leaving" must not drop the new life's entries
 	}
 	if kind == msgLeaving {
-		g.leaving[m.Node] = true
+		g.leaving[m.Node] = m.Epoch
 		delete(g.peers, m.Node)
 		g.dir.DropNode(m.Node)
 		return
 	}
-	if g.leaving[m.Node] {
-		return
+	if ep, ok := g.leaving[m.Node]; ok {
+		if m.Epoch <= ep {
+			return // the life that is leaving
+		}
+		// A new life under the same name (a restarted StatefulSet pod)
+		// whose join memberlist saw as an update, not a leave and a join.
+		delete(g.leaving, m.Node)
+	}
+	if kind == msgFullState {
+		g.fullFrom[m.Node] = true
 	}
 	ps := g.peers[m.Node]
 	if ps == nil {
@@ -717,7 +725,7 @@ func (g *Gossip) nodeLeft(n *memberlist.Node) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	state := StateDead
-	if g.leaving[n.Name] {
+	if _, ok := g.leaving[n.Name]; ok {
 		state = StateLeft
 	}
 	delete(g.leaving, n.Name)
@@ -740,6 +748,24 @@ func (g *Gossip) nodeUpdated(n *memberlist.Node) {
 		return
 	}
 	g.mu.Lock()
+	defer g.mu.Unlock()
+	old, known := g.nodes[n.Name]
 	g.nodes[n.Name] = m
-	g.mu.Unlock()
+	if !known || m.Epoch == old.Epoch || n.Name == g.cfg.NodeName {
+		return
+	}
+	// The node restarted under its name and memberlist saw the new life as
+	// an update (its leave never reached us, or came after its rejoin):
+	// forget the old life, as a leave and a join would have, and send the
+	// new one our full state.
+	if ep, ok := g.leaving[n.Name]; ok && ep < m.Epoch {
+		delete(g.leaving, n.Name)
+	}
+	delete(g.fullFrom, n.Name)
+	g.fullTo[n.Name] = true
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+	g.log.Info("node restarted", "peer", n.Name, "url", m.URL)
 }

@@ -2,6 +2,7 @@ package membership
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -155,4 +156,45 @@ func TestGossipKeyRotation(t *testing.T) {
 	t.Cleanup(func() { _ = c.Shutdown() })
 	require.Eventually(t, func() bool { return b.ml.NumMembers() == 3 && c.ml.NumMembers() >= 2 },
 		5*time.Second, 10*time.Millisecond, "the step-1 and step-2 nodes understand each other")
+}
+
+// TestARestartedNodeIsHeardAgainAfterItsLeave: a node that said it was
+// leaving and came back under its name before memberlist reported a leave
+// (a StatefulSet pod restarting fast: memberlist then sees an update, not a
+// leave and a join) is listened to in its new life; and a late "leaving" of
+// its old life does not drop the new life's entries.
+func TestARestartedNodeIsHeardAgainAfterItsLeave(t *testing.T) {
+	g := startGossips(t, 1, nil)[0]
+	metaOf := func(epoch int64) []byte {
+		b, err := json.Marshal(meta{URL: "http://127.0.0.1:1", Epoch: epoch})
+		require.NoError(t, err)
+		return b
+	}
+	entry := func() *Entry { return &Entry{Type: "ai", Sessions: []string{"s1"}, Online: true} }
+	update := func(epoch int64, version uint64, p string) nodeMessage {
+		return nodeMessage{Node: "pod-0", Epoch: epoch, Changes: []versioned{{Participant: p, Version: version, Entry: entry()}}}
+	}
+	routed := func(p string) bool {
+		for _, e := range g.Directory().Session("s1") {
+			if e.Participant == p && e.Node == "pod-0" {
+				return true
+			}
+		}
+		return false
+	}
+
+	g.nodeJoined(&memberlist.Node{Name: "pod-0", Meta: metaOf(1)})
+	g.apply(msgUpdates, update(1, 1, "alice"))
+	require.True(t, routed("alice"))
+	g.apply(msgLeaving, nodeMessage{Node: "pod-0", Epoch: 1})
+	require.False(t, routed("alice"), "a leaving node's routes drop at once")
+
+	g.nodeUpdated(&memberlist.Node{Name: "pod-0", Meta: metaOf(2)}) // the new life, seen as an update
+	g.apply(msgUpdates, update(2, 1, "bob"))
+	assert.True(t, routed("bob"), "the new life's entries are applied")
+
+	g.apply(msgLeaving, nodeMessage{Node: "pod-0", Epoch: 1}) // the old life's leave, late
+	assert.True(t, routed("bob"), "a late leave of the old life drops nothing of the new one")
+	g.apply(msgUpdates, update(1, 2, "mallory"))
+	assert.False(t, routed("mallory"), "nor is the old life heard again")
 }
