@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -101,7 +102,7 @@ func main() {
 		defer stop()
 	}
 	ctx := context.Background()
-	var res result
+	var res report
 	var err error
 	switch o.scenario {
 	case "fanout", "cross-node":
@@ -111,17 +112,7 @@ func main() {
 	case "idle":
 		res, err = runIdle(ctx, o)
 	case "cluster":
-		cres, cerr := runCluster(ctx, o.cluster)
-		if cerr != nil {
-			fmt.Fprintln(os.Stderr, "switchyard-bench:", cerr)
-			os.Exit(1)
-		}
-		b, _ := json.Marshal(cres)
-		fmt.Println(string(b))
-		if !o.jsonOnly {
-			cres.print(os.Stdout)
-		}
-		return
+		res, err = runCluster(ctx, o.cluster)
 	default:
 		err = fmt.Errorf("unknown scenario %q", o.scenario)
 	}
@@ -135,6 +126,9 @@ func main() {
 		res.print(os.Stdout)
 	}
 }
+
+// report is a scenario's figures: one JSON line, and a table for people.
+type report interface{ print(w io.Writer) }
 
 // startCPUProfile profiles the load generator itself (to keep it cheap: it
 // shares the cores with the node it measures).
