@@ -1,7 +1,3 @@
-// Command switchyard-bench is Switchyard's load generator. It talks to
-// running nodes like any client (REST submits, WebSocket participants),
-// measures deliveries, latency, loss and duplicates, and reads the server's
-// CPU time and memory from /proc. See docs/BENCHMARKS.md.
 package main
 
 import (
