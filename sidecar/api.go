@@ -681,7 +681,7 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 	req.Credential = cred
 	// The connection's frames draw from the rate-limit bucket its attach
 	// drew from (wsBackend.allowFrame).
-	req.RateKey = cred.rateKey(r, presented(r))
+	req.RateKey = cred.rateKey(r)
 	if cred.Kind != credNone { // with authentication off there is no credential to count
 		req.CredentialKey = req.RateKey
 	}

@@ -19,27 +19,36 @@ import (
 )
 
 // keyring holds the accepted API keys as SHA-256 digests, so comparing a
-// presented key costs the same whatever its length or which key it matches.
+// presented key costs the same whatever its length or which key it matches,
+// and each key's id (apiKeyID), computed once rather than per request.
 type keyring struct {
 	digests [][sha256.Size]byte
+	ids     []string
 }
 
 func newKeyring(keys []string) *keyring {
 	k := &keyring{}
 	for _, key := range keys {
 		k.digests = append(k.digests, sha256.Sum256([]byte(key)))
+		k.ids = append(k.ids, apiKeyID(key))
 	}
 	return k
 }
 
-// valid reports whether key is one of the keys, in constant time.
-func (k *keyring) valid(key string) bool {
+// match finds key among the keys, comparing it with every one (constant
+// time whichever matches), and returns its id.
+func (k *keyring) match(key string) (id string, ok bool) {
 	d := sha256.Sum256([]byte(key))
-	ok := 0
+	found := -1
 	for i := range k.digests {
-		ok |= subtle.ConstantTimeCompare(d[:], k.digests[i][:])
+		if subtle.ConstantTimeCompare(d[:], k.digests[i][:]) == 1 {
+			found = i
+		}
 	}
-	return ok == 1
+	if found < 0 {
+		return "", false
+	}
+	return k.ids[found], true
 }
 
 // Credential kinds.
@@ -59,19 +68,20 @@ type Credential struct {
 	// sessions it may use (nil: any).
 	Subject  string
 	Sessions []string
-	// KeyID names an API key without holding it (a digest prefix): what
-	// per-credential quotas count against.
+	// KeyID names an API key without holding it ("key:" and a digest
+	// prefix): what the rate limit and per-credential quotas count against.
 	KeyID string
 }
 
-// rateKey names the credential for the rate limiter without holding the
-// secret itself.
-func (c Credential) rateKey(r *http.Request, presented string) string {
+// rateKey names the credential for the rate limiter and the connection
+// caps without holding the secret itself: the key's digest identify took
+// once (KeyID), a token's subject, or the client's address.
+func (c Credential) rateKey(r *http.Request) string {
 	switch c.Kind {
 	case credToken:
 		return "token:" + c.Subject
 	case credAPIKey, credCluster:
-		return "key:" + apiKeyID(presented)
+		return c.KeyID
 	}
 	host := r.RemoteAddr
 	if i := strings.LastIndexByte(host, ':'); i > 0 {
@@ -80,11 +90,11 @@ func (c Credential) rateKey(r *http.Request, presented string) string {
 	return "addr:" + host
 }
 
-// apiKeyID is a short digest of an API key: it names the key without
-// revealing it.
+// apiKeyID names an API key without revealing it: "key:" and a short
+// digest.
 func apiKeyID(key string) string {
 	d := sha256.Sum256([]byte(key))
-	return hex.EncodeToString(d[:8])
+	return "key:" + hex.EncodeToString(d[:8])
 }
 
 var errForbidden = func(field, detail string) *Error {
@@ -268,7 +278,7 @@ func (a *authenticator) rateLimited(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		key := credentialFrom(r.Context()).rateKey(r, presented(r))
+		key := credentialFrom(r.Context()).rateKey(r)
 		if wait, ok := a.limit.allow(key); !ok {
 			writeError(w, errRateLimited(wait, "too many requests for this credential; retry after the time in Retry-After"))
 			return
@@ -278,17 +288,22 @@ func (a *authenticator) rateLimited(next http.Handler) http.Handler {
 }
 
 func (a *authenticator) identify(presented string) (Credential, *Error) {
-	switch {
-	case presented == "":
+	if presented == "" {
 		return Credential{}, newError(http.StatusUnauthorized, "unauthorized", "",
 			"send a credential: Authorization: Bearer <api key or participant token>")
-	case a.cluster != nil && a.cluster.valid(presented): // first: the fallback cluster key is also an API key
-		// KeyID too: with the fallback, an app's first API key is this
-		// credential, and its quotas count against that key.
-		return Credential{Kind: credCluster, KeyID: apiKeyID(presented)}, nil
-	case a.keys.valid(presented):
-		return Credential{Kind: credAPIKey, KeyID: apiKeyID(presented)}, nil
-	case a.tokens != nil && strings.Count(presented, ".") == 2:
+	}
+	// The cluster key first: the fallback cluster key is also an API key.
+	// KeyID for both: with the fallback, an app's first API key is the
+	// cluster credential, and its quotas count against that key.
+	if a.cluster != nil {
+		if id, ok := a.cluster.match(presented); ok {
+			return Credential{Kind: credCluster, KeyID: id}, nil
+		}
+	}
+	if id, ok := a.keys.match(presented); ok {
+		return Credential{Kind: credAPIKey, KeyID: id}, nil
+	}
+	if a.tokens != nil && strings.Count(presented, ".") == 2 {
 		cred, err := a.tokens.verify(presented)
 		if errors.Is(err, errTokenExpired) {
 			return Credential{}, newError(http.StatusUnauthorized, "token_expired", "", "the participant token has expired or is not valid yet")

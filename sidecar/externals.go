@@ -289,7 +289,7 @@ func (g *Gateway) addExternal(id, typ, url, session, owner string) error {
 func (c Credential) externalOwner() string {
 	switch c.Kind {
 	case credAPIKey, credCluster: // the cluster key may be the first API key (no gossip key)
-		return "key:" + c.KeyID
+		return c.KeyID
 	case credToken:
 		return "token:" + c.Subject
 	}
