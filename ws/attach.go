@@ -32,15 +32,17 @@ func (h *Hub) Attach(w http.ResponseWriter, r *http.Request, req AttachRequest, 
 		h.unadmit(req)
 		return ErrParticipantMoved
 	}
+	c := &conn{writer: writer{cfg: &h.cfg, batch: req.Batch, held: true},
+		hub: h, who: req.Identity, credKey: req.CredentialKey}
 	hj := &hijackRecorder{ResponseWriter: w}
-	ws, err := websocket.Accept(hj, r, opts)
+	ws, err := websocket.Accept(hj, r, c.listening(opts))
 	if err != nil {
 		h.unadmit(req)
 		return err // Accept has answered the client
 	}
 	ws.SetReadLimit(h.cfg.MaxFrameBytes)
-	c := &conn{writer: writer{ws: ws, raw: hj.conn, cfg: &h.cfg, batch: req.Batch, held: true},
-		hub: h, who: req.Identity, credKey: req.CredentialKey}
+	c.ws, c.raw = ws, hj.conn
+	c.heard() // the upgrade: the keepalive's first ping is due an interval from now
 	c.start(req)
 
 	h.connMu.Lock()

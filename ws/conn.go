@@ -14,13 +14,15 @@ type Identity struct {
 }
 
 // conn is one WebSocket connection of a participant: a reader (reader.go)
-// that turns client frames into actions, and a writer (writer.go) that
-// sends what is queued for it. Attach (attach.go) starts it.
+// that turns client frames into actions, a writer (writer.go) that sends
+// what is queued for it, and what the keepalive knows of it
+// (keepalive.go). Attach (attach.go) starts it.
 //
 // A connection has one reader goroutine for its whole life and a writer
 // goroutine only while it has something to write.
 type conn struct {
-	writer // the sending side; its p is the connection's participant
+	writer    // the sending side; its p is the connection's participant
+	keepalive // when the client was last heard from, and pinged
 
 	hub *Hub
 	who Identity

@@ -23,6 +23,8 @@
 //   - writer.go, writebatch.go: the writer, the sending side of one
 //     connection: its queue of control frames, the close code it ends
 //     with, and the write loop that collects what is ready into one write.
+//   - keepalive.go: pings for quiet connections, and dropping those whose
+//     client vanished without closing (their slots come back).
 //   - wire.go: WebSocket framing of data frames and the hijacked socket
 //     they are written to.
 //   - mailbox.go, dedupe.go, budget.go: a participant's events, the keys
@@ -40,5 +42,7 @@
 // when the client asked for batch=1). A connection whose unsent backlog
 // passes WriteQueueBytes is closed with 4000 and resumes from the mailbox.
 // The Hub's sweeper expires mailboxes, forgets participants whose offline
-// window ended, and cuts writes that passed their deadline.
+// window ended, cuts writes that passed their deadline, and pings quiet
+// connections (the ping goes out through the writer; the reader hears the
+// pong), dropping those that do not answer.
 package ws

@@ -415,6 +415,7 @@ func (h *Hub) sweepLoop() {
 			now := h.cfg.Now()
 			h.sweep(now)
 			h.cutStuckWrites(now)
+			h.keepConnectionsAlive()
 		}
 	}
 }

@@ -39,6 +39,7 @@ func (c *conn) readLoop() {
 			}
 			return
 		}
+		c.heard()
 		c.handle(ctx, data)
 	}
 }

@@ -8,10 +8,18 @@ import (
 
 // batch is what one pass of the write loop takes from the participant.
 type batch struct {
+	ping   bool // a ping frame goes first
 	ctrl   [][]byte
 	events []entry
 	close  websocket.StatusCode // close once this batch is written (0: no)
 }
+
+// empty reports whether b has nothing to write.
+func (b *batch) empty() bool { return !b.ping && len(b.ctrl) == 0 && len(b.events) == 0 }
+
+// pingFrame is a ping with no payload (RFC 6455, section 5.5.2): final,
+// opcode 9, unmasked, length 0.
+var pingFrame = []byte{0x80 | 0x9, 0}
 
 // batches pools the batch a writer collects into: writers come and go with
 // the work, and their slices would otherwise be allocated at every start.
@@ -29,7 +37,7 @@ func (b *batch) release() {
 func (b *batch) reset() {
 	clear(b.ctrl[:cap(b.ctrl)])
 	clear(b.events[:cap(b.events)])
-	b.ctrl, b.events, b.close = b.ctrl[:0], b.events[:0], 0
+	b.ctrl, b.events, b.close, b.ping = b.ctrl[:0], b.events[:0], 0, false
 }
 
 // collect moves what is ready for w into b, advancing w's cursor. When
@@ -44,13 +52,14 @@ func (w *writer) collect(b *batch) {
 	w.ctrl = w.ctrl[:0]
 	b.events = b.events[:0]
 	b.close = 0
+	b.ping, w.pingDue = w.pingDue, false
 	switch {
 	case w.stopped:
-		b.ctrl = b.ctrl[:0]
+		b.ctrl, b.ping = b.ctrl[:0], false
 		w.writerRunning = false
 		return
 	case w.closeCode == closeSlowConsumer:
-		b.ctrl = b.ctrl[:0] // nothing more for a connection that cannot keep up
+		b.ctrl, b.ping = b.ctrl[:0], false // nothing more for a connection that cannot keep up
 		b.close = w.closeCode
 		w.stopped = true
 		return
@@ -64,7 +73,7 @@ func (w *writer) collect(b *batch) {
 		w.next = b.events[n-1].seq + 1
 		w.sentCum = max(w.sentCum, b.events[n-1].cum)
 	}
-	if len(b.ctrl) == 0 && len(b.events) == 0 {
+	if b.empty() {
 		if b.close = w.closeCode; b.close != 0 {
 			w.stopped = true
 		} else {
@@ -73,12 +82,15 @@ func (w *writer) collect(b *batch) {
 	}
 }
 
-// write sends b in one write to the socket: one WebSocket message per frame,
-// or, when the client allows batching, newline-joined messages of at most
-// MaxBatchBytes.
+// write sends b in one write to the socket: its ping first, then one
+// WebSocket message per frame, or, when the client allows batching,
+// newline-joined messages of at most MaxBatchBytes.
 func (w *writer) write(b *batch, began int64) error {
 	bufp := writeBuffers.Get().(*[]byte)
 	buf := (*bufp)[:0]
+	if b.ping {
+		buf = append(buf, pingFrame...)
+	}
 	if w.batch {
 		buf = w.appendBatched(buf, b)
 	} else {

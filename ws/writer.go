@@ -25,7 +25,8 @@ const (
 // write buffer. Its API, for the hub and the connection's reader:
 //
 //   - release: the first write (the welcome) may go.
-//   - queueControl, notifyLocked (the mailbox grew), requestClose: more to write.
+//   - queueControl, notifyLocked (the mailbox grew), requestClose,
+//     requestPing: more to write.
 //   - stopWriter: the connection is over; no write starts again.
 //   - writingSince: when the write in progress began, for the hub's
 //     deadline sweeper.
@@ -54,6 +55,7 @@ type writer struct {
 	lastWrite     int64 // when the last write began (UnixNano): is the connection busy?
 	held          bool  // no writer yet: the welcome waits for BeforeWelcome
 	stopped       bool  // the reader ended or a close was written: no new writer
+	pingDue       bool  // the keepalive asked for a ping frame
 }
 
 // wakeUpLocked makes sure a writer will look at w's queue: it starts one
@@ -150,6 +152,17 @@ func (w *writer) queueControl(frame []byte) {
 	w.p.mu.Unlock()
 }
 
+// requestPing asks the writer to send a ping frame with its next write
+// (at once if it is idle). The ping goes out through the writer, not
+// coder/websocket's Ping, which would hold a goroutine per connection
+// until the pong; the pong is heard by the reader (keepalive.go).
+func (w *writer) requestPing() {
+	w.p.mu.Lock()
+	w.pingDue = true
+	w.wakeUpLocked()
+	w.p.mu.Unlock()
+}
+
 // writeLoop writes everything ready for w, then exits; wakeUpLocked starts
 // it again when more comes. It first waits wait (the coalescing window), so
 // that events arriving meanwhile leave in the same write.
@@ -166,7 +179,7 @@ func (w *writer) writeLoop(wait time.Duration) {
 			w.closeWith(b.close)
 			return
 		}
-		if len(b.ctrl) == 0 && len(b.events) == 0 {
+		if b.empty() {
 			return // collect marked the writer gone
 		}
 		began := w.cfg.Now().UnixNano()
@@ -176,6 +189,9 @@ func (w *writer) writeLoop(wait time.Duration) {
 			w.stopped, w.writerRunning = true, false
 			w.p.mu.Unlock()
 			return
+		}
+		if len(b.ctrl) == 0 && len(b.events) == 0 {
+			continue // only a ping: not a write the coalescing window counts
 		}
 		var last uint64
 		if n := len(b.events); n > 0 {
