@@ -81,6 +81,12 @@ type Config struct {
 	WriteQueueBytes int
 	// WriteTimeout: deadline of one WebSocket write. Default 10s.
 	WriteTimeout time.Duration
+	// PingInterval: how long a WebSocket connection may be quiet before
+	// the node pings it. Default 30s (ws.Config.PingInterval says why).
+	PingInterval time.Duration
+	// PingTimeout: how long a ping may go unanswered before the
+	// connection is dropped and its connection slots freed. Default 10s.
+	PingTimeout time.Duration
 	// CoalesceWindow: how long a woken connection writer waits so that
 	// events arriving meanwhile share one write. Default 0 (off).
 	CoalesceWindow time.Duration
@@ -265,6 +271,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 30 * time.Second
+	}
+	if c.PingTimeout <= 0 {
+		c.PingTimeout = 10 * time.Second
 	}
 	if c.MaxObservers <= 0 {
 		c.MaxObservers = 64

@@ -148,6 +148,8 @@ func New(cfg Config) (*Node, error) {
 		DedupeWindow:              cfg.DedupeWindow,
 		WriteQueueBytes:           cfg.WriteQueueBytes,
 		WriteTimeout:              cfg.WriteTimeout,
+		PingInterval:              cfg.PingInterval,
+		PingTimeout:               cfg.PingTimeout,
 		CoalesceWindow:            cfg.CoalesceWindow,
 		MaxBatchBytes:             cfg.MaxBatchBytes,
 		MaxFrameBytes:             cfg.MaxFrameBytes,

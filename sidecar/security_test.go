@@ -18,6 +18,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/switchyard-gw/switchyard/internal/rawws"
 )
 
 var testSecret = []byte("a-test-secret-of-enough-length-32b")
@@ -353,11 +355,41 @@ func TestConnectionsPerCredentialAreCapped(t *testing.T) {
 	assert.Equal(t, http.StatusServiceUnavailable, r.Status)
 }
 
+// TestSilentConnectionGivesItsSlotsBack: a client that completed the
+// upgrade and then went silent (a half-open connection: no pong, no frame)
+// is dropped once --ping-timeout passes after its ping, and its
+// participant's and credential's slots come back.
+func TestSilentConnectionGivesItsSlotsBack(t *testing.T) {
+	n := startNode(t, Config{APIKeys: []string{"admin-key"}, MaxConnectionsPerParticipant: 1,
+		MaxConnectionsPerCredential: 1, PingInterval: 50 * time.Millisecond, PingTimeout: 100 * time.Millisecond})
+	admin := http.Header{"Authorization": {"Bearer admin-key"}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	silent, err := rawws.Dial(ctx, &net.Dialer{}, "ws"+strings.TrimPrefix(n.URL(), "http")+wsPath+"?participant_id=alice", admin)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = silent.Close() }) // it never reads: the ping goes unanswered
+
+	require.Eventually(t, func() bool {
+		conn, resp, err := dial(n, "alice", nil, admin)
+		if err != nil { // (assert, not require: this runs in Eventually's goroutine)
+			if assert.NotNil(t, resp) {
+				assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode, "refused while the silent one holds the slot")
+			}
+			return false
+		}
+		t.Cleanup(func() { _ = conn.CloseNow() })
+		return true
+	}, 10*time.Second, 10*time.Millisecond, "the silent connection's slots never came back")
+	assert.Equal(t, float64(1), counterOf(t, n.metrics.Hub.PingTimeouts))
+}
+
 func TestConnectionCapDefaults(t *testing.T) {
 	cfg := Config{MaxConnections: 200}.withDefaults()
 	assert.Equal(t, 8, cfg.MaxConnectionsPerParticipant)
 	assert.Equal(t, 50, cfg.MaxConnectionsPerCredential, "a quarter of the node's connections")
 	assert.Equal(t, 1, Config{MaxConnections: 2}.withDefaults().MaxConnectionsPerCredential, "at least one")
+	assert.Equal(t, 30*time.Second, cfg.PingInterval)
+	assert.Equal(t, 10*time.Second, cfg.PingTimeout)
 }
 
 // results sends frames on c and returns the result frames answering those

@@ -235,7 +235,8 @@ func testSlowConsumer(t *testing.T, batch bool) {
 		// first few hundred events until the test reads it, and the write
 		// deadline would drop it without a close frame: that deadline is
 		// not what this test is about, and a loaded machine reaches 10 s.
-		WriteTimeout: time.Hour})
+		// So is the keepalive, which would drop the silent client too.
+		WriteTimeout: time.Hour, PingInterval: time.Hour})
 	fastQuery := sessionQuery("s1")
 	q := url.Values{"participant_id": {"slow"}, "session_id": {"s1"}}
 	if batch {

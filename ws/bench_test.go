@@ -27,11 +27,11 @@ func BenchmarkMailboxAppend(b *testing.B) {
 // of n ready events with their WebSocket headers, one message each or
 // newline-joined (batch=1). The socket write itself is left out.
 func BenchmarkWriteFrames(b *testing.B) {
-	h := &Hub{cfg: Config{}.withDefaults()}
+	cfg := Config{}.withDefaults()
 	for _, batched := range []bool{false, true} {
 		for _, n := range []int{1, 16, 256} {
 			b.Run("batch="+strconv.FormatBool(batched)+"/events="+strconv.Itoa(n), func(b *testing.B) {
-				c := &conn{hub: h, batch: batched}
+				w := &writer{cfg: &cfg, batch: batched}
 				bt := &batch{}
 				ev := sizedEvent(1, 100, time.Now())
 				for i := range n {
@@ -41,7 +41,7 @@ func BenchmarkWriteFrames(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
 					if batched {
-						buf = c.appendBatched(buf[:0], bt)
+						buf = w.appendBatched(buf[:0], bt)
 					} else {
 						buf = buf[:0]
 						for _, e := range bt.events {

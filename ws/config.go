@@ -44,6 +44,17 @@ type Config struct {
 	// cannot take a write within it is dropped (checked every SweepInterval).
 	// Default 10s.
 	WriteTimeout time.Duration
+	// PingInterval is how long a connection may be quiet (no frame from
+	// its client) before the node pings it (--ping-interval). Default 30s:
+	// under the 60s idle timeout of common load balancers and proxies, so
+	// the pings also keep an idle connection through them open.
+	PingInterval time.Duration
+	// PingTimeout is how long a ping may go unanswered (no pong nor any
+	// other frame) before the connection is dropped as gone, freeing its
+	// connection slots (--ping-timeout). Checked every SweepInterval.
+	// Default 10s, as WriteTimeout: a client is given as long to answer
+	// as it is to take a write.
+	PingTimeout time.Duration
 	// MaxFrameBytes is the largest client frame read; a larger one closes the
 	// connection with 1009. Default 1 MiB + 64 KiB (room for a submit frame
 	// carrying a maximal event).
@@ -127,6 +138,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = 30 * time.Second
+	}
+	if c.PingTimeout <= 0 {
+		c.PingTimeout = 10 * time.Second
 	}
 	if c.MaxFrameBytes <= 0 {
 		c.MaxFrameBytes = 1<<20 + 64<<10

@@ -36,7 +36,8 @@ func FuzzClientFrame(f *testing.F) {
 	f.Cleanup(func() { _ = h.Shutdown(context.Background()) })
 	p, _ := h.getOrCreate("fuzzer", "ai")
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c := &conn{hub: h, p: p, who: Identity{ParticipantID: "fuzzer", ParticipantType: "ai"}, held: true} // held: no writer, frames stay queued
+		c := &conn{hub: h, who: Identity{ParticipantID: "fuzzer", ParticipantType: "ai"},
+			writer: writer{p: p, cfg: &h.cfg, held: true}} // held: no writer, frames stay queued
 		c.handle(context.Background(), data)
 		for _, frame := range c.ctrl {
 			var v map[string]any

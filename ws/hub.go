@@ -273,7 +273,7 @@ func (h *Hub) deliverLocked(p *Participant, ev *Event) Delivery {
 	_, evicted := p.box.append(ev)
 	h.cfg.Metrics.MailboxEvents.Add(float64(1 - evicted - expired))
 	for _, c := range p.conns {
-		c.notifyLocked(h)
+		c.notifyLocked()
 	}
 	if len(p.conns) == 0 {
 		return Queued
@@ -415,6 +415,7 @@ func (h *Hub) sweepLoop() {
 			now := h.cfg.Now()
 			h.sweep(now)
 			h.cutStuckWrites(now)
+			h.keepConnectionsAlive()
 		}
 	}
 }

@@ -10,6 +10,7 @@ type Metrics struct {
 	MailboxEvents prometheus.Gauge
 	Deliveries    prometheus.Counter
 	SlowConsumers prometheus.Counter
+	PingTimeouts  prometheus.Counter
 	// MailboxBytes reads the hub's count of bytes held in mailboxes; the
 	// count lives here so that the gauge needs no lock and no update per
 	// delivery. One Metrics serves one Hub.
@@ -33,6 +34,9 @@ func NewMetrics() *Metrics {
 			Name: "switchyard_ws_frames_delivered_total", Help: "Event frames written to WebSocket connections."}),
 		SlowConsumers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "switchyard_slow_consumers_total", Help: "Connections closed with 4000 because they fell behind."}),
+		PingTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "switchyard_ws_ping_timeouts_total",
+			Help: "Connections closed because they did not answer a ping within --ping-timeout (a client gone without closing)."}),
 		MailboxBytesLimit: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "switchyard_mailbox_bytes_limit", Help: "The budget of bytes all mailboxes on this node may hold (--max-mailbox-bytes)."}),
 		BudgetRefusals: prometheus.NewCounter(prometheus.CounterOpts{
@@ -49,5 +53,5 @@ func NewMetrics() *Metrics {
 // Collectors lists the collectors for registration.
 func (m *Metrics) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.Connections, m.Participants, m.MailboxEvents, m.Deliveries, m.SlowConsumers,
-		m.MailboxBytes, m.MailboxBytesLimit, m.BudgetRefusals}
+		m.PingTimeouts, m.MailboxBytes, m.MailboxBytesLimit, m.BudgetRefusals}
 }

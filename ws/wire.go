@@ -15,10 +15,11 @@ import (
 // directly: every frame ready for a connection — one WebSocket message each,
 // or newline-joined into few with batch=1 — goes out in a single write
 // system call, built in a pooled buffer that an idle connection does not
-// hold. coder/websocket still does the handshake, reads, and the control
-// frames (pong, close); each of its frames fits its small buffer, so it too
-// reaches the socket in one write. guardedConn's lock orders the two
-// writers, so frames stay whole, and no data follows a close frame.
+// hold; so do the keepalive's pings (keepalive.go). coder/websocket still
+// does the handshake, reads, and the other control frames (pong, close);
+// each of its frames fits its small buffer, so it too reaches the socket in
+// one write. guardedConn's lock orders the two writers, so frames stay
+// whole, and no data follows a close frame.
 //
 // Two things here rely on coder/websocket v1.8.15's internals, and the
 // tests in wire_test.go fail if they change: it writes each control frame

@@ -257,7 +257,7 @@ func goroutinesWith(prefix string) int {
 }
 
 const (
-	writeLoopFunc  = "github.com/switchyard-gw/switchyard/ws.(*conn).writeLoop"
+	writeLoopFunc  = "github.com/switchyard-gw/switchyard/ws.(*writer).writeLoop"
 	connServeFunc  = "github.com/switchyard-gw/switchyard/ws.(*conn).serve"
 	httpServerFunc = "net/http.(*conn).serve"
 )

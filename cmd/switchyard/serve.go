@@ -33,6 +33,7 @@ type serveFlags struct {
 	maxHandoffBytes                 int64
 	maxMailboxBytes                 int64
 	drainTimeout, writeTimeout      time.Duration
+	pingInterval, pingTimeout       time.Duration
 	coalesceWindow                  time.Duration
 	maxBatchBytes                   int
 	readHeaderTimeout, idleTimeout  time.Duration
@@ -93,6 +94,8 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.BoolVar(&f.ui, "ui", false, "serve the web console at /ui (its data calls need an API key)")
 	fs.IntVar(&f.writeQueueBytes, "write-queue-bytes", 4<<20, "unsent bytes a connection may fall behind before close 4000")
 	fs.DurationVar(&f.writeTimeout, "write-timeout", 10*time.Second, "deadline of one WebSocket write")
+	fs.DurationVar(&f.pingInterval, "ping-interval", 30*time.Second, "how long a WebSocket connection may be quiet before the node pings it")
+	fs.DurationVar(&f.pingTimeout, "ping-timeout", 10*time.Second, "how long a ping may go unanswered before the connection is dropped (its slots freed)")
 	fs.DurationVar(&f.coalesceWindow, "coalesce-window", 0, "how long a woken WebSocket writer waits so that events arriving meanwhile share one write (0: write at once)")
 	fs.IntVar(&f.maxBatchBytes, "max-batch-bytes", 64<<10, "largest WebSocket message joining several frames for batch=1 clients, and the most one write to a connection carries")
 	fs.DurationVar(&f.drainTimeout, "drain-timeout", 10*time.Second, "how long a graceful shutdown may take")
@@ -237,6 +240,8 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 		DedupeWindow:                 f.dedupeWindow,
 		WriteQueueBytes:              f.writeQueueBytes,
 		WriteTimeout:                 f.writeTimeout,
+		PingInterval:                 f.pingInterval,
+		PingTimeout:                  f.pingTimeout,
 		CoalesceWindow:               f.coalesceWindow,
 		MaxBatchBytes:                f.maxBatchBytes,
 		MaxConnections:               f.maxConnections,
