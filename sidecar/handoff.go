@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/switchyard-gw/switchyard/internal/ident"
+	"github.com/switchyard-gw/switchyard/internal/tasks"
 	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/ws"
 )
@@ -145,16 +146,18 @@ type restoreRequest struct {
 // participant over again, a timer after --offline-ttl (when the
 // participant, offline here, would have been dropped anyway) or the node
 // stopping removes it.
-// A timer is no goroutine until it fires, and then a short one.
+// A timer is no goroutine until it fires, and then a short one, which the
+// node's tasks own (timers): Shutdown waits for an expiry in progress.
 type heldStates struct {
+	timers  *tasks.Group
 	mu      sync.Mutex
 	entries map[string]heldState
 }
 
 type heldState struct {
 	st     *ws.ParticipantState
-	to     string // the node it was released to
-	expiry *time.Timer
+	to     string      // the node it was released to
+	expiry *time.Timer // nil when the node was stopping: it drops st itself
 }
 
 // hold keeps st, released to node to, for ttl.
@@ -165,7 +168,10 @@ func (h *heldStates) hold(st *ws.ParticipantState, to string, ttl time.Duration)
 		h.entries = map[string]heldState{}
 	}
 	h.removeLocked(st.ID)
-	h.entries[st.ID] = heldState{st: st, to: to, expiry: time.AfterFunc(ttl, func() { h.expire(st) })}
+	// Refused (nil) once the node is stopping: its Shutdown clears every
+	// state held, timer or not.
+	expiry, _ := h.timers.AfterFunc(ttl, func(context.Context) { h.expire(st) })
+	h.entries[st.ID] = heldState{st: st, to: to, expiry: expiry}
 }
 
 // expire drops st unless another state of its participant replaced it.
@@ -201,7 +207,9 @@ func (h *heldStates) take(id, to string) *ws.ParticipantState {
 
 func (h *heldStates) removeLocked(id string) {
 	if e, ok := h.entries[id]; ok {
-		e.expiry.Stop()
+		if e.expiry != nil {
+			e.expiry.Stop()
+		}
 		delete(h.entries, id)
 	}
 }
