@@ -155,7 +155,7 @@ type heldStates struct {
 	entries map[string]heldState
 
 	// releasing makes a release's export and hold one step per
-	// participant (Gateway.releaseHere).
+	// participant (Gateway.releaseHere), which a restore waits for.
 	releasing keyedMutex
 	// exported, when set (tests), is called between a release's export
 	// and its hold.
@@ -577,8 +577,14 @@ func (n *Node) handleRestore(w http.ResponseWriter, r *http.Request) error {
 	if req.From == "" {
 		return fieldError(codeMissingField, "from", "from names the node that gives the participant back")
 	}
+	// Under the release lock: a give-back that overtakes the release it
+	// follows (cut on its way, still running here) waits for its hold,
+	// instead of finding nothing to restore into.
+	unlock := n.gw.held.releasing.lock(req.ParticipantID)
 	st := n.gw.held.take(req.ParticipantID, req.From)
-	if !n.hub.Restore(req.ParticipantID, st, req.Events) {
+	restored := n.hub.Restore(req.ParticipantID, st, req.Events)
+	unlock()
+	if !restored {
 		return newError(http.StatusNotFound, "participant_not_found", "", "this node holds nothing of the participant")
 	}
 	n.gw.moved.forget(req.ParticipantID)
