@@ -155,7 +155,9 @@ type heldStates struct {
 	entries map[string]heldState
 
 	// releasing makes a release's export and hold one step per
-	// participant (Gateway.releaseHere), which a restore waits for.
+	// participant (Gateway.releaseHere), which a restore waits for. Lock
+	// order: releasing, then movedTo's and the hub's locks, then mu, then
+	// the timers' group.
 	releasing keyedMutex
 	// exported, when set (tests), is called between a release's export
 	// and its hold.
