@@ -45,11 +45,7 @@ func (n *Node) serve(fn handlerFunc) http.HandlerFunc {
 		if err == nil {
 			return
 		}
-		var known *Error
-		if !errors.As(err, &known) {
-			n.log.Error("a request failed unexpectedly", append(traceAttrs(r.Context(), ""),
-				"method", r.Method, "path", r.URL.Path, "err", err)...)
-		}
+		logIfUnexpected(r.Context(), n.log, err, "method", r.Method, "path", r.URL.Path)
 		writeError(w, err)
 	}
 }

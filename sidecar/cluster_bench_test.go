@@ -126,7 +126,7 @@ func releaseCrashed(n *Node) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = n.hub.Shutdown(ctx)
-	<-n.serveDone
+	_ = n.tasks.Close(ctx) // the serve loop (the crash closed the server) and the sweeper
 	n.peers.close()
 }
 

@@ -1,9 +1,11 @@
 package sidecar
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 )
@@ -83,6 +85,17 @@ func asError(err error) *Error {
 		return e
 	}
 	return newError(http.StatusInternalServerError, "internal", "", "the node failed to handle the request; it has been logged")
+}
+
+// logIfUnexpected logs err with its cause, and attrs, when it is not an
+// *Error: a failure nobody expected, which the client gets as a 500
+// "internal" that says it has been logged (asError).
+func logIfUnexpected(ctx context.Context, log *slog.Logger, err error, attrs ...any) {
+	var known *Error
+	if errors.As(err, &known) {
+		return
+	}
+	log.Error("a request failed unexpectedly", append(append(traceAttrs(ctx, ""), attrs...), "err", err)...)
 }
 
 // writeError writes err as the JSON error body with its status.

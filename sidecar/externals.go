@@ -1,6 +1,7 @@
 package sidecar
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"path"
@@ -232,18 +233,19 @@ func sweepInterval(ttl time.Duration) time.Duration {
 	return min(max(ttl/10, 10*time.Millisecond), time.Minute)
 }
 
-// sweepExternals drops idle external participants until stop is closed.
-// The node owns it: Shutdown closes stop and waits for it.
-func (g *Gateway) sweepExternals(stop <-chan struct{}, done chan<- struct{}) {
-	defer close(done)
+// sweepExternals drops idle external participants until ctx ends. The
+// node's tasks own it: Shutdown cancels ctx first and waits for it.
+func (g *Gateway) sweepExternals(ctx context.Context) {
 	t := time.NewTicker(sweepInterval(g.externals.limits.ttl))
 	defer t.Stop()
 	for {
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
-			g.expireExternals(g.now())
+			if ctx.Err() == nil { // both ready: stopping wins
+				g.expireExternals(g.now())
+			}
 		}
 	}
 }

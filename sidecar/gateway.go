@@ -363,7 +363,7 @@ func (g *Gateway) wsSubmit(ctx context.Context, who ws.Identity, raw json.RawMes
 	res, err := g.submitJSON(ctx, raw, credOf(who), &who)
 	g.metrics.recordSubmit(err)
 	if err != nil {
-		return replyError(err)
+		return g.replyError(ctx, who, "submit", err)
 	}
 	return ws.Reply{Status: http.StatusOK, Body: res.appendJSON(make([]byte, 0, 160))}
 }
@@ -392,30 +392,30 @@ func (b wsBackend) allowFrame(who ws.Identity) *Error {
 
 func (b wsBackend) Submit(ctx context.Context, who ws.Identity, raw json.RawMessage) ws.Reply {
 	if err := b.allowFrame(who); err != nil {
-		return replyError(err)
+		return b.g.replyError(ctx, who, "submit", err)
 	}
 	return b.g.wsSubmit(ctx, who, raw)
 }
 
 func (b wsBackend) Join(ctx context.Context, who ws.Identity, session string) ws.Reply {
 	if err := b.allowFrame(who); err != nil {
-		return replyError(err)
+		return b.g.replyError(ctx, who, "join", err)
 	}
 	if err := credOf(who).useSession(session); err != nil {
-		return replyError(err)
+		return b.g.replyError(ctx, who, "join", err)
 	}
 	if err := b.g.join(who.ParticipantID, who.ParticipantType, session); err != nil {
-		return replyError(err)
+		return b.g.replyError(ctx, who, "join", err)
 	}
 	return replyOK(sessionChange{Status: "ok", SessionID: session})
 }
 
 func (b wsBackend) Leave(ctx context.Context, who ws.Identity, session string) ws.Reply {
 	if err := b.allowFrame(who); err != nil {
-		return replyError(err)
+		return b.g.replyError(ctx, who, "leave", err)
 	}
 	if err := b.g.leave(who.ParticipantID, session); err != nil {
-		return replyError(err)
+		return b.g.replyError(ctx, who, "leave", err)
 	}
 	return replyOK(sessionChange{Status: "ok", SessionID: session})
 }
@@ -438,7 +438,11 @@ func replyOK(v any) ws.Reply {
 	return ws.Reply{Status: http.StatusOK, Body: b}
 }
 
-func replyError(err error) ws.Reply {
+// replyError answers a client frame's failure as its REST twin would
+// (Node.serve): an error that is not an *Error is a defect, answered as a
+// 500 that says it has been logged, and logged here with its cause.
+func (g *Gateway) replyError(ctx context.Context, who ws.Identity, frame string, err error) ws.Reply {
+	logIfUnexpected(ctx, g.log, err, "frame", frame, "participant", who.ParticipantID)
 	e := asError(err)
 	return ws.Reply{Status: e.Status, Body: errorBody(e), Code: e.Code, Detail: e.Detail}
 }

@@ -11,9 +11,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchyard-gw/switchyard/internal/ident"
+	"github.com/switchyard-gw/switchyard/internal/tasks"
 	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/ws"
 )
@@ -145,16 +147,27 @@ type restoreRequest struct {
 // participant over again, a timer after --offline-ttl (when the
 // participant, offline here, would have been dropped anyway) or the node
 // stopping removes it.
-// A timer is no goroutine until it fires, and then a short one.
+// A timer is no goroutine until it fires, and then a short one, which the
+// node's tasks own (timers): Shutdown waits for an expiry in progress.
 type heldStates struct {
+	timers  *tasks.Group
 	mu      sync.Mutex
 	entries map[string]heldState
+
+	// releasing makes a release's export and hold one step per
+	// participant (Gateway.releaseHere), which a restore waits for. Lock
+	// order: releasing, then movedTo's and the hub's locks, then mu, then
+	// the timers' group.
+	releasing keyedMutex
+	// exported, when set (tests), is called between a release's export
+	// and its hold.
+	exported atomic.Pointer[func(id string)]
 }
 
 type heldState struct {
 	st     *ws.ParticipantState
-	to     string // the node it was released to
-	expiry *time.Timer
+	to     string      // the node it was released to
+	expiry *time.Timer // nil when the node was stopping: it drops st itself
 }
 
 // hold keeps st, released to node to, for ttl.
@@ -165,7 +178,10 @@ func (h *heldStates) hold(st *ws.ParticipantState, to string, ttl time.Duration)
 		h.entries = map[string]heldState{}
 	}
 	h.removeLocked(st.ID)
-	h.entries[st.ID] = heldState{st: st, to: to, expiry: time.AfterFunc(ttl, func() { h.expire(st) })}
+	// Refused (nil) once the node is stopping: its Shutdown clears every
+	// state held, timer or not.
+	expiry, _ := h.timers.AfterFunc(ttl, func(context.Context) { h.expire(st) })
+	h.entries[st.ID] = heldState{st: st, to: to, expiry: expiry}
 }
 
 // expire drops st unless another state of its participant replaced it.
@@ -201,7 +217,9 @@ func (h *heldStates) take(id, to string) *ws.ParticipantState {
 
 func (h *heldStates) removeLocked(id string) {
 	if e, ok := h.entries[id]; ok {
-		e.expiry.Stop()
+		if e.expiry != nil {
+			e.expiry.Stop()
+		}
 		delete(h.entries, id)
 	}
 }
@@ -493,36 +511,54 @@ func (n *Node) handleRelease(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	now := n.gw.now()
 	if ref.Confirm {
 		n.gw.held.take(ref.ParticipantID, ref.From)
 		writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
 		return nil
 	}
+	st, err := n.gw.releaseHere(ref)
+	if err != nil {
+		return err
+	}
+	n.log.Debug("released a participant", "participant", ref.ParticipantID, "to", ref.From, "events", len(st.Events))
+	return respond(w, st)
+}
+
+// releaseHere exports participant ref.ParticipantID for node ref.From and
+// holds the state until that node confirms; or it answers the state held
+// for that node already. Export and hold are one step per participant: a
+// retried release arriving between them would find the participant gone
+// and nothing held, answer 404, and the asking node would start it afresh
+// (losing its mailbox). No network I/O happens under the lock.
+func (g *Gateway) releaseHere(ref participantRef) (*ws.ParticipantState, error) {
+	unlock := g.held.releasing.lock(ref.ParticipantID)
+	defer unlock()
 	// Noted before the export: a delivery that finds the participant gone
 	// an instant later must already know where it went.
-	n.gw.moved.note(ref.ParticipantID, ref.From, now)
-	st, res := n.hub.Export(ref.ParticipantID)
+	g.moved.note(ref.ParticipantID, ref.From, g.now())
+	st, res := g.hub.Export(ref.ParticipantID)
 	if res == ws.NotHere || res == ws.BeingMoved {
 		// Not live here: the answer to an earlier release was lost on its
 		// way, and the same state is answered again. A participant live
 		// here (back since that release) is newer than any copy: it is
 		// exported, or refused while attached.
-		if held := n.gw.held.get(ref.ParticipantID, ref.From); held != nil {
-			return respond(w, held)
+		if held := g.held.get(ref.ParticipantID, ref.From); held != nil {
+			return held, nil
 		}
 	}
 	switch res {
 	case ws.NotHere:
-		return newError(http.StatusNotFound, "participant_not_found", "", "the participant is not on this node")
+		return nil, newError(http.StatusNotFound, "participant_not_found", "", "the participant is not on this node")
 	case ws.Attached:
-		return newError(http.StatusConflict, "participant_attached", "", "the participant is attached here; it is not moved")
+		return nil, newError(http.StatusConflict, "participant_attached", "", "the participant is attached here; it is not moved")
 	case ws.BeingMoved: // a 503 is retried by the asking peer, with backoff
-		return newError(http.StatusServiceUnavailable, "participant_moving", "", "this node is taking the participant over; ask again")
+		return nil, newError(http.StatusServiceUnavailable, "participant_moving", "", "this node is taking the participant over; ask again")
 	}
-	n.gw.held.hold(&st, ref.From, n.gw.holdFor)
-	n.log.Debug("released a participant", "participant", ref.ParticipantID, "to", ref.From, "events", len(st.Events))
-	return respond(w, st)
+	if hook := g.held.exported.Load(); hook != nil {
+		(*hook)(ref.ParticipantID)
+	}
+	g.held.hold(&st, ref.From, g.holdFor)
+	return &st, nil
 }
 
 // handleRestore takes back a participant whose transfer to the asking peer
@@ -543,8 +579,14 @@ func (n *Node) handleRestore(w http.ResponseWriter, r *http.Request) error {
 	if req.From == "" {
 		return fieldError(codeMissingField, "from", "from names the node that gives the participant back")
 	}
+	// Under the release lock: a give-back that overtakes the release it
+	// follows (cut on its way, still running here) waits for its hold,
+	// instead of finding nothing to restore into.
+	unlock := n.gw.held.releasing.lock(req.ParticipantID)
 	st := n.gw.held.take(req.ParticipantID, req.From)
-	if !n.hub.Restore(req.ParticipantID, st, req.Events) {
+	restored := n.hub.Restore(req.ParticipantID, st, req.Events)
+	unlock()
+	if !restored {
 		return newError(http.StatusNotFound, "participant_not_found", "", "this node holds nothing of the participant")
 	}
 	n.gw.moved.forget(req.ParticipantID)

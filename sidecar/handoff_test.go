@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/switchyard-gw/switchyard/internal/tasks"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
@@ -384,7 +385,8 @@ func TestAHeldCopyIsDroppedWhenTheParticipantComesBack(t *testing.T) {
 // TestHeldStatesExpire: a held state is dropped when its time is up, and
 // the expiry of a replaced one does not drop its replacement.
 func TestHeldStatesExpire(t *testing.T) {
-	var h heldStates
+	h := heldStates{timers: tasks.New()}
+	defer func() { require.NoError(t, h.timers.Close(context.Background())) }()
 	h.hold(&ws.ParticipantState{ID: "bob"}, "node-2", time.Millisecond)
 	require.Eventually(t, func() bool { return h.count() == 0 }, 10*time.Second, time.Millisecond)
 

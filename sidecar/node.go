@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/internal/tasks"
 	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/ws"
 )
@@ -37,16 +38,17 @@ type Node struct {
 	gw        *Gateway
 	watchers  *observers // observe=1 attaches
 
-	ln        net.Listener
-	srv       *http.Server
-	url       string
-	serveDone chan struct{}
-	started   atomic.Bool
-	draining  atomic.Bool
+	ln       net.Listener
+	srv      *http.Server
+	url      string
+	started  atomic.Bool
+	draining atomic.Bool
 
-	// sweepStop and sweepDone stop and await the sweeper of idle external
-	// participants that Start runs.
-	sweepStop, sweepDone chan struct{}
+	// tasks owns every goroutine of the node that outlives the request or
+	// call that started it: the serve loop, the externals' sweeper, a held
+	// hand-off state's expiry. Shutdown stops it first (nothing new
+	// starts) and closes it last.
+	tasks *tasks.Group
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -70,12 +72,12 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	n := &Node{
-		cfg:       cfg,
-		log:       cfg.Logger.With("node", cfg.NodeName),
-		metrics:   newMetrics(cfg.Version),
-		ln:        ln,
-		url:       cfg.AdvertiseURL,
-		serveDone: make(chan struct{}),
+		cfg:     cfg,
+		log:     cfg.Logger.With("node", cfg.NodeName),
+		metrics: newMetrics(cfg.Version),
+		ln:      ln,
+		url:     cfg.AdvertiseURL,
+		tasks:   tasks.New(),
 	}
 	if n.url == "" {
 		scheme := "http://"
@@ -134,6 +136,7 @@ func New(cfg Config) (*Node, error) {
 		allowGateways:  cfg.AllowGateways,
 		forwardTimeout: cfg.ForwardTimeout,
 		externals:      newExternals(externalLimitsOf(cfg), n.cluster),
+		held:           heldStates{timers: n.tasks},
 		watchers:       n.watchers,
 		metrics:        n.metrics,
 		log:            n.log,
@@ -166,7 +169,6 @@ func New(cfg Config) (*Node, error) {
 	})
 	n.gw.hub = n.hub
 	n.metrics.watchExternals(n.gw.externals.count)
-	n.sweepStop, n.sweepDone = make(chan struct{}), make(chan struct{})
 	n.gw.holdFor = n.hub.Settings().OfflineTTL
 	n.gw.stateLimit = cfg.MaxHandoffBytes
 	n.newConns = map[net.Conn]struct{}{}
@@ -244,26 +246,32 @@ func (n *Node) GossipAddr() string {
 // Gateway is the node's core, for callers that submit without HTTP.
 func (n *Node) Gateway() *Gateway { return n.gw }
 
-// Start serves the listener in a goroutine owned by the node until Shutdown.
+// Start serves the listener, and sweeps idle external participants, in
+// goroutines the node owns until Shutdown. After Shutdown it does nothing.
 func (n *Node) Start() {
 	if !n.started.CompareAndSwap(false, true) {
 		return
 	}
-	go func() {
-		defer close(n.serveDone)
-		var err error
-		if n.srv.TLSConfig != nil {
-			err = n.srv.ServeTLS(n.ln, "", "") // the certificate was loaded by New
-		} else {
-			err = n.srv.Serve(n.ln)
-		}
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			n.log.Error("http server stopped", "err", err)
-		}
-	}()
-	go n.gw.sweepExternals(n.sweepStop, n.sweepDone)
+	if n.tasks.Go(n.serveHTTP) != nil {
+		_ = n.ln.Close() // Shutdown came first
+		return
+	}
+	_ = n.tasks.Go(n.gw.sweepExternals) // refused only when Shutdown began meanwhile: no sweep is wanted then
 	n.log.Info("serving", "url", n.url, "listen", n.ln.Addr().String(), "version", n.cfg.Version,
 		"auth", n.auth.enabled())
+}
+
+// serveHTTP serves the listener until Shutdown shuts the server down.
+func (n *Node) serveHTTP(context.Context) {
+	var err error
+	if n.srv.TLSConfig != nil {
+		err = n.srv.ServeTLS(n.ln, "", "") // the certificate was loaded by New
+	} else {
+		err = n.srv.Serve(n.ln)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		n.log.Error("http server stopped", "err", err)
+	}
 }
 
 // Run starts the node, serves until ctx ends, then shuts down gracefully
@@ -283,10 +291,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.shutdownOnce.Do(func() {
 		n.draining.Store(true)
 		n.gw.closed.Store(true)
-		close(n.sweepStop) // external participants stay as they are while the node drains
-		if n.started.Load() {
-			<-n.sweepDone
-		}
+		// Nothing new starts in the background; the externals' sweeper
+		// stops (external participants stay as they are while the node
+		// drains). The serve loop keeps serving until the server stops.
+		n.tasks.Stop()
 		n.log.Info("draining")
 		n.watchers.closeAll() // observers hold no state: 1001 at once
 		n.hub.Drain()         // 1001 to every client, spread over a quarter of the drain
@@ -310,11 +318,13 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if srvErr != nil {
 			_ = n.srv.Close()
 		}
-		if n.started.Load() {
-			<-n.serveDone
-		} else {
+		if !n.started.Load() {
 			_ = n.ln.Close()
 		}
+		// Every task ends soon after its context is cancelled, and the
+		// serve loop once the server is shut or closed (above): they are
+		// waited for in full, so that none outlives the node.
+		_ = n.tasks.Close(context.Background())
 		if n.gossip != nil {
 			_ = n.gossip.Shutdown()
 		}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/switchyard-gw/switchyard/ws"
 )
 
 // errLog keeps the message and the err attribute of every record logged.
@@ -62,11 +64,38 @@ func TestUnexpectedErrorsAreLoggedWithTheirCause(t *testing.T) {
 	n.serve(func(http.ResponseWriter, *http.Request) error { return errNoRecipient })(rec,
 		httptest.NewRequest(http.MethodGet, "/v1/gateway/anything", nil))
 	require.Equal(t, http.StatusNotFound, rec.Code)
-	failures := 0
-	for _, l := range logs.lines() {
-		if strings.HasPrefix(l, "a request failed unexpectedly") {
-			failures++
+	assert.Equal(t, 1, countPrefixed(logs.lines(), "a request failed unexpectedly"),
+		"an expected answer is not logged as a failure: %q", logs.lines())
+}
+
+// TestUnexpectedFrameErrorsAreLoggedWithTheirCause: a WebSocket frame
+// (submit, join, leave) that fails unexpectedly is answered like its REST
+// twin, a 500 that hides the cause and says it has been logged, and the
+// node logs it with its cause; an expected failure is not logged.
+func TestUnexpectedFrameErrorsAreLoggedWithTheirCause(t *testing.T) {
+	logs := &errLog{}
+	n := startNode(t, Config{Logger: slog.New(logs)})
+	bob := ws.Identity{ParticipantID: "bob", ParticipantType: "ai"}
+
+	reply := n.gw.replyError(t.Context(), bob, "join", errors.New("reading the disk: on fire"))
+	require.Equal(t, http.StatusInternalServerError, reply.Status)
+	assert.Equal(t, "internal", reply.Code)
+	assert.NotContains(t, string(reply.Body), "on fire", "the cause stays in the log")
+	assert.Contains(t, reply.Detail, "it has been logged")
+	assert.Contains(t, logs.lines(), "a request failed unexpectedly: reading the disk: on fire")
+
+	reply = n.gw.replyError(t.Context(), bob, "submit", errNoRecipient)
+	require.Equal(t, http.StatusNotFound, reply.Status)
+	assert.Equal(t, 1, countPrefixed(logs.lines(), "a request failed unexpectedly"),
+		"an expected answer is not logged as a failure: %q", logs.lines())
+}
+
+func countPrefixed(lines []string, prefix string) int {
+	n := 0
+	for _, l := range lines {
+		if strings.HasPrefix(l, prefix) {
+			n++
 		}
 	}
-	assert.Equal(t, 1, failures, "an expected answer is not logged as a failure: %q", logs.lines())
+	return n
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/internal/tasks"
 	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/sidecar"
 )
@@ -286,30 +287,31 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 }
 
 // signalContext is cancelled by the first SIGINT or SIGTERM; a second one
-// exits the process at once.
+// exits the process at once. Its stop function ends the watcher and waits
+// for it.
 func signalContext(logger *slog.Logger) (context.Context, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() {
+	watcher := tasks.New()
+	_ = watcher.Go(func(stopped context.Context) { // a new group refuses nothing
 		select {
 		case sig := <-sigs:
 			logger.Info("signal received, shutting down; send another to force", "signal", sig.String())
 			cancel()
-		case <-done:
+		case <-stopped.Done():
 			return
 		}
 		select {
 		case <-sigs:
 			logger.Warn("second signal, exiting now")
 			os.Exit(1)
-		case <-done:
+		case <-stopped.Done():
 		}
-	}()
+	})
 	return ctx, func() {
 		signal.Stop(sigs)
-		close(done)
+		_ = watcher.Close(context.Background()) // it returns at once
 		cancel()
 	}
 }
