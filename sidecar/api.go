@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,6 +43,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 // that says "it has been logged", and this is where it is, with its cause.
 func (n *Node) serve(fn handlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		defer n.recoverPanic(w, r)
 		err := fn(w, r)
 		if err == nil {
 			return
@@ -48,6 +51,24 @@ func (n *Node) serve(fn handlerFunc) http.HandlerFunc {
 		logIfUnexpected(r.Context(), n.log, err, "method", r.Method, "path", r.URL.Path)
 		writeError(w, err)
 	}
+}
+
+// recoverPanic turns a handler's panic into what an unexpected error gets:
+// a 500 "internal" for the client and an error log line with the cause and
+// the stack. Without it net/http would drop the connection with no answer
+// and log the panic only at debug level (srv.ErrorLog). http.ErrAbortHandler
+// is net/http's way to abort a response on purpose: it goes on up.
+func (n *Node) recoverPanic(w http.ResponseWriter, r *http.Request) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	if p == http.ErrAbortHandler {
+		panic(p)
+	}
+	logIfUnexpected(r.Context(), n.log, fmt.Errorf("panic: %v", p),
+		"method", r.Method, "path", r.URL.Path, "stack", string(debug.Stack()))
+	writeError(w, errors.New("the handler panicked")) // a 500 that hides the cause
 }
 
 func (n *Node) routes() http.Handler {

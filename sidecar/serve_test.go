@@ -68,6 +68,28 @@ func TestUnexpectedErrorsAreLoggedWithTheirCause(t *testing.T) {
 		"an expected answer is not logged as a failure: %q", logs.lines())
 }
 
+// TestAPanickingHandlerAnswers500AndIsLogged: a panic in a handler is
+// answered like an unexpected error (500 "internal", the cause hidden) and
+// logged with its cause, instead of a connection dropped without an answer.
+func TestAPanickingHandlerAnswers500AndIsLogged(t *testing.T) {
+	logs := &errLog{}
+	n := startNode(t, Config{Logger: slog.New(logs)})
+
+	rec := httptest.NewRecorder()
+	n.serve(func(http.ResponseWriter, *http.Request) error {
+		panic("index out of range: on fire")
+	})(rec, httptest.NewRequest(http.MethodGet, "/v1/gateway/anything", nil))
+	require.Equal(t, http.StatusInternalServerError, rec.Code)
+	assert.Contains(t, rec.Body.String(), `"internal"`)
+	assert.NotContains(t, rec.Body.String(), "on fire", "the cause stays in the log")
+	assert.Contains(t, logs.lines(), "a request failed unexpectedly: panic: index out of range: on fire")
+
+	assert.PanicsWithValue(t, http.ErrAbortHandler, func() {
+		n.serve(func(http.ResponseWriter, *http.Request) error { panic(http.ErrAbortHandler) })(
+			httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/v1/gateway/anything", nil))
+	}, "net/http's deliberate abort goes on up")
+}
+
 // TestUnexpectedFrameErrorsAreLoggedWithTheirCause: a WebSocket frame
 // (submit, join, leave) that fails unexpectedly is answered like its REST
 // twin, a 500 that hides the cause and says it has been logged, and the
