@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -190,7 +191,9 @@ func (n *Node) handleObserve(w http.ResponseWriter, r *http.Request) error {
 		readEnd <- err == nil
 	}()
 	readDone := false
+	stopPings := n.keepObserverAlive(c)
 	defer func() {
+		stopPings()
 		stopRead()
 		_ = c.CloseNow()
 		if !readDone {
@@ -235,4 +238,42 @@ func (n *Node) writeObserved(c *websocket.Conn, frame []byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.WriteTimeout)
 	defer cancel()
 	return c.Write(ctx, websocket.MessageText, frame)
+}
+
+// keepObserverAlive pings c every --ping-interval and cuts it (CloseNow,
+// which ends the handler's reader and so the handler) when a ping goes
+// unanswered for --ping-timeout: a half-open observer would otherwise hold
+// one of the --max-observers places for good, as it never sends anything
+// and a write into a dead peer's socket buffer can succeed for a long time.
+// Participants' connections are kept alive by the hub's sweeper
+// (ws/keepalive.go); an observer is not in the hub, and there are at most
+// --max-observers of them, so each has its own pinger. coder/websocket's
+// Ping needs a concurrent reader: the handler's reader is one. The returned
+// stop ends the pinger and waits for it.
+func (n *Node) keepObserverAlive(c *websocket.Conn) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(n.cfg.PingInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			pingCtx, pingCancel := context.WithTimeout(ctx, n.cfg.PingTimeout)
+			err := c.Ping(pingCtx)
+			pingCancel()
+			if err != nil {
+				if ctx.Err() == nil {
+					n.metrics.Hub.PingTimeouts.Inc()
+					_ = c.CloseNow()
+				}
+				return
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"github.com/coder/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/switchyard-gw/switchyard/internal/rawws"
 )
 
 // observe attaches a read-only observer of sessions to n with cred (an
@@ -119,6 +122,24 @@ func TestObserversAreCappedPerNode(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return dialObserver(t, n, url.Values{"session_id": {"s1"}, "access_token": {"k"}}) == 0
 	}, 5*time.Second, 10*time.Millisecond)
+}
+
+// TestSilentObserverIsCutAndItsPlaceFreed: an observer that vanished
+// without closing (it never answers a ping) is cut, and its place under
+// --max-observers comes back.
+func TestSilentObserverIsCutAndItsPlaceFreed(t *testing.T) {
+	n := startNode(t, Config{APIKeys: []string{"k"}, MaxObservers: 1,
+		PingInterval: 50 * time.Millisecond, PingTimeout: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	q := url.Values{"session_id": {"s1"}, "access_token": {"k"}}
+	silent, err := rawws.Dial(ctx, &net.Dialer{}, "ws"+strings.TrimPrefix(n.URL(), "http")+wsPath+"?observe=1&"+q.Encode(), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = silent.Close() }) // it never reads: its pings go unanswered
+
+	require.Eventually(t, func() bool { return dialObserver(t, n, q) == 0 },
+		10*time.Second, 10*time.Millisecond, "the silent observer's place never came back")
+	assert.Equal(t, float64(1), counterOf(t, n.metrics.Hub.PingTimeouts))
 }
 
 func TestObserverSeesEventsSubmittedHereAndDeliveredHere(t *testing.T) {
