@@ -100,7 +100,7 @@ func TestMailboxBudgetRefusesNewEventsAndKeepsAccepted(t *testing.T) {
 		c, welcome := attach(t, n, id, nil, nil)
 		require.Equal(t, uint64(len(accepted)), seqOf(welcome), "%s: the newest seq is the last accepted event", id)
 		for i, want := range accepted {
-			f := c.next()
+			f := c.Next()
 			require.Equal(t, "event", f["type"], "%s: %v", id, f)
 			require.Equal(t, uint64(i+1), seqOf(f))
 			require.Equal(t, want, f["event_id"])
@@ -111,7 +111,7 @@ func TestMailboxBudgetRefusesNewEventsAndKeepsAccepted(t *testing.T) {
 	// Once the participants acknowledge what they read, there is room: the
 	// refused event is accepted on retry with the same event_id.
 	for _, c := range clients {
-		c.send(map[string]any{"type": "ack", "seq": len(accepted)})
+		c.Send(map[string]any{"type": "ack", "seq": len(accepted)})
 	}
 	require.Eventually(t, func() bool { return n.hub.MailboxBytes() < testBudget/10 },
 		10*time.Second, 5*time.Millisecond, "the acknowledged events were not given back")
@@ -119,7 +119,7 @@ func TestMailboxBudgetRefusesNewEventsAndKeepsAccepted(t *testing.T) {
 	require.Equal(t, http.StatusOK, retry.Status, "answer: %s", retry.Raw)
 	assert.Equal(t, float64(3), retry.Body["live"])
 	for id, c := range clients {
-		f := c.next()
+		f := c.Next()
 		assert.Equal(t, uint64(len(accepted)+1), seqOf(f), id)
 		assert.Equal(t, fmt.Sprint("ev-", len(accepted)), f["event_id"], id)
 	}
@@ -163,7 +163,7 @@ func TestMailboxBudgetOnThePeerFailsItsRecipients(t *testing.T) {
 	assert.Equal(t, "recipients_unreachable", r.Body["code"])
 	assert.Equal(t, []any{"far"}, r.Body["failed"])
 	assert.Equal(t, "to-both", r.Body["event_id"])
-	f := near.next()
+	f := near.Next()
 	assert.Equal(t, r.Body["event_id"], f["event_id"], "node 1's own recipient got it")
 	assert.Equal(t, float64(2), metricLine(t, nodes[1], "switchyard_mailbox_budget_refusals_total"),
 		"node 2 refused the fill and the delivery from node 1")

@@ -21,6 +21,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/switchyard-gw/switchyard/internal/testkit"
 	"github.com/switchyard-gw/switchyard/membership"
 )
 
@@ -215,8 +216,8 @@ func BenchmarkConvergence(b *testing.B) {
 			_ = resp.Body.Close()
 		}
 		require.NoError(b, err)
-		c := &client{t: b, conn: conn}
-		require.Equal(b, "welcome", c.next()["type"])
+		c := testkit.NewWS(b, conn)
+		require.Equal(b, "welcome", c.Next()["type"])
 		welcomed = append(welcomed, time.Since(start))
 		everywhere := func() bool {
 			for _, n := range nodes {
@@ -245,7 +246,7 @@ func BenchmarkConvergence(b *testing.B) {
 		raw, _ := io.ReadAll(r.Body)
 		_ = r.Body.Close()
 		require.Equal(b, http.StatusOK, r.StatusCode, "submit on %s for %s: %s", other.Name(), p, raw)
-		require.Equal(b, "ping", c.next()["event"].(map[string]any)["message"])
+		require.Equal(b, "ping", c.Next()["event"].(map[string]any)["message"])
 		_ = conn.CloseNow()
 		b.StartTimer()
 	}
@@ -296,7 +297,7 @@ func BenchmarkCrossNodeDelivery(b *testing.B) {
 			} `json:"event"`
 		}
 		for {
-			_, data, err := rx.conn.Read(rxCtx)
+			_, data, err := rx.Conn.Read(rxCtx)
 			now := time.Now().UnixNano()
 			if err != nil {
 				if rxCtx.Err() != nil {
@@ -421,7 +422,7 @@ func BenchmarkFailureDetection(b *testing.B) {
 
 				start := time.Now()
 				cl.crash(victim)
-				_ = c.conn.CloseNow()
+				_ = c.Conn.CloseNow()
 				at, ok := benchPollUntil(2*time.Minute, time.Millisecond, func() bool {
 					for _, n := range survivors {
 						if len(n.cluster.Directory().Participant(p)) > 0 {

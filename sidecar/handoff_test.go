@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/switchyard-gw/switchyard/internal/testkit"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
@@ -36,8 +37,8 @@ func TestReconnectToAnotherNodeResumesFromTheOldMailbox(t *testing.T) {
 	nodes := startCluster(t, 3, Config{})
 	bob, _ := attach(t, nodes[1], "bob", sessionQuery("s1"), nil)
 	submit(t, nodes[0], event("alice", "s1", "first"))
-	last := seqOf(bob.next())
-	require.NoError(t, bob.conn.Close(websocket.StatusNormalClosure, ""))
+	last := seqOf(bob.Next())
+	require.NoError(t, bob.Conn.Close(websocket.StatusNormalClosure, ""))
 	// Wait until the cluster knows bob is offline (the takeover needs it).
 	require.Eventually(t, func() bool {
 		es := nodes[2].cluster.Directory().Participant("bob")
@@ -53,7 +54,7 @@ func TestReconnectToAnotherNodeResumesFromTheOldMailbox(t *testing.T) {
 	assert.Equal(t, float64(last+5), w["seq"], "the seq numbering moved with the mailbox")
 	assert.Equal(t, []any{"s1"}, w["sessions"], "the sessions moved too")
 	for i := 1; i <= 5; i++ {
-		f := back.next()
+		f := back.Next()
 		require.Equal(t, last+uint64(i), seqOf(f))
 		assert.Equal(t, fmt.Sprint("missed ", i), f["event"].(map[string]any)["message"])
 	}
@@ -65,7 +66,7 @@ func TestReconnectToAnotherNodeResumesFromTheOldMailbox(t *testing.T) {
 	}, 5*time.Second, 5*time.Millisecond)
 	r := submit(t, nodes[0], event("alice", "s1", "after"))
 	assert.Equal(t, float64(1), r.Body["recipients"])
-	f := back.next()
+	f := back.Next()
 	assert.Equal(t, last+6, seqOf(f))
 	assert.Equal(t, "after", f["event"].(map[string]any)["message"])
 }
@@ -101,7 +102,7 @@ func TestDrainHandsParticipantsOver(t *testing.T) {
 	got := map[int]bool{}
 	var lastSeq uint64
 	readOne := func(c *client) (int, uint64) {
-		f := c.next()
+		f := c.Next()
 		require.Equal(t, "event", f["type"], "frame: %v", f)
 		n, err := strconv.Atoi(f["event"].(map[string]any)["message"].(string))
 		require.NoError(t, err)
@@ -119,7 +120,7 @@ func TestDrainHandsParticipantsOver(t *testing.T) {
 		drained <- nodes[1].Shutdown(ctx)
 	}()
 	for {
-		_, data, err := bob.conn.Read(context.Background())
+		_, data, err := bob.Conn.Read(context.Background())
 		if err != nil {
 			require.Equal(t, websocket.StatusGoingAway, websocket.CloseStatus(err), "told to reconnect: %v", err)
 			break
@@ -187,10 +188,10 @@ func BenchmarkResumeElsewhere(b *testing.B) {
 		start := time.Now()
 		c, _, err := dial(nodes[1], id, url.Values{"resume_from": {"0"}, "batch": {"1"}}, nil)
 		require.NoError(b, err)
-		cl := &client{t: b, conn: c}
-		require.Equal(b, "welcome", cl.next()["type"])
+		cl := testkit.NewWS(b, c)
+		require.Equal(b, "welcome", cl.Next()["type"])
 		for j := uint64(1); j <= missed; j++ {
-			require.Equal(b, j, seqOf(cl.next()))
+			require.Equal(b, j, seqOf(cl.Next()))
 		}
 		total += time.Since(start)
 		b.StopTimer()
@@ -221,7 +222,7 @@ func queueNumbered(t *testing.T, node *Node, from, to int) {
 func readMissed(t *testing.T, c *client, n int, first uint64) {
 	t.Helper()
 	for i := 1; i <= n; i++ {
-		f := c.next()
+		f := c.Next()
 		require.Equal(t, "event", f["type"], "frame: %v", f)
 		require.Equal(t, first+uint64(i-1), seqOf(f))
 		msg := f["event"].(map[string]any)["message"].(string)
@@ -294,7 +295,7 @@ func TestTakeoverCutMidwayLosesNothing(t *testing.T) {
 		"node 2 confirmed: node 1 dropped its copy")
 	r := submit(t, nodes[0], event("alice", "s1", "after"))
 	assert.Equal(t, float64(1), r.Body["recipients"])
-	f := back.next()
+	f := back.Next()
 	assert.Equal(t, uint64(missed+2), seqOf(f), "once, seq continuing")
 }
 
@@ -364,11 +365,11 @@ func TestAHeldCopyIsDroppedWhenTheParticipantComesBack(t *testing.T) {
 		t.Helper()
 		c, _ := attach(t, node, "bob", url.Values{"batch": {"1"}}, nil)
 		for i := first; i <= last; i++ {
-			f := c.next()
+			f := c.Next()
 			require.Equal(t, uint64(i), seqOf(f))
 			require.Equal(t, strconv.Itoa(i), strings.SplitN(f["event"].(map[string]any)["message"].(string), " ", 2)[0])
 		}
-		require.NoError(t, c.conn.Close(websocket.StatusNormalClosure, ""))
+		require.NoError(t, c.Conn.Close(websocket.StatusNormalClosure, ""))
 		for _, n := range nodes {
 			waitHomedOn(t, n, "bob", node.Name())
 		}
@@ -426,7 +427,7 @@ func TestReleaseAnswersTheParticipantHereNotAStaleCopy(t *testing.T) {
 	nodes[0].gw.held.hold(&stale, nodes[1].Name(), time.Hour)
 
 	bob, _ := attach(t, nodes[0], "bob", sessionQuery("s1"), nil)
-	defer bob.conn.CloseNow()
+	defer bob.Conn.CloseNow()
 	st, status, err := nodes[1].gw.release(t.Context(), nodes[0].Name(), "bob")
 	require.NoError(t, err)
 	assert.Nil(t, st, "the stale copy must not be answered")

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/switchyard-gw/switchyard/internal/testkit"
 )
 
 // writerIdle reports whether c has no writer goroutine.
@@ -40,7 +42,7 @@ func TestCoalesceWindowJoinsEventsArrivingWithinIt(t *testing.T) {
 
 	now := time.Now()
 	th.deliver("bob", testEvent(1, now), testEvent(2, now), testEvent(3, now))
-	msg, err := cl.readMessage()
+	msg, err := cl.ReadMessage()
 	require.NoError(t, err)
 	require.Equal(t, 3, len(bytes.Split(msg, []byte("\n"))), "one message carries all three: %s", msg)
 }
@@ -50,7 +52,7 @@ func TestCoalesceWindowJoinsEventsArrivingWithinIt(t *testing.T) {
 func TestCoalesceWindowDoesNotDelayControlFrames(t *testing.T) {
 	th := newTestHub(t, Config{CoalesceWindow: time.Hour})
 	cl, _ := th.attach("bob", nil)
-	cl.send(map[string]any{"type": "join", "id": "j1", "session_id": "s2"})
+	cl.Send(map[string]any{"type": "join", "id": "j1", "session_id": "s2"})
 	res := cl.next()
 	require.Equal(t, "result", res.Type, "%s", res.raw)
 	require.Equal(t, "j1", res.ID)
@@ -96,7 +98,7 @@ func TestShutdownCutsAWriteStuckOnAClientThatStopsReading(t *testing.T) {
 	th := newTestHub(t, Config{WriteTimeout: 200 * time.Millisecond, SweepInterval: 20 * time.Millisecond,
 		WriteQueueBytes: 64 << 20, MailboxSize: 4096},
 		func(th *testHub) { th.serverSndBuf = 32 << 10 })
-	th.attachWith(smallBufferClient(t, 4096), "alice", nil) // and never read again
+	th.attachWith(testkit.SmallBufferClient(t, 4096), "alice", nil) // and never read again
 	c := onlyConn(t, th.participant("alice"))
 	pad := strings.Repeat("z", 2048)
 	for i := 1; i <= 500; i++ {

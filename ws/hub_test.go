@@ -17,7 +17,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +25,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/switchyard-gw/switchyard/internal/testkit"
 )
 
 // ---------------------------------------------------------------------------
@@ -263,26 +264,13 @@ func (th *testHub) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (th *testHub) wsURL(q url.Values) string {
-	return "ws" + strings.TrimPrefix(th.srv.URL, "http") + "/v1/gateway/ws?" + q.Encode()
-}
-
 // dial connects with query q (participant_id included).
 func (th *testHub) dial(q url.Values) (*websocket.Conn, *http.Response, error) {
 	return th.dialWith(th.srv.Client(), q)
 }
 
 func (th *testHub) dialWith(hc *http.Client, q url.Values) (*websocket.Conn, *http.Response, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, resp, err := websocket.Dial(ctx, th.wsURL(q), &websocket.DialOptions{HTTPClient: hc})
-	if resp != nil && resp.Body != nil {
-		_ = resp.Body.Close()
-	}
-	if err == nil {
-		c.SetReadLimit(-1)
-	}
-	return c, resp, err
+	return testkit.Dial(testkit.AttachURL(th.srv.URL, q), &websocket.DialOptions{HTTPClient: hc})
 }
 
 // attach connects participant id with extra query parameters and returns the
@@ -290,22 +278,6 @@ func (th *testHub) dialWith(hc *http.Client, q url.Values) (*websocket.Conn, *ht
 func (th *testHub) attach(id string, extra url.Values) (*wsClient, frame) {
 	th.t.Helper()
 	return th.attachWith(th.srv.Client(), id, extra)
-}
-
-// smallBufferClient is an HTTP client whose TCP connections have a small
-// receive buffer, so that a client that stops reading backs up its server's
-// writes quickly instead of after megabytes of kernel buffering.
-func smallBufferClient(t *testing.T, size int) *http.Client {
-	d := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, size)
-		})
-		return errors.Join(err, serr)
-	}}
-	tr := &http.Transport{DialContext: d.DialContext}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr}
 }
 
 func (th *testHub) attachWith(hc *http.Client, id string, extra url.Values) (*wsClient, frame) {
@@ -316,8 +288,7 @@ func (th *testHub) attachWith(hc *http.Client, id string, extra url.Values) (*ws
 	}
 	c, _, err := th.dialWith(hc, q)
 	require.NoError(th.t, err, "dial %s", q.Encode())
-	cl := &wsClient{t: th.t, conn: c}
-	th.t.Cleanup(func() { _ = c.CloseNow() })
+	cl := newWSClient(th.t, c)
 	w := cl.next()
 	require.Equal(th.t, "welcome", w.Type, "the first frame must be the welcome: %s", w.raw)
 	return cl, w
@@ -416,21 +387,14 @@ type frame struct {
 	raw []byte
 }
 
+// wsClient is a testkit.WS whose next frames decode to frame.
 type wsClient struct {
-	t       *testing.T
-	conn    *websocket.Conn
-	pending [][]byte // frames of a batched message not yet returned
+	*testkit.WS
+	t *testing.T
 }
 
-// readMessage reads one WebSocket message.
-func (c *wsClient) readMessage() ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	typ, data, err := c.conn.Read(ctx)
-	if err == nil && typ != websocket.MessageText {
-		return nil, fmt.Errorf("message type %v, want text", typ)
-	}
-	return data, err
+func newWSClient(t *testing.T, conn *websocket.Conn) *wsClient {
+	return &wsClient{WS: testkit.NewWS(t, conn), t: t}
 }
 
 func parseFrame(t *testing.T, raw []byte) frame {
@@ -445,14 +409,7 @@ func parseFrame(t *testing.T, raw []byte) frame {
 // next returns the next frame (splitting batched messages).
 func (c *wsClient) next() frame {
 	c.t.Helper()
-	if len(c.pending) == 0 {
-		data, err := c.readMessage()
-		require.NoError(c.t, err, "reading a frame")
-		c.pending = bytes.Split(data, []byte("\n"))
-	}
-	raw := c.pending[0]
-	c.pending = c.pending[1:]
-	return parseFrame(c.t, raw)
+	return parseFrame(c.t, c.NextRaw())
 }
 
 // nextEvent returns the next frame, which must be an event with seq.
@@ -464,39 +421,16 @@ func (c *wsClient) nextEvent(seq uint64) frame {
 	return f
 }
 
-func (c *wsClient) send(v any) {
-	c.t.Helper()
-	b, err := json.Marshal(v)
-	require.NoError(c.t, err)
-	c.sendRaw(b)
-}
-
-func (c *wsClient) sendRaw(b []byte) {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	require.NoError(c.t, c.conn.Write(ctx, websocket.MessageText, b))
-}
-
 // closeStatus reads until the connection ends and returns the close code and
 // the frames that arrived before it.
 func (c *wsClient) closeStatus() (websocket.StatusCode, []frame) {
 	c.t.Helper()
+	raws, code := c.ReadUntilClose()
 	var frames []frame
-	for _, raw := range c.pending {
+	for _, raw := range raws {
 		frames = append(frames, parseFrame(c.t, raw))
 	}
-	c.pending = nil
-	for {
-		data, err := c.readMessage()
-		if err != nil {
-			require.False(c.t, errors.Is(err, context.DeadlineExceeded), "the connection did not close in time")
-			return websocket.CloseStatus(err), frames
-		}
-		for _, raw := range bytes.Split(data, []byte("\n")) {
-			frames = append(frames, parseFrame(c.t, raw))
-		}
-	}
+	return code, frames
 }
 
 func q(kv ...string) url.Values {
@@ -591,7 +525,7 @@ func TestTwoConnectionsOfOneParticipant(t *testing.T) {
 		}
 	}
 	// One of them going leaves the other served.
-	require.NoError(t, a.conn.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, a.Conn.Close(websocket.StatusNormalClosure, ""))
 	require.Eventually(t, func() bool { return len(connCloseCodes(th.participant("alice"))) == 1 }, 10*time.Second, time.Millisecond)
 	th.deliver("alice", numberedEvent(6))
 	b.nextEvent(6)
@@ -669,7 +603,7 @@ func TestConnectedClientFallingBehindMailboxGetsGap(t *testing.T) {
 	const total, size = 500, 10
 	th := newTestHub(t, Config{MailboxSize: size, WriteQueueBytes: 64 << 20},
 		func(th *testHub) { th.serverSndBuf = 32 << 10 })
-	cl, _ := th.attachWith(smallBufferClient(t, 4096), "alice", nil)
+	cl, _ := th.attachWith(testkit.SmallBufferClient(t, 4096), "alice", nil)
 	pad := strings.Repeat("z", 2048)
 	// 1 MiB for a client that reads nothing yet: its writer is stuck long
 	// before the end, and the mailbox keeps only the last 10.
@@ -710,7 +644,7 @@ func TestReconnectWithoutResumeFromStartsAfterLastWritten(t *testing.T) {
 		th.deliver("alice", numberedEvent(i))
 		cl.nextEvent(uint64(i))
 	}
-	require.NoError(t, cl.conn.Close(websocket.StatusNormalClosure, "bye"))
+	require.NoError(t, cl.Conn.Close(websocket.StatusNormalClosure, "bye"))
 	th.waitOnline("alice", false)
 
 	// Events that arrive while it is away wait in the mailbox.
@@ -722,7 +656,7 @@ func TestReconnectWithoutResumeFromStartsAfterLastWritten(t *testing.T) {
 	assert.Equal(t, "e5", cl2.nextEvent(5).EventID)
 
 	// One event waiting: replay starts at the newest seq, which is resumed too.
-	require.NoError(t, cl2.conn.Close(websocket.StatusNormalClosure, "bye"))
+	require.NoError(t, cl2.Conn.Close(websocket.StatusNormalClosure, "bye"))
 	th.waitOnline("alice", false)
 	th.deliver("alice", numberedEvent(6))
 	cl3, w3 := th.attach("alice", nil)
@@ -731,7 +665,7 @@ func TestReconnectWithoutResumeFromStartsAfterLastWritten(t *testing.T) {
 	cl3.nextEvent(6)
 
 	// And with nothing waiting, a reconnect starts at the next new event.
-	require.NoError(t, cl3.conn.Close(websocket.StatusNormalClosure, "bye"))
+	require.NoError(t, cl3.Conn.Close(websocket.StatusNormalClosure, "bye"))
 	th.waitOnline("alice", false)
 	cl4, w4 := th.attach("alice", nil)
 	assert.Equal(t, uint64(6), w4.Seq)
@@ -752,14 +686,13 @@ func TestBatchPacksFramesIntoOneMessage(t *testing.T) {
 	}
 	c, _, err := th.dial(q("participant_id", "alice", "batch", "1"))
 	require.NoError(t, err)
-	defer c.CloseNow()
-	cl := &wsClient{t: t, conn: c}
+	cl := newWSClient(t, c)
 
 	var frames []frame
 	maxPerMessage := 0
 	messages := 0
 	for len(frames) < total+1 { // the welcome and every event
-		data, err := cl.readMessage()
+		data, err := cl.ReadMessage()
 		require.NoError(t, err)
 		messages++
 		parts := bytes.Split(data, []byte("\n"))
@@ -801,32 +734,32 @@ func TestClientFrames(t *testing.T) {
 	cl, _ := th.attach("alice", q("participant_type", "human"))
 
 	t.Run("not JSON", func(t *testing.T) {
-		cl.sendRaw([]byte(`{"type":"submit",`))
+		cl.SendRaw([]byte(`{"type":"submit",`))
 		f := cl.next()
 		require.Equal(t, "error", f.Type, "frame %s", f.raw)
 		assert.Equal(t, "invalid_frame", f.Code)
 		assert.NotEmpty(t, f.Detail)
-		cl.sendRaw([]byte(`not json at all`))
+		cl.SendRaw([]byte(`not json at all`))
 		assert.Equal(t, "invalid_frame", cl.next().Code)
-		cl.sendRaw([]byte(`[1,2]`))
+		cl.SendRaw([]byte(`[1,2]`))
 		assert.Equal(t, "invalid_frame", cl.next().Code)
 	})
 	t.Run("unknown type", func(t *testing.T) {
-		cl.send(map[string]any{"type": "dance", "id": "x1"})
+		cl.Send(map[string]any{"type": "dance", "id": "x1"})
 		f := cl.next()
 		require.Equal(t, "error", f.Type, "frame %s", f.raw)
 		assert.Equal(t, "unknown_type", f.Code)
 		assert.Contains(t, f.Detail, "dance")
 	})
 	t.Run("missing type", func(t *testing.T) {
-		cl.send(map[string]any{"id": "x2"})
+		cl.Send(map[string]any{"id": "x2"})
 		f := cl.next()
 		require.Equal(t, "error", f.Type, "frame %s", f.raw)
 		assert.Equal(t, "missing_type", f.Code)
 	})
 	t.Run("submit with id", func(t *testing.T) {
 		th.backend.setReply(Reply{Status: 200, Body: json.RawMessage(`{"status":"ok","event_id":"ev-9","recipients":2}`)})
-		cl.send(map[string]any{"type": "submit", "id": "c1", "event": map[string]any{"message": "hi", "session_id": "s1"}})
+		cl.Send(map[string]any{"type": "submit", "id": "c1", "event": map[string]any{"message": "hi", "session_id": "s1"}})
 		f := cl.next()
 		require.Equal(t, "result", f.Type, "frame %s", f.raw)
 		assert.Equal(t, "c1", f.ID)
@@ -841,7 +774,7 @@ func TestClientFrames(t *testing.T) {
 	})
 	t.Run("join and leave with id", func(t *testing.T) {
 		th.backend.setReply(Reply{Status: 201, Body: json.RawMessage(`{"joined":true}`)})
-		cl.send(map[string]any{"type": "join", "id": "j1", "session_id": "s5"})
+		cl.Send(map[string]any{"type": "join", "id": "j1", "session_id": "s5"})
 		f := cl.next()
 		require.Equal(t, "result", f.Type, "frame %s", f.raw)
 		assert.Equal(t, "j1", f.ID)
@@ -849,7 +782,7 @@ func TestClientFrames(t *testing.T) {
 		assert.JSONEq(t, `{"joined":true}`, string(f.Body))
 
 		th.backend.setReply(Reply{Status: 404, Body: json.RawMessage(`{"status":"error","code":"not_member"}`), Code: "not_member", Detail: "not in s6"})
-		cl.send(map[string]any{"type": "leave", "id": "l1", "session_id": "s6"})
+		cl.Send(map[string]any{"type": "leave", "id": "l1", "session_id": "s6"})
 		f = cl.next()
 		require.Equal(t, "result", f.Type, "a failure with an id is a result too: %s", f.raw)
 		assert.Equal(t, "l1", f.ID)
@@ -869,9 +802,9 @@ func TestClientFrames(t *testing.T) {
 		th.backend.setReply(Reply{Status: 200, Body: json.RawMessage(`{"status":"ok"}`)})
 		th.backend.setReplyFor("submit", Reply{Status: 403, Body: json.RawMessage(`{"status":"error"}`), Code: "forbidden", Detail: "no access to s8"})
 		before := len(th.backend.Calls())
-		cl.send(map[string]any{"type": "join", "session_id": "s7"})
+		cl.Send(map[string]any{"type": "join", "session_id": "s7"})
 		// ...and a failure without id is an error frame with the Reply's code.
-		cl.send(map[string]any{"type": "submit", "event": map[string]any{"message": "x"}})
+		cl.Send(map[string]any{"type": "submit", "event": map[string]any{"message": "x"}})
 		f := cl.next()
 		require.Equal(t, "error", f.Type, "the silent success must not be answered: %s", f.raw)
 		assert.Equal(t, "forbidden", f.Code)
@@ -880,23 +813,23 @@ func TestClientFrames(t *testing.T) {
 	})
 	t.Run("submit without event", func(t *testing.T) {
 		before := len(th.backend.Calls())
-		cl.send(map[string]any{"type": "submit", "id": "c2"})
+		cl.Send(map[string]any{"type": "submit", "id": "c2"})
 		f := cl.next()
 		require.Equal(t, "result", f.Type, "frame %s", f.raw)
 		assert.Equal(t, "c2", f.ID)
 		assert.Equal(t, http.StatusUnprocessableEntity, f.Status)
 		assert.Contains(t, string(f.Body), "missing_field")
-		cl.send(map[string]any{"type": "submit", "event": nil})
+		cl.Send(map[string]any{"type": "submit", "event": nil})
 		assert.Equal(t, "missing_field", cl.next().Code)
 		assert.Len(t, th.backend.Calls(), before, "an invalid submit does not reach the backend")
 	})
 	t.Run("ack", func(t *testing.T) {
-		cl.send(map[string]any{"type": "ack", "id": "a1", "seq": 0})
+		cl.Send(map[string]any{"type": "ack", "id": "a1", "seq": 0})
 		f := cl.next()
 		require.Equal(t, "result", f.Type, "frame %s", f.raw)
 		assert.Equal(t, "a1", f.ID)
 		assert.Equal(t, 200, f.Status)
-		cl.send(map[string]any{"type": "ack"})
+		cl.Send(map[string]any{"type": "ack"})
 		f = cl.next()
 		require.Equal(t, "error", f.Type, "frame %s", f.raw)
 		assert.Equal(t, "missing_field", f.Code)
@@ -920,7 +853,7 @@ func TestAckFreesMailboxEntries(t *testing.T) {
 	require.Equal(t, uint64(1), oldest)
 	require.Equal(t, 5, n)
 
-	cl.send(map[string]any{"type": "ack", "seq": 3, "id": "a1"})
+	cl.Send(map[string]any{"type": "ack", "seq": 3, "id": "a1"})
 	f := cl.next()
 	require.Equal(t, "result", f.Type, "frame %s", f.raw)
 	oldest, newest, n := boxState(p)
@@ -939,11 +872,11 @@ func TestAckFreesMailboxEntries(t *testing.T) {
 
 	// An older ack changes nothing; an ack past newest frees all, and seqs
 	// go on.
-	cl.send(map[string]any{"type": "ack", "seq": 2, "id": "a2"})
+	cl.Send(map[string]any{"type": "ack", "seq": 2, "id": "a2"})
 	require.Equal(t, "result", cl.next().Type)
 	_, _, n = boxState(p)
 	assert.Equal(t, 2, n)
-	cl.send(map[string]any{"type": "ack", "seq": 1000, "id": "a3"})
+	cl.Send(map[string]any{"type": "ack", "seq": 1000, "id": "a3"})
 	require.Equal(t, "result", cl.next().Type)
 	oldest, newest, n = boxState(p)
 	assert.Equal(t, 0, n)
@@ -961,12 +894,12 @@ func TestOversizedClientFrameCloses1009(t *testing.T) {
 	ok, err := json.Marshal(map[string]any{"type": "submit", "id": "c1", "event": map[string]any{"pad": strings.Repeat("x", 900)}})
 	require.NoError(t, err)
 	require.LessOrEqual(t, len(ok), 1024)
-	cl.sendRaw(ok)
+	cl.SendRaw(ok)
 	require.Equal(t, "result", cl.next().Type)
 
 	big, err := json.Marshal(map[string]any{"type": "submit", "id": "c2", "event": map[string]any{"pad": strings.Repeat("x", 2000)}})
 	require.NoError(t, err)
-	cl.sendRaw(big)
+	cl.SendRaw(big)
 	code, frames := cl.closeStatus()
 	assert.Equal(t, websocket.StatusMessageTooBig, code)
 	assert.Empty(t, frames, "the oversized frame is not answered")
@@ -983,7 +916,7 @@ func TestSlowConsumer(t *testing.T) {
 	// kernel buffering.
 	th := newTestHub(t, Config{WriteQueueBytes: 64 << 10, MailboxSize: 4096, WriteTimeout: time.Minute},
 		func(th *testHub) { th.serverSndBuf = 32 << 10 })
-	slow, _ := th.attachWith(smallBufferClient(t, 4096), "slow", nil)
+	slow, _ := th.attachWith(testkit.SmallBufferClient(t, 4096), "slow", nil)
 	fast, _ := th.attach("fast", nil)
 	slowP, fastP := th.participant("slow"), th.participant("fast")
 
@@ -993,7 +926,7 @@ func TestSlowConsumer(t *testing.T) {
 	go func() {
 		defer close(progress)
 		for want := uint64(1); want <= total; want++ {
-			data, err := fast.readMessage()
+			data, err := fast.ReadMessage()
 			if err != nil {
 				readErr <- err
 				return
@@ -1064,8 +997,8 @@ func TestSlowConsumer(t *testing.T) {
 		f := slow2.nextEvent(s)
 		require.Equal(t, fmt.Sprintf("e%d", s), f.EventID)
 	}
-	require.NoError(t, slow2.conn.Close(websocket.StatusNormalClosure, ""))
-	require.NoError(t, fast.conn.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, slow2.Conn.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, fast.Conn.Close(websocket.StatusNormalClosure, ""))
 }
 
 func TestShutdownFlushesThenGoingAway(t *testing.T) {
@@ -1074,7 +1007,7 @@ func TestShutdownFlushesThenGoingAway(t *testing.T) {
 	// still in the mailboxes, not collected by the writers, when Shutdown
 	// begins.
 	th := newTestHub(t, Config{}, func(th *testHub) { th.serverSndBuf = 32 << 10 })
-	hc := smallBufferClient(t, 4096)
+	hc := testkit.SmallBufferClient(t, 4096)
 	a, _ := th.attachWith(hc, "alice", nil)
 	b, _ := th.attachWith(hc, "bob", q("batch", "1"))
 	pad := strings.Repeat("y", 2048)
@@ -1243,7 +1176,7 @@ func TestShutdownWhileAttachUpgrading(t *testing.T) {
 
 	// The upgrade completes and the connection is closed at once with 1001.
 	if r := getDial(); r.err == nil {
-		cl := &wsClient{t: t, conn: r.c}
+		cl := newWSClient(t, r.c)
 		code, _ := cl.closeStatus()
 		assert.Equal(t, websocket.StatusGoingAway, code)
 	}
@@ -1264,7 +1197,7 @@ func TestTooManyConnections(t *testing.T) {
 		assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 	}
 	assert.ErrorIs(t, th.attachErr(), ErrTooManyConnections)
-	require.NoError(t, a.conn.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, a.Conn.Close(websocket.StatusNormalClosure, ""))
 	// The slot is freed when the connection goes.
 	require.Eventually(t, func() bool {
 		c, _, err := th.dial(q("participant_id", "bob"))
@@ -1301,7 +1234,7 @@ func TestOfflineParticipantRemoved(t *testing.T) {
 	on.nextEvent(1)
 
 	// Once it detaches its window starts, and it goes too.
-	require.NoError(t, on.conn.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, on.Conn.Close(websocket.StatusNormalClosure, ""))
 	require.Eventually(t, func() bool { return th.hub.Lookup("online") == nil }, 10*time.Second, time.Millisecond)
 	assert.True(t, th.listener.heardGone("online"))
 	assert.Empty(t, th.hub.SessionMembers("s1"))
@@ -1397,12 +1330,12 @@ func TestListenerHearsParticipantChanges(t *testing.T) {
 	assert.Equal(t, ParticipantInfo{ID: "alice", Type: "human", Sessions: []string{"s2"}, Online: true}, info)
 
 	// One of two connections going leaves it online.
-	require.NoError(t, a.conn.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, a.Conn.Close(websocket.StatusNormalClosure, ""))
 	require.Eventually(t, func() bool { return len(connCloseCodes(th.participant("alice"))) == 1 }, 10*time.Second, time.Millisecond)
 	info, _ = l.last("alice")
 	assert.True(t, info.Online)
 
-	require.NoError(t, b.conn.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, b.Conn.Close(websocket.StatusNormalClosure, ""))
 	require.Eventually(t, func() bool { info, _ := l.last("alice"); return !info.Online }, 10*time.Second, time.Millisecond)
 	info, _ = l.last("alice")
 	assert.Equal(t, ParticipantInfo{ID: "alice", Type: "human", Sessions: []string{"s2"}, Online: false}, info)
@@ -1469,7 +1402,7 @@ func TestOrderingUnderConcurrentDelivery(t *testing.T) {
 			for g := range next {
 				assert.Equal(t, perG, next[g])
 			}
-			require.NoError(t, cl.conn.Close(websocket.StatusNormalClosure, ""))
+			require.NoError(t, cl.Conn.Close(websocket.StatusNormalClosure, ""))
 		})
 	}
 }
