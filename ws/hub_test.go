@@ -323,6 +323,35 @@ func (th *testHub) isDraining() bool {
 	return th.hub.draining
 }
 
+// shutdownInBackground starts the hub's Shutdown and returns where its
+// result arrives; a panic in it arrives as an error.
+func (th *testHub) shutdownInBackground() <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				done <- fmt.Errorf("Shutdown panicked: %v", r)
+			}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- th.hub.Shutdown(ctx)
+	}()
+	return done
+}
+
+// requireShutdownOK waits for the result of shutdownInBackground, which
+// must be nil.
+func requireShutdownOK(t *testing.T, done <-chan error) {
+	t.Helper()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+}
+
 func (th *testHub) attachErr() error {
 	th.t.Helper()
 	select {
@@ -419,6 +448,15 @@ func (c *wsClient) nextEvent(seq uint64) frame {
 	require.Equal(c.t, "event", f.Type, "want event %d, got %s", seq, f.raw)
 	require.Equal(c.t, seq, f.Seq, "frame %s", f.raw)
 	return f
+}
+
+// nextGap returns the next frame, which must be a gap from from to to.
+func (c *wsClient) nextGap(from, to uint64) frame {
+	c.t.Helper()
+	g := c.next()
+	require.Equal(c.t, "gap", g.Type, "want a gap, got %s", g.raw)
+	require.Equal(c.t, []uint64{from, to}, []uint64{g.FromSeq, g.ToSeq}, "frame %s", g.raw)
+	return g
 }
 
 // closeStatus reads until the connection ends and returns the close code and
@@ -581,19 +619,14 @@ func TestResumeFromOlderThanMailboxGivesGap(t *testing.T) {
 	cl, w := th.attach("alice", q("resume_from", "1"))
 	assert.Equal(t, uint64(6), w.Seq)
 	assert.True(t, w.Resumed)
-	g := cl.next()
-	require.Equal(t, "gap", g.Type, "frame %s", g.raw)
-	assert.Equal(t, uint64(2), g.FromSeq)
-	assert.Equal(t, uint64(3), g.ToSeq)
+	g := cl.nextGap(2, 3)
 	assert.JSONEq(t, `{"type":"gap","from_seq":2,"to_seq":3}`, string(g.raw))
 	for i := 4; i <= 6; i++ {
 		assert.Equal(t, fmt.Sprintf("e%d", i), cl.nextEvent(uint64(i)).EventID)
 	}
 
 	cl0, _ := th.attach("alice", q("resume_from", "0"))
-	g = cl0.next()
-	require.Equal(t, "gap", g.Type, "frame %s", g.raw)
-	assert.Equal(t, []uint64{1, 3}, []uint64{g.FromSeq, g.ToSeq})
+	cl0.nextGap(1, 3)
 	cl0.nextEvent(4)
 }
 
@@ -864,9 +897,7 @@ func TestAckFreesMailboxEntries(t *testing.T) {
 	// A new connection resuming from below the acked seq finds a gap.
 	cl2, w := th.attach("alice", q("resume_from", "1"))
 	assert.Equal(t, uint64(5), w.Seq)
-	g := cl2.next()
-	require.Equal(t, "gap", g.Type, "frame %s", g.raw)
-	assert.Equal(t, []uint64{2, 3}, []uint64{g.FromSeq, g.ToSeq})
+	cl2.nextGap(2, 3)
 	cl2.nextEvent(4)
 	cl2.nextEvent(5)
 
@@ -1023,12 +1054,7 @@ func TestShutdownFlushesThenGoingAway(t *testing.T) {
 		p.mu.Unlock()
 		require.Less(t, collected, uint64(total), "%s's writer already took everything; the test would prove nothing", id)
 	}
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		done <- th.hub.Shutdown(ctx)
-	}()
+	done := th.shutdownInBackground()
 	for _, cl := range []*wsClient{a, b} {
 		code, frames := cl.closeStatus()
 		assert.Equal(t, websocket.StatusGoingAway, code)
@@ -1037,12 +1063,7 @@ func TestShutdownFlushesThenGoingAway(t *testing.T) {
 			require.Equal(t, uint64(i+1), f.Seq)
 		}
 	}
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("Shutdown did not return")
-	}
+	requireShutdownOK(t, done)
 	assert.Equal(t, float64(0), counterValue(t, th.hub.cfg.Metrics.Connections))
 
 	// After Shutdown no one attaches.
@@ -1059,12 +1080,7 @@ func TestAttachDuringShutdownIsRefused(t *testing.T) {
 	th := newTestHub(t, Config{})
 	a, _ := th.attach("alice", nil)
 	// alice does not read, so her close handshake, and Shutdown, wait.
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		done <- th.hub.Shutdown(ctx)
-	}()
+	done := th.shutdownInBackground()
 	require.Eventually(t, th.isDraining, 10*time.Second, time.Millisecond)
 	select {
 	case err := <-done:
@@ -1082,12 +1098,7 @@ func TestAttachDuringShutdownIsRefused(t *testing.T) {
 
 	code, _ := a.closeStatus()
 	assert.Equal(t, websocket.StatusGoingAway, code)
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("Shutdown did not return")
-	}
+	requireShutdownOK(t, done)
 }
 
 // blockingHijacker holds an upgrade inside websocket.Accept (at Hijack) until
@@ -1152,17 +1163,7 @@ func TestShutdownWhileAttachUpgrading(t *testing.T) {
 		t.Fatal("the upgrade never reached Hijack")
 	}
 
-	done := make(chan any, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				done <- fmt.Errorf("Shutdown panicked: %v", r)
-			}
-		}()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		done <- th.hub.Shutdown(ctx)
-	}()
+	done := th.shutdownInBackground()
 	require.Eventually(t, th.isDraining, 10*time.Second, time.Millisecond)
 	// Shutdown must now wait for the reserved connection; give a broken one
 	// the chance to fail before the upgrade goes on.
@@ -1180,12 +1181,7 @@ func TestShutdownWhileAttachUpgrading(t *testing.T) {
 		code, _ := cl.closeStatus()
 		assert.Equal(t, websocket.StatusGoingAway, code)
 	}
-	select {
-	case r := <-done:
-		require.Nil(t, r)
-	case <-time.After(10 * time.Second):
-		t.Fatal("Shutdown did not return")
-	}
+	requireShutdownOK(t, done)
 }
 
 func TestTooManyConnections(t *testing.T) {
@@ -1280,9 +1276,7 @@ func TestMailboxTTLExpiry(t *testing.T) {
 
 	cl, w := th.attach("alice", q("resume_from", "0"))
 	assert.Equal(t, uint64(5), w.Seq)
-	g := cl.next()
-	require.Equal(t, "gap", g.Type, "frame %s", g.raw)
-	assert.Equal(t, []uint64{1, 3}, []uint64{g.FromSeq, g.ToSeq})
+	cl.nextGap(1, 3)
 	cl.nextEvent(4)
 	cl.nextEvent(5)
 
