@@ -3,7 +3,6 @@ package sidecar
 import (
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -58,23 +57,6 @@ func requireBudgetRefusal(t *testing.T, r apiResponse) {
 	assert.Equal(t, "5", r.Header.Get("Retry-After"))
 }
 
-// metricLine returns the value of the metric line that starts with name
-// (labels included) on n's /metrics.
-func metricLine(t *testing.T, n *Node, name string) float64 {
-	t.Helper()
-	r := do(t, http.MethodGet, n.URL()+"/metrics", nil, nil)
-	require.Equal(t, http.StatusOK, r.Status)
-	for _, line := range strings.Split(string(r.Raw), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			require.NoError(t, err, line)
-			return f
-		}
-	}
-	t.Fatalf("no %s on /metrics", name)
-	return 0
-}
-
 func TestMailboxBudgetRefusesNewEventsAndKeepsAccepted(t *testing.T) {
 	n := startNode(t, Config{MaxMailboxBytes: testBudget})
 	ids := []string{"p1", "p2", "p3"}
@@ -86,12 +68,12 @@ func TestMailboxBudgetRefusesNewEventsAndKeepsAccepted(t *testing.T) {
 	// 100 KB events fit in 1 MiB (counted per mailbox, three would).
 	require.Len(t, accepted, 10)
 
-	held := metricLine(t, n, "switchyard_mailbox_bytes")
+	held := metricValue(t, n, "switchyard_mailbox_bytes")
 	assert.LessOrEqual(t, held, float64(testBudget))
 	assert.Greater(t, held, float64(10*100<<10))
-	assert.Equal(t, float64(testBudget), metricLine(t, n, "switchyard_mailbox_bytes_limit"))
-	assert.Equal(t, float64(1), metricLine(t, n, "switchyard_mailbox_budget_refusals_total"))
-	assert.Equal(t, float64(1), metricLine(t, n, `switchyard_submits_total{outcome="mailbox_budget_exhausted"}`))
+	assert.Equal(t, float64(testBudget), metricValue(t, n, "switchyard_mailbox_bytes_limit"))
+	assert.Equal(t, float64(1), metricValue(t, n, "switchyard_mailbox_budget_refusals_total"))
+	assert.Equal(t, float64(1), metricValue(t, n, `switchyard_submits_total{outcome="mailbox_budget_exhausted"}`))
 
 	// Nothing accepted was dropped, and the refused event reached nobody:
 	// each participant comes back to exactly the accepted events.
@@ -165,7 +147,7 @@ func TestMailboxBudgetOnThePeerFailsItsRecipients(t *testing.T) {
 	assert.Equal(t, "to-both", r.Body["event_id"])
 	f := near.Next()
 	assert.Equal(t, r.Body["event_id"], f["event_id"], "node 1's own recipient got it")
-	assert.Equal(t, float64(2), metricLine(t, nodes[1], "switchyard_mailbox_budget_refusals_total"),
+	assert.Equal(t, float64(2), metricValue(t, nodes[1], "switchyard_mailbox_budget_refusals_total"),
 		"node 2 refused the fill and the delivery from node 1")
 }
 

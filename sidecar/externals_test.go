@@ -158,22 +158,6 @@ func TestExternalSenderIsRegisteredOnceAndOnlyWhenAccepted(t *testing.T) {
 	assert.Empty(t, fake.requests(), "the sender does not get its own events")
 }
 
-// metricValue reads one sample of n's /metrics, e.g.
-// `switchyard_external_participants_dropped_total{reason="failing"}`; -1
-// when it is absent.
-func metricValue(t testing.TB, n *Node, sample string) float64 {
-	t.Helper()
-	r := do(t, http.MethodGet, n.URL()+"/metrics", nil, nil)
-	for line := range strings.SplitSeq(string(r.Raw), "\n") {
-		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			require.NoError(t, err, "%s", line)
-			return v
-		}
-	}
-	return -1
-}
-
 // externalSubmit is a submit from sender to session naming gateway as its
 // sender_gateway_url.
 func externalSubmit(t testing.TB, n *Node, sender, session, gateway string, header map[string]string) apiResponse {

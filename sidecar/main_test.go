@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -137,6 +138,23 @@ func attachURL(n *Node, participant string, query url.Values) string {
 		q.Set("participant_id", participant)
 	}
 	return testkit.AttachURL(n.URL(), q)
+}
+
+// metricValue reads one sample of n's /metrics, e.g.
+// `switchyard_external_participants_dropped_total{reason="failing"}`; -1
+// when it is absent.
+func metricValue(t testing.TB, n *Node, sample string) float64 {
+	t.Helper()
+	r := do(t, http.MethodGet, n.URL()+"/metrics", nil, nil)
+	require.Equal(t, http.StatusOK, r.Status, "/metrics answered %s", r.Raw)
+	for line := range strings.SplitSeq(string(r.Raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			require.NoError(t, err, "%s", line)
+			return v
+		}
+	}
+	return -1
 }
 
 // submit posts an event to the node's REST API and requires a 200.

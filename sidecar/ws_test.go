@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -247,7 +245,7 @@ func testSlowConsumer(t *testing.T, batch bool) {
 	for seq := uint64(1); cutAt == 0; seq++ {
 		require.LessOrEqual(t, seq, uint64(maxEvents), "the slow consumer was never cut")
 		publish(seq)
-		if counterOf(t, n.metrics.Hub.SlowConsumers) > 0 {
+		if testkit.MetricValue(t, n.metrics.Hub.SlowConsumers) > 0 {
 			cutAt = seq
 		}
 	}
@@ -255,7 +253,7 @@ func testSlowConsumer(t *testing.T, batch bool) {
 	for seq := cutAt + 1; seq <= total; seq++ {
 		publish(seq)
 	}
-	require.Equal(t, float64(1), counterOf(t, n.metrics.Hub.SlowConsumers), "only the slow participant was cut")
+	require.Equal(t, float64(1), testkit.MetricValue(t, n.metrics.Hub.SlowConsumers), "only the slow participant was cut")
 
 	// Now the slow client reads: frames in order (never split across
 	// messages when batched), then close 4000.
@@ -289,14 +287,6 @@ func testSlowConsumer(t *testing.T, batch bool) {
 	for want := lastSeq + 1; want <= total; want++ {
 		require.Equal(t, want, seqOf(back.Next()), "nothing lost that is still in the mailbox")
 	}
-}
-
-// counterOf reads a Prometheus counter.
-func counterOf(t *testing.T, c prometheus.Counter) float64 {
-	t.Helper()
-	var m dto.Metric
-	require.NoError(t, c.Write(&m))
-	return m.GetCounter().GetValue()
 }
 
 func TestSubmitJoinLeaveAckFrames(t *testing.T) {

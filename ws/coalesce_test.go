@@ -54,7 +54,7 @@ func TestCoalesceWindowDoesNotDelayControlFrames(t *testing.T) {
 	cl, _ := th.attach("bob", nil)
 	cl.Send(map[string]any{"type": "join", "id": "j1", "session_id": "s2"})
 	res := cl.next()
-	require.Equal(t, "result", res.Type, "%s", res.raw)
+	require.Equal(t, "result", res.Type, "%s", res.Raw)
 	require.Equal(t, "j1", res.ID)
 }
 

@@ -21,11 +21,10 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/switchyard-gw/switchyard/client"
 	"github.com/switchyard-gw/switchyard/internal/testkit"
 )
 
@@ -290,7 +289,7 @@ func (th *testHub) attachWith(hc *http.Client, id string, extra url.Values) (*ws
 	require.NoError(th.t, err, "dial %s", q.Encode())
 	cl := newWSClient(th.t, c)
 	w := cl.next()
-	require.Equal(th.t, "welcome", w.Type, "the first frame must be the welcome: %s", w.raw)
+	require.Equal(th.t, "welcome", w.Type, "the first frame must be the welcome: %s", w.Raw)
 	return cl, w
 }
 
@@ -381,40 +380,12 @@ func connCloseCodes(p *Participant) []websocket.StatusCode {
 	return out
 }
 
-func counterValue(t *testing.T, c prometheus.Metric) float64 {
-	t.Helper()
-	var m dto.Metric
-	require.NoError(t, c.Write(&m))
-	if m.Counter != nil {
-		return m.Counter.GetValue()
-	}
-	return m.Gauge.GetValue()
-}
-
 // ---------------------------------------------------------------------------
 // A real client.
 
-// frame is any server frame, decoded; raw keeps its bytes.
-type frame struct {
-	Type          string          `json:"type"`
-	Seq           uint64          `json:"seq"`
-	EventID       string          `json:"event_id"`
-	SessionID     string          `json:"session_id"`
-	Event         json.RawMessage `json:"event"`
-	FromSeq       uint64          `json:"from_seq"`
-	ToSeq         uint64          `json:"to_seq"`
-	ID            string          `json:"id"`
-	Status        int             `json:"status"`
-	Body          json.RawMessage `json:"body"`
-	Code          string          `json:"code"`
-	Detail        string          `json:"detail"`
-	ParticipantID string          `json:"participant_id"`
-	Node          string          `json:"node"`
-	Sessions      []string        `json:"sessions"`
-	Resumed       bool            `json:"resumed"`
-
-	raw []byte
-}
+// frame is any server frame, decoded by the Go client's type (which so
+// keeps up with what the hub sends); Raw keeps its bytes.
+type frame = client.Frame
 
 // wsClient is a testkit.WS whose next frames decode to frame.
 type wsClient struct {
@@ -431,7 +402,7 @@ func parseFrame(t *testing.T, raw []byte) frame {
 	var f frame
 	require.True(t, json.Valid(raw), "frame is not JSON: %q", raw)
 	require.NoError(t, json.Unmarshal(raw, &f), "frame: %s", raw)
-	f.raw = raw
+	f.Raw = raw
 	return f
 }
 
@@ -445,8 +416,8 @@ func (c *wsClient) next() frame {
 func (c *wsClient) nextEvent(seq uint64) frame {
 	c.t.Helper()
 	f := c.next()
-	require.Equal(c.t, "event", f.Type, "want event %d, got %s", seq, f.raw)
-	require.Equal(c.t, seq, f.Seq, "frame %s", f.raw)
+	require.Equal(c.t, "event", f.Type, "want event %d, got %s", seq, f.Raw)
+	require.Equal(c.t, seq, f.Seq, "frame %s", f.Raw)
 	return f
 }
 
@@ -454,8 +425,8 @@ func (c *wsClient) nextEvent(seq uint64) frame {
 func (c *wsClient) nextGap(from, to uint64) frame {
 	c.t.Helper()
 	g := c.next()
-	require.Equal(c.t, "gap", g.Type, "want a gap, got %s", g.raw)
-	require.Equal(c.t, []uint64{from, to}, []uint64{g.FromSeq, g.ToSeq}, "frame %s", g.raw)
+	require.Equal(c.t, "gap", g.Type, "want a gap, got %s", g.Raw)
+	require.Equal(c.t, []uint64{from, to}, []uint64{g.FromSeq, g.ToSeq}, "frame %s", g.Raw)
 	return g
 }
 
@@ -499,9 +470,9 @@ func TestWelcomeFrameFirst(t *testing.T) {
 	assert.Equal(t, uint64(0), w.Seq, "nothing was assigned yet")
 	assert.False(t, w.Resumed)
 	var fields map[string]any
-	require.NoError(t, json.Unmarshal(w.raw, &fields))
+	require.NoError(t, json.Unmarshal(w.Raw, &fields))
 	for _, k := range []string{"type", "participant_id", "node", "sessions", "seq", "resumed"} {
-		assert.Contains(t, fields, k, "welcome lacks %s: %s", k, w.raw)
+		assert.Contains(t, fields, k, "welcome lacks %s: %s", k, w.Raw)
 	}
 
 	p := th.participant("alice")
@@ -513,7 +484,7 @@ func TestWelcomeFrameFirst(t *testing.T) {
 
 	// Without sessions the welcome carries an empty list, not null.
 	_, w2 := th.attach("bob", nil)
-	assert.Contains(t, string(w2.raw), `"sessions":[]`)
+	assert.Contains(t, string(w2.Raw), `"sessions":[]`)
 
 	// The welcome of a later connection gives the newest seq.
 	th.deliver("alice", numberedEvent(1), numberedEvent(2))
@@ -538,7 +509,7 @@ func TestDeliverReachesConnection(t *testing.T) {
 		assert.Equal(t, want.session, f.SessionID)
 		assert.JSONEq(t, bodies[i], string(f.Event))
 		if want.session == "" {
-			assert.NotContains(t, string(f.raw), "session_id")
+			assert.NotContains(t, string(f.Raw), "session_id")
 		}
 	}
 	// Another participant's events do not reach alice: her next frame is her
@@ -620,7 +591,7 @@ func TestResumeFromOlderThanMailboxGivesGap(t *testing.T) {
 	assert.Equal(t, uint64(6), w.Seq)
 	assert.True(t, w.Resumed)
 	g := cl.nextGap(2, 3)
-	assert.JSONEq(t, `{"type":"gap","from_seq":2,"to_seq":3}`, string(g.raw))
+	assert.JSONEq(t, `{"type":"gap","from_seq":2,"to_seq":3}`, string(g.Raw))
 	for i := 4; i <= 6; i++ {
 		assert.Equal(t, fmt.Sprintf("e%d", i), cl.nextEvent(uint64(i)).EventID)
 	}
@@ -655,11 +626,11 @@ func TestConnectedClientFallingBehindMailboxGetsGap(t *testing.T) {
 			require.LessOrEqual(t, f.ToSeq, uint64(total-size), "the last %d are still held", size)
 			next = f.ToSeq + 1
 		case "event":
-			require.Equal(t, next, f.Seq, "frame %.80s", f.raw)
+			require.Equal(t, next, f.Seq, "frame %.80s", f.Raw)
 			require.Equal(t, fmt.Sprintf("e%d", next), f.EventID)
 			next++
 		default:
-			require.Fail(t, "unexpected frame", "%.80s", f.raw)
+			require.Fail(t, "unexpected frame", "%.80s", f.Raw)
 		}
 	}
 	// Every seq was either received or reported in a gap, in order; at least
@@ -769,7 +740,7 @@ func TestClientFrames(t *testing.T) {
 	t.Run("not JSON", func(t *testing.T) {
 		cl.SendRaw([]byte(`{"type":"submit",`))
 		f := cl.next()
-		require.Equal(t, "error", f.Type, "frame %s", f.raw)
+		require.Equal(t, "error", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "invalid_frame", f.Code)
 		assert.NotEmpty(t, f.Detail)
 		cl.SendRaw([]byte(`not json at all`))
@@ -780,21 +751,21 @@ func TestClientFrames(t *testing.T) {
 	t.Run("unknown type", func(t *testing.T) {
 		cl.Send(map[string]any{"type": "dance", "id": "x1"})
 		f := cl.next()
-		require.Equal(t, "error", f.Type, "frame %s", f.raw)
+		require.Equal(t, "error", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "unknown_type", f.Code)
 		assert.Contains(t, f.Detail, "dance")
 	})
 	t.Run("missing type", func(t *testing.T) {
 		cl.Send(map[string]any{"id": "x2"})
 		f := cl.next()
-		require.Equal(t, "error", f.Type, "frame %s", f.raw)
+		require.Equal(t, "error", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "missing_type", f.Code)
 	})
 	t.Run("submit with id", func(t *testing.T) {
 		th.backend.setReply(Reply{Status: 200, Body: json.RawMessage(`{"status":"ok","event_id":"ev-9","recipients":2}`)})
 		cl.Send(map[string]any{"type": "submit", "id": "c1", "event": map[string]any{"message": "hi", "session_id": "s1"}})
 		f := cl.next()
-		require.Equal(t, "result", f.Type, "frame %s", f.raw)
+		require.Equal(t, "result", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "c1", f.ID)
 		assert.Equal(t, 200, f.Status)
 		assert.JSONEq(t, `{"status":"ok","event_id":"ev-9","recipients":2}`, string(f.Body))
@@ -809,7 +780,7 @@ func TestClientFrames(t *testing.T) {
 		th.backend.setReply(Reply{Status: 201, Body: json.RawMessage(`{"joined":true}`)})
 		cl.Send(map[string]any{"type": "join", "id": "j1", "session_id": "s5"})
 		f := cl.next()
-		require.Equal(t, "result", f.Type, "frame %s", f.raw)
+		require.Equal(t, "result", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "j1", f.ID)
 		assert.Equal(t, 201, f.Status)
 		assert.JSONEq(t, `{"joined":true}`, string(f.Body))
@@ -817,7 +788,7 @@ func TestClientFrames(t *testing.T) {
 		th.backend.setReply(Reply{Status: 404, Body: json.RawMessage(`{"status":"error","code":"not_member"}`), Code: "not_member", Detail: "not in s6"})
 		cl.Send(map[string]any{"type": "leave", "id": "l1", "session_id": "s6"})
 		f = cl.next()
-		require.Equal(t, "result", f.Type, "a failure with an id is a result too: %s", f.raw)
+		require.Equal(t, "result", f.Type, "a failure with an id is a result too: %s", f.Raw)
 		assert.Equal(t, "l1", f.ID)
 		assert.Equal(t, 404, f.Status)
 		assert.JSONEq(t, `{"status":"error","code":"not_member"}`, string(f.Body))
@@ -839,7 +810,7 @@ func TestClientFrames(t *testing.T) {
 		// ...and a failure without id is an error frame with the Reply's code.
 		cl.Send(map[string]any{"type": "submit", "event": map[string]any{"message": "x"}})
 		f := cl.next()
-		require.Equal(t, "error", f.Type, "the silent success must not be answered: %s", f.raw)
+		require.Equal(t, "error", f.Type, "the silent success must not be answered: %s", f.Raw)
 		assert.Equal(t, "forbidden", f.Code)
 		assert.Equal(t, "no access to s8", f.Detail)
 		assert.Len(t, th.backend.Calls(), before+2)
@@ -848,7 +819,7 @@ func TestClientFrames(t *testing.T) {
 		before := len(th.backend.Calls())
 		cl.Send(map[string]any{"type": "submit", "id": "c2"})
 		f := cl.next()
-		require.Equal(t, "result", f.Type, "frame %s", f.raw)
+		require.Equal(t, "result", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "c2", f.ID)
 		assert.Equal(t, http.StatusUnprocessableEntity, f.Status)
 		assert.Contains(t, string(f.Body), "missing_field")
@@ -859,12 +830,12 @@ func TestClientFrames(t *testing.T) {
 	t.Run("ack", func(t *testing.T) {
 		cl.Send(map[string]any{"type": "ack", "id": "a1", "seq": 0})
 		f := cl.next()
-		require.Equal(t, "result", f.Type, "frame %s", f.raw)
+		require.Equal(t, "result", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "a1", f.ID)
 		assert.Equal(t, 200, f.Status)
 		cl.Send(map[string]any{"type": "ack"})
 		f = cl.next()
-		require.Equal(t, "error", f.Type, "frame %s", f.raw)
+		require.Equal(t, "error", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "missing_field", f.Code)
 	})
 	// After all that, the connection is still open and delivering.
@@ -888,7 +859,7 @@ func TestAckFreesMailboxEntries(t *testing.T) {
 
 	cl.Send(map[string]any{"type": "ack", "seq": 3, "id": "a1"})
 	f := cl.next()
-	require.Equal(t, "result", f.Type, "frame %s", f.raw)
+	require.Equal(t, "result", f.Type, "frame %s", f.Raw)
 	oldest, newest, n := boxState(p)
 	assert.Equal(t, uint64(4), oldest, "acked entries are freed")
 	assert.Equal(t, uint64(5), newest)
@@ -1006,14 +977,14 @@ func TestSlowConsumer(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return slices.Equal(connCloseCodes(slowP), []websocket.StatusCode{closeSlowConsumer})
 	}, 10*time.Second, time.Millisecond, "the slow client was not marked as a slow consumer; codes %v", connCloseCodes(slowP))
-	assert.Equal(t, float64(1), counterValue(t, th.hub.cfg.Metrics.SlowConsumers))
+	assert.Equal(t, float64(1), testkit.MetricValue(t, th.hub.cfg.Metrics.SlowConsumers))
 
 	// It reads again: some events, in order, then 4000.
 	code, frames := slow.closeStatus()
 	assert.Equal(t, closeSlowConsumer, code, "close code")
 	var last uint64
 	for _, f := range frames {
-		require.Equal(t, "event", f.Type, "frame %s", f.raw)
+		require.Equal(t, "event", f.Type, "frame %s", f.Raw)
 		require.Equal(t, last+1, f.Seq, "contiguous")
 		last = f.Seq
 	}
@@ -1064,7 +1035,7 @@ func TestShutdownFlushesThenGoingAway(t *testing.T) {
 		}
 	}
 	requireShutdownOK(t, done)
-	assert.Equal(t, float64(0), counterValue(t, th.hub.cfg.Metrics.Connections))
+	assert.Equal(t, float64(0), testkit.MetricValue(t, th.hub.cfg.Metrics.Connections))
 
 	// After Shutdown no one attaches.
 	_, resp, err := th.dial(q("participant_id", "carol"))
@@ -1235,7 +1206,7 @@ func TestOfflineParticipantRemoved(t *testing.T) {
 	assert.True(t, th.listener.heardGone("online"))
 	assert.Empty(t, th.hub.SessionMembers("s1"))
 	assert.Equal(t, 0, th.hub.Count())
-	assert.Equal(t, float64(0), counterValue(t, th.hub.cfg.Metrics.Participants))
+	assert.Equal(t, float64(0), testkit.MetricValue(t, th.hub.cfg.Metrics.Participants))
 }
 
 func TestOfflineParticipantKeepsEventsWithinTTL(t *testing.T) {
@@ -1272,7 +1243,7 @@ func TestMailboxTTLExpiry(t *testing.T) {
 	_, newest, n := boxState(p)
 	assert.Equal(t, uint64(5), newest)
 	assert.Equal(t, 2, n)
-	assert.Equal(t, float64(2), counterValue(t, th.hub.cfg.Metrics.MailboxEvents))
+	assert.Equal(t, float64(2), testkit.MetricValue(t, th.hub.cfg.Metrics.MailboxEvents))
 
 	cl, w := th.attach("alice", q("resume_from", "0"))
 	assert.Equal(t, uint64(5), w.Seq)
@@ -1287,7 +1258,7 @@ func TestMailboxTTLExpiry(t *testing.T) {
 	ringNil := p.box.ring == nil
 	p.mu.Unlock()
 	assert.True(t, ringNil, "an expired mailbox releases its memory")
-	assert.Equal(t, float64(0), counterValue(t, th.hub.cfg.Metrics.MailboxEvents))
+	assert.Equal(t, float64(0), testkit.MetricValue(t, th.hub.cfg.Metrics.MailboxEvents))
 
 	// Deliver expires too, by the new event's time, and seqs go on.
 	th.deliver("alice", at(6))
@@ -1356,7 +1327,7 @@ func TestMaxSessionsPerParticipant(t *testing.T) {
 	cl, w := th.attach("bob", q("session_id", "a", "session_id", "b", "session_id", "c"))
 	assert.Len(t, w.Sessions, 2)
 	f := cl.next()
-	require.Equal(t, "error", f.Type, "frame %s", f.raw)
+	require.Equal(t, "error", f.Type, "frame %s", f.Raw)
 	assert.Equal(t, "too_many_sessions", f.Code)
 }
 
