@@ -16,6 +16,10 @@ import (
 	"github.com/switchyard-gw/switchyard/internal/testkit"
 )
 
+// fastTimers are the tests' fast memberlist timers, shared with the
+// sidecar's and the client's tests.
+var fastTimers = testkit.FastGossip
+
 // startGossips runs n Gossip nodes on 127.0.0.1 without the HTTP push, so
 // changes travel by memberlist alone (direct TCP, broadcasts, push/pull).
 func startGossips(t *testing.T, n int, key []byte) []*Gossip {
@@ -23,7 +27,7 @@ func startGossips(t *testing.T, n int, key []byte) []*Gossip {
 	var out []*Gossip
 	for i := range n {
 		cfg := GossipConfig{NodeName: fmt.Sprint("g", i+1), URL: fmt.Sprintf("http://127.0.0.1:%d", 9000+i),
-			Bind: "127.0.0.1:0", Key: key, Memberlist: testkit.FastGossip, RejoinInterval: 300 * time.Millisecond,
+			Bind: "127.0.0.1:0", Key: key, Memberlist: fastTimers, RejoinInterval: 300 * time.Millisecond,
 			Logger: slog.New(slog.DiscardHandler)}
 		if len(out) > 0 {
 			cfg.Join = []string{out[0].GossipAddr()}
@@ -86,7 +90,7 @@ func TestGossipNewcomerLearnsExistingEntries(t *testing.T) {
 	require.Eventually(t, func() bool { return len(gs[1].Directory().Session("s")) == 1 }, 5*time.Second, 5*time.Millisecond)
 
 	late, err := NewGossip(GossipConfig{NodeName: "late", Bind: "127.0.0.1:0", Join: []string{gs[1].GossipAddr()},
-		Memberlist: testkit.FastGossip, Logger: slog.New(slog.DiscardHandler)}, NewDirectory())
+		Memberlist: fastTimers, Logger: slog.New(slog.DiscardHandler)}, NewDirectory())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = late.Shutdown() })
 	require.Eventually(t, func() bool { return len(late.Directory().Session("s")) == 1 }, 5*time.Second, 5*time.Millisecond,
@@ -120,7 +124,7 @@ func TestParseGossipKey(t *testing.T) {
 func TestGossipWithDifferentKeysDoNotJoin(t *testing.T) {
 	a := startGossips(t, 1, []byte("0123456789abcdef"))[0]
 	b, err := NewGossip(GossipConfig{NodeName: "intruder", Bind: "127.0.0.1:0", Key: []byte("fedcba9876543210"),
-		Memberlist: testkit.FastGossip, Logger: slog.New(slog.DiscardHandler)}, NewDirectory())
+		Memberlist: fastTimers, Logger: slog.New(slog.DiscardHandler)}, NewDirectory())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = b.Shutdown() })
 	_, err = b.ml.Join([]string{a.GossipAddr()})
@@ -136,7 +140,7 @@ func TestGossipKeyRotation(t *testing.T) {
 	a := startGossips(t, 1, oldKey)[0]
 	start := func(name string, key []byte, extra []byte) *Gossip {
 		g, err := NewGossip(GossipConfig{NodeName: name, Bind: "127.0.0.1:0", Key: key, ExtraKeys: [][]byte{extra},
-			Join: []string{a.GossipAddr()}, Memberlist: testkit.FastGossip, Logger: slog.New(slog.DiscardHandler)}, NewDirectory())
+			Join: []string{a.GossipAddr()}, Memberlist: fastTimers, Logger: slog.New(slog.DiscardHandler)}, NewDirectory())
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = g.Shutdown() })
 		return g
@@ -144,7 +148,7 @@ func TestGossipKeyRotation(t *testing.T) {
 	b := start("step1", oldKey, newKey)
 	require.Eventually(t, func() bool { return a.ml.NumMembers() == 2 }, 5*time.Second, 10*time.Millisecond)
 	c, err := NewGossip(GossipConfig{NodeName: "step2", Bind: "127.0.0.1:0", Key: newKey, ExtraKeys: [][]byte{oldKey},
-		Join: []string{b.GossipAddr()}, Memberlist: testkit.FastGossip, Logger: slog.New(slog.DiscardHandler)}, NewDirectory())
+		Join: []string{b.GossipAddr()}, Memberlist: fastTimers, Logger: slog.New(slog.DiscardHandler)}, NewDirectory())
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Shutdown() })
 	require.Eventually(t, func() bool { return b.ml.NumMembers() == 3 && c.ml.NumMembers() >= 2 },

@@ -21,7 +21,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/switchyard-gw/switchyard/internal/testkit"
 	"github.com/switchyard-gw/switchyard/membership"
 )
 
@@ -211,13 +210,7 @@ func BenchmarkConvergence(b *testing.B) {
 		home := nodes[rng.IntN(len(nodes))]
 		p := fmt.Sprint("conv-", i)
 		start := time.Now()
-		conn, resp, err := dial(home, p, sessionQuery("conv-s-"+strconv.Itoa(i)), nil)
-		if resp != nil && resp.Body != nil {
-			_ = resp.Body.Close()
-		}
-		require.NoError(b, err)
-		c := testkit.NewWS(b, conn)
-		require.Equal(b, "welcome", c.Next()["type"])
+		c, _ := attach(b, home, p, sessionQuery("conv-s-"+strconv.Itoa(i)), nil)
 		welcomed = append(welcomed, time.Since(start))
 		everywhere := func() bool {
 			for _, n := range nodes {
@@ -247,7 +240,7 @@ func BenchmarkConvergence(b *testing.B) {
 		_ = r.Body.Close()
 		require.Equal(b, http.StatusOK, r.StatusCode, "submit on %s for %s: %s", other.Name(), p, raw)
 		require.Equal(b, "ping", c.Next()["event"].(map[string]any)["message"])
-		_ = conn.CloseNow()
+		_ = c.Conn.CloseNow()
 		b.StartTimer()
 	}
 	benchReportLatencies(b, "", converged)

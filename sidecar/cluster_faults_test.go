@@ -33,7 +33,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/switchyard-gw/switchyard/internal/testkit"
 	"github.com/switchyard-gw/switchyard/membership"
 )
 
@@ -57,7 +56,7 @@ func cfCluster(t testing.TB, size int, base Config, proxies map[int]*faultProxy,
 	var nodes []*Node
 	var seed string
 	for i := range size {
-		gc := membership.GossipConfig{Bind: "127.0.0.1:0", Memberlist: testkit.FastGossip, RejoinInterval: 500 * time.Millisecond}
+		gc := membership.GossipConfig{Bind: "127.0.0.1:0", Memberlist: fastGossip, RejoinInterval: 500 * time.Millisecond}
 		if seed != "" {
 			gc.Join = []string{seed}
 		}

@@ -14,6 +14,11 @@ import (
 	"github.com/switchyard-gw/switchyard/membership"
 )
 
+// fastGossip shortens memberlist's timers so tests see joins, failures and
+// anti-entropy in a fraction of a second (shared with the membership and
+// client tests).
+var fastGossip = testkit.FastGossip
+
 // startCluster runs size nodes on 127.0.0.1 with random ports, every node
 // joining the first, and waits until every node sees all of them.
 func startCluster(t testing.TB, size int, cfg Config) []*Node {
@@ -23,7 +28,7 @@ func startCluster(t testing.TB, size int, cfg Config) []*Node {
 	for i := range size {
 		c := cfg
 		c.NodeName = fmt.Sprintf("node-%d", i+1)
-		gc := membership.GossipConfig{Bind: "127.0.0.1:0", Memberlist: testkit.FastGossip, RejoinInterval: 500 * time.Millisecond}
+		gc := membership.GossipConfig{Bind: "127.0.0.1:0", Memberlist: fastGossip, RejoinInterval: 500 * time.Millisecond}
 		if seed != "" {
 			gc.Join = []string{seed}
 		}

@@ -13,7 +13,6 @@ import (
 	"github.com/coder/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/switchyard-gw/switchyard/internal/testkit"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
@@ -186,16 +185,13 @@ func BenchmarkResumeElsewhere(b *testing.B) {
 		}
 		b.StartTimer()
 		start := time.Now()
-		c, _, err := dial(nodes[1], id, url.Values{"resume_from": {"0"}, "batch": {"1"}}, nil)
-		require.NoError(b, err)
-		cl := testkit.NewWS(b, c)
-		require.Equal(b, "welcome", cl.Next()["type"])
+		cl, _ := attach(b, nodes[1], id, url.Values{"resume_from": {"0"}, "batch": {"1"}}, nil)
 		for j := uint64(1); j <= missed; j++ {
 			require.Equal(b, j, seqOf(cl.Next()))
 		}
 		total += time.Since(start)
 		b.StopTimer()
-		_ = c.CloseNow()
+		_ = cl.Conn.CloseNow()
 	}
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/resume")
 }

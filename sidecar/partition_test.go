@@ -62,7 +62,7 @@ func TestPartitionCutNodeIsDroppedAndRejoinsWithoutRestart(t *testing.T) {
 	for i := range 3 {
 		tr := newFaultTransport(t, fnet)
 		px := newFaultProxy(t) // before the node: its URL is the node's advertised URL
-		gc := membership.GossipConfig{Bind: tr.addr, Transport: tr, Memberlist: testkit.FastGossip,
+		gc := membership.GossipConfig{Bind: tr.addr, Transport: tr, Memberlist: fastGossip,
 			RejoinInterval: 300 * time.Millisecond, SyncTimeout: 500 * time.Millisecond}
 		if i > 0 {
 			gc.Join = []string{nodes[0].transport.addr}

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/switchyard-gw/switchyard/internal/testkit"
 )
 
 // budgetHub is a hub whose clock the test moves and whose sweeper never
@@ -31,7 +29,7 @@ func budgetEvent(id string, size int, now time.Time) *Event {
 func heldBytes(t *testing.T, h *Hub) int64 {
 	t.Helper()
 	n := h.MailboxBytes()
-	require.Equal(t, float64(n), testkit.MetricValue(t, h.cfg.Metrics.MailboxBytes), "the gauge reads the count")
+	require.Equal(t, float64(n), counterValue(t, h.cfg.Metrics.MailboxBytes), "the gauge reads the count")
 	return n
 }
 
@@ -171,8 +169,8 @@ func TestMailboxBytesAbandon(t *testing.T) {
 func TestReserveRefusesPastTheBudget(t *testing.T) {
 	th, clock := budgetHub(t, Config{MaxMailboxBytes: 20_000})
 	joinAll(t, th.hub, "a", "b")
-	refusals := func() float64 { return testkit.MetricValue(t, th.hub.cfg.Metrics.BudgetRefusals) }
-	require.Equal(t, float64(20_000), testkit.MetricValue(t, th.hub.cfg.Metrics.MailboxBytesLimit))
+	refusals := func() float64 { return counterValue(t, th.hub.cfg.Metrics.BudgetRefusals) }
+	require.Equal(t, float64(20_000), counterValue(t, th.hub.cfg.Metrics.MailboxBytesLimit))
 
 	accepted, refused := 0, false
 	for i := 0; i < 100 && !refused; i++ {

@@ -42,7 +42,7 @@ func TestCoalesceWindowJoinsEventsArrivingWithinIt(t *testing.T) {
 
 	now := time.Now()
 	th.deliver("bob", testEvent(1, now), testEvent(2, now), testEvent(3, now))
-	msg, err := cl.ReadMessage()
+	msg, err := cl.readMessage()
 	require.NoError(t, err)
 	require.Equal(t, 3, len(bytes.Split(msg, []byte("\n"))), "one message carries all three: %s", msg)
 }
@@ -52,7 +52,7 @@ func TestCoalesceWindowJoinsEventsArrivingWithinIt(t *testing.T) {
 func TestCoalesceWindowDoesNotDelayControlFrames(t *testing.T) {
 	th := newTestHub(t, Config{CoalesceWindow: time.Hour})
 	cl, _ := th.attach("bob", nil)
-	cl.Send(map[string]any{"type": "join", "id": "j1", "session_id": "s2"})
+	cl.send(map[string]any{"type": "join", "id": "j1", "session_id": "s2"})
 	res := cl.next()
 	require.Equal(t, "result", res.Type, "%s", res.Raw)
 	require.Equal(t, "j1", res.ID)

@@ -263,13 +263,15 @@ func (th *testHub) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+func (th *testHub) wsURL(q url.Values) string { return testkit.AttachURL(th.srv.URL, q) }
+
 // dial connects with query q (participant_id included).
 func (th *testHub) dial(q url.Values) (*websocket.Conn, *http.Response, error) {
 	return th.dialWith(th.srv.Client(), q)
 }
 
 func (th *testHub) dialWith(hc *http.Client, q url.Values) (*websocket.Conn, *http.Response, error) {
-	return testkit.Dial(testkit.AttachURL(th.srv.URL, q), &websocket.DialOptions{HTTPClient: hc})
+	return testkit.Dial(th.wsURL(q), &websocket.DialOptions{HTTPClient: hc})
 }
 
 // attach connects participant id with extra query parameters and returns the
@@ -380,6 +382,9 @@ func connCloseCodes(p *Participant) []websocket.StatusCode {
 	return out
 }
 
+// counterValue reads a counter's or a gauge's value.
+var counterValue = testkit.MetricValue
+
 // ---------------------------------------------------------------------------
 // A real client.
 
@@ -387,14 +392,29 @@ func connCloseCodes(p *Participant) []websocket.StatusCode {
 // keeps up with what the hub sends); Raw keeps its bytes.
 type frame = client.Frame
 
-// wsClient is a testkit.WS whose next frames decode to frame.
+// wsClient is a testkit.WS under this package's names, whose frames
+// decode to frame.
 type wsClient struct {
-	*testkit.WS
-	t *testing.T
+	t    *testing.T
+	ws   *testkit.WS
+	conn *websocket.Conn // ws.Conn, for the tests that close or read the socket themselves
 }
 
 func newWSClient(t *testing.T, conn *websocket.Conn) *wsClient {
-	return &wsClient{WS: testkit.NewWS(t, conn), t: t}
+	return &wsClient{t: t, ws: testkit.NewWS(t, conn), conn: conn}
+}
+
+// readMessage reads one WebSocket message as it is.
+func (c *wsClient) readMessage() ([]byte, error) { return c.ws.ReadMessage() }
+
+func (c *wsClient) send(v any) {
+	c.t.Helper()
+	c.ws.Send(v)
+}
+
+func (c *wsClient) sendRaw(b []byte) {
+	c.t.Helper()
+	c.ws.SendRaw(b)
 }
 
 func parseFrame(t *testing.T, raw []byte) frame {
@@ -409,7 +429,7 @@ func parseFrame(t *testing.T, raw []byte) frame {
 // next returns the next frame (splitting batched messages).
 func (c *wsClient) next() frame {
 	c.t.Helper()
-	return parseFrame(c.t, c.NextRaw())
+	return parseFrame(c.t, c.ws.NextRaw())
 }
 
 // nextEvent returns the next frame, which must be an event with seq.
@@ -434,7 +454,7 @@ func (c *wsClient) nextGap(from, to uint64) frame {
 // the frames that arrived before it.
 func (c *wsClient) closeStatus() (websocket.StatusCode, []frame) {
 	c.t.Helper()
-	raws, code := c.ReadUntilClose()
+	raws, code := c.ws.ReadUntilClose()
 	var frames []frame
 	for _, raw := range raws {
 		frames = append(frames, parseFrame(c.t, raw))
@@ -534,7 +554,7 @@ func TestTwoConnectionsOfOneParticipant(t *testing.T) {
 		}
 	}
 	// One of them going leaves the other served.
-	require.NoError(t, a.Conn.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, a.conn.Close(websocket.StatusNormalClosure, ""))
 	require.Eventually(t, func() bool { return len(connCloseCodes(th.participant("alice"))) == 1 }, 10*time.Second, time.Millisecond)
 	th.deliver("alice", numberedEvent(6))
 	b.nextEvent(6)
@@ -648,7 +668,7 @@ func TestReconnectWithoutResumeFromStartsAfterLastWritten(t *testing.T) {
 		th.deliver("alice", numberedEvent(i))
 		cl.nextEvent(uint64(i))
 	}
-	require.NoError(t, cl.Conn.Close(websocket.StatusNormalClosure, "bye"))
+	require.NoError(t, cl.conn.Close(websocket.StatusNormalClosure, "bye"))
 	th.waitOnline("alice", false)
 
 	// Events that arrive while it is away wait in the mailbox.
@@ -660,7 +680,7 @@ func TestReconnectWithoutResumeFromStartsAfterLastWritten(t *testing.T) {
 	assert.Equal(t, "e5", cl2.nextEvent(5).EventID)
 
 	// One event waiting: replay starts at the newest seq, which is resumed too.
-	require.NoError(t, cl2.Conn.Close(websocket.StatusNormalClosure, "bye"))
+	require.NoError(t, cl2.conn.Close(websocket.StatusNormalClosure, "bye"))
 	th.waitOnline("alice", false)
 	th.deliver("alice", numberedEvent(6))
 	cl3, w3 := th.attach("alice", nil)
@@ -669,7 +689,7 @@ func TestReconnectWithoutResumeFromStartsAfterLastWritten(t *testing.T) {
 	cl3.nextEvent(6)
 
 	// And with nothing waiting, a reconnect starts at the next new event.
-	require.NoError(t, cl3.Conn.Close(websocket.StatusNormalClosure, "bye"))
+	require.NoError(t, cl3.conn.Close(websocket.StatusNormalClosure, "bye"))
 	th.waitOnline("alice", false)
 	cl4, w4 := th.attach("alice", nil)
 	assert.Equal(t, uint64(6), w4.Seq)
@@ -696,7 +716,7 @@ func TestBatchPacksFramesIntoOneMessage(t *testing.T) {
 	maxPerMessage := 0
 	messages := 0
 	for len(frames) < total+1 { // the welcome and every event
-		data, err := cl.ReadMessage()
+		data, err := cl.readMessage()
 		require.NoError(t, err)
 		messages++
 		parts := bytes.Split(data, []byte("\n"))
@@ -738,32 +758,32 @@ func TestClientFrames(t *testing.T) {
 	cl, _ := th.attach("alice", q("participant_type", "human"))
 
 	t.Run("not JSON", func(t *testing.T) {
-		cl.SendRaw([]byte(`{"type":"submit",`))
+		cl.sendRaw([]byte(`{"type":"submit",`))
 		f := cl.next()
 		require.Equal(t, "error", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "invalid_frame", f.Code)
 		assert.NotEmpty(t, f.Detail)
-		cl.SendRaw([]byte(`not json at all`))
+		cl.sendRaw([]byte(`not json at all`))
 		assert.Equal(t, "invalid_frame", cl.next().Code)
-		cl.SendRaw([]byte(`[1,2]`))
+		cl.sendRaw([]byte(`[1,2]`))
 		assert.Equal(t, "invalid_frame", cl.next().Code)
 	})
 	t.Run("unknown type", func(t *testing.T) {
-		cl.Send(map[string]any{"type": "dance", "id": "x1"})
+		cl.send(map[string]any{"type": "dance", "id": "x1"})
 		f := cl.next()
 		require.Equal(t, "error", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "unknown_type", f.Code)
 		assert.Contains(t, f.Detail, "dance")
 	})
 	t.Run("missing type", func(t *testing.T) {
-		cl.Send(map[string]any{"id": "x2"})
+		cl.send(map[string]any{"id": "x2"})
 		f := cl.next()
 		require.Equal(t, "error", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "missing_type", f.Code)
 	})
 	t.Run("submit with id", func(t *testing.T) {
 		th.backend.setReply(Reply{Status: 200, Body: json.RawMessage(`{"status":"ok","event_id":"ev-9","recipients":2}`)})
-		cl.Send(map[string]any{"type": "submit", "id": "c1", "event": map[string]any{"message": "hi", "session_id": "s1"}})
+		cl.send(map[string]any{"type": "submit", "id": "c1", "event": map[string]any{"message": "hi", "session_id": "s1"}})
 		f := cl.next()
 		require.Equal(t, "result", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "c1", f.ID)
@@ -778,7 +798,7 @@ func TestClientFrames(t *testing.T) {
 	})
 	t.Run("join and leave with id", func(t *testing.T) {
 		th.backend.setReply(Reply{Status: 201, Body: json.RawMessage(`{"joined":true}`)})
-		cl.Send(map[string]any{"type": "join", "id": "j1", "session_id": "s5"})
+		cl.send(map[string]any{"type": "join", "id": "j1", "session_id": "s5"})
 		f := cl.next()
 		require.Equal(t, "result", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "j1", f.ID)
@@ -786,7 +806,7 @@ func TestClientFrames(t *testing.T) {
 		assert.JSONEq(t, `{"joined":true}`, string(f.Body))
 
 		th.backend.setReply(Reply{Status: 404, Body: json.RawMessage(`{"status":"error","code":"not_member"}`), Code: "not_member", Detail: "not in s6"})
-		cl.Send(map[string]any{"type": "leave", "id": "l1", "session_id": "s6"})
+		cl.send(map[string]any{"type": "leave", "id": "l1", "session_id": "s6"})
 		f = cl.next()
 		require.Equal(t, "result", f.Type, "a failure with an id is a result too: %s", f.Raw)
 		assert.Equal(t, "l1", f.ID)
@@ -806,9 +826,9 @@ func TestClientFrames(t *testing.T) {
 		th.backend.setReply(Reply{Status: 200, Body: json.RawMessage(`{"status":"ok"}`)})
 		th.backend.setReplyFor("submit", Reply{Status: 403, Body: json.RawMessage(`{"status":"error"}`), Code: "forbidden", Detail: "no access to s8"})
 		before := len(th.backend.Calls())
-		cl.Send(map[string]any{"type": "join", "session_id": "s7"})
+		cl.send(map[string]any{"type": "join", "session_id": "s7"})
 		// ...and a failure without id is an error frame with the Reply's code.
-		cl.Send(map[string]any{"type": "submit", "event": map[string]any{"message": "x"}})
+		cl.send(map[string]any{"type": "submit", "event": map[string]any{"message": "x"}})
 		f := cl.next()
 		require.Equal(t, "error", f.Type, "the silent success must not be answered: %s", f.Raw)
 		assert.Equal(t, "forbidden", f.Code)
@@ -817,23 +837,23 @@ func TestClientFrames(t *testing.T) {
 	})
 	t.Run("submit without event", func(t *testing.T) {
 		before := len(th.backend.Calls())
-		cl.Send(map[string]any{"type": "submit", "id": "c2"})
+		cl.send(map[string]any{"type": "submit", "id": "c2"})
 		f := cl.next()
 		require.Equal(t, "result", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "c2", f.ID)
 		assert.Equal(t, http.StatusUnprocessableEntity, f.Status)
 		assert.Contains(t, string(f.Body), "missing_field")
-		cl.Send(map[string]any{"type": "submit", "event": nil})
+		cl.send(map[string]any{"type": "submit", "event": nil})
 		assert.Equal(t, "missing_field", cl.next().Code)
 		assert.Len(t, th.backend.Calls(), before, "an invalid submit does not reach the backend")
 	})
 	t.Run("ack", func(t *testing.T) {
-		cl.Send(map[string]any{"type": "ack", "id": "a1", "seq": 0})
+		cl.send(map[string]any{"type": "ack", "id": "a1", "seq": 0})
 		f := cl.next()
 		require.Equal(t, "result", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "a1", f.ID)
 		assert.Equal(t, 200, f.Status)
-		cl.Send(map[string]any{"type": "ack"})
+		cl.send(map[string]any{"type": "ack"})
 		f = cl.next()
 		require.Equal(t, "error", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "missing_field", f.Code)
@@ -857,7 +877,7 @@ func TestAckFreesMailboxEntries(t *testing.T) {
 	require.Equal(t, uint64(1), oldest)
 	require.Equal(t, 5, n)
 
-	cl.Send(map[string]any{"type": "ack", "seq": 3, "id": "a1"})
+	cl.send(map[string]any{"type": "ack", "seq": 3, "id": "a1"})
 	f := cl.next()
 	require.Equal(t, "result", f.Type, "frame %s", f.Raw)
 	oldest, newest, n := boxState(p)
@@ -874,11 +894,11 @@ func TestAckFreesMailboxEntries(t *testing.T) {
 
 	// An older ack changes nothing; an ack past newest frees all, and seqs
 	// go on.
-	cl.Send(map[string]any{"type": "ack", "seq": 2, "id": "a2"})
+	cl.send(map[string]any{"type": "ack", "seq": 2, "id": "a2"})
 	require.Equal(t, "result", cl.next().Type)
 	_, _, n = boxState(p)
 	assert.Equal(t, 2, n)
-	cl.Send(map[string]any{"type": "ack", "seq": 1000, "id": "a3"})
+	cl.send(map[string]any{"type": "ack", "seq": 1000, "id": "a3"})
 	require.Equal(t, "result", cl.next().Type)
 	oldest, newest, n = boxState(p)
 	assert.Equal(t, 0, n)
@@ -896,12 +916,12 @@ func TestOversizedClientFrameCloses1009(t *testing.T) {
 	ok, err := json.Marshal(map[string]any{"type": "submit", "id": "c1", "event": map[string]any{"pad": strings.Repeat("x", 900)}})
 	require.NoError(t, err)
 	require.LessOrEqual(t, len(ok), 1024)
-	cl.SendRaw(ok)
+	cl.sendRaw(ok)
 	require.Equal(t, "result", cl.next().Type)
 
 	big, err := json.Marshal(map[string]any{"type": "submit", "id": "c2", "event": map[string]any{"pad": strings.Repeat("x", 2000)}})
 	require.NoError(t, err)
-	cl.SendRaw(big)
+	cl.sendRaw(big)
 	code, frames := cl.closeStatus()
 	assert.Equal(t, websocket.StatusMessageTooBig, code)
 	assert.Empty(t, frames, "the oversized frame is not answered")
@@ -928,7 +948,7 @@ func TestSlowConsumer(t *testing.T) {
 	go func() {
 		defer close(progress)
 		for want := uint64(1); want <= total; want++ {
-			data, err := fast.ReadMessage()
+			data, err := fast.readMessage()
 			if err != nil {
 				readErr <- err
 				return
@@ -977,7 +997,7 @@ func TestSlowConsumer(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return slices.Equal(connCloseCodes(slowP), []websocket.StatusCode{closeSlowConsumer})
 	}, 10*time.Second, time.Millisecond, "the slow client was not marked as a slow consumer; codes %v", connCloseCodes(slowP))
-	assert.Equal(t, float64(1), testkit.MetricValue(t, th.hub.cfg.Metrics.SlowConsumers))
+	assert.Equal(t, float64(1), counterValue(t, th.hub.cfg.Metrics.SlowConsumers))
 
 	// It reads again: some events, in order, then 4000.
 	code, frames := slow.closeStatus()
@@ -999,8 +1019,8 @@ func TestSlowConsumer(t *testing.T) {
 		f := slow2.nextEvent(s)
 		require.Equal(t, fmt.Sprintf("e%d", s), f.EventID)
 	}
-	require.NoError(t, slow2.Conn.Close(websocket.StatusNormalClosure, ""))
-	require.NoError(t, fast.Conn.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, slow2.conn.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, fast.conn.Close(websocket.StatusNormalClosure, ""))
 }
 
 func TestShutdownFlushesThenGoingAway(t *testing.T) {
@@ -1035,7 +1055,7 @@ func TestShutdownFlushesThenGoingAway(t *testing.T) {
 		}
 	}
 	requireShutdownOK(t, done)
-	assert.Equal(t, float64(0), testkit.MetricValue(t, th.hub.cfg.Metrics.Connections))
+	assert.Equal(t, float64(0), counterValue(t, th.hub.cfg.Metrics.Connections))
 
 	// After Shutdown no one attaches.
 	_, resp, err := th.dial(q("participant_id", "carol"))
@@ -1164,7 +1184,7 @@ func TestTooManyConnections(t *testing.T) {
 		assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
 	}
 	assert.ErrorIs(t, th.attachErr(), ErrTooManyConnections)
-	require.NoError(t, a.Conn.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, a.conn.Close(websocket.StatusNormalClosure, ""))
 	// The slot is freed when the connection goes.
 	require.Eventually(t, func() bool {
 		c, _, err := th.dial(q("participant_id", "bob"))
@@ -1201,12 +1221,12 @@ func TestOfflineParticipantRemoved(t *testing.T) {
 	on.nextEvent(1)
 
 	// Once it detaches its window starts, and it goes too.
-	require.NoError(t, on.Conn.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, on.conn.Close(websocket.StatusNormalClosure, ""))
 	require.Eventually(t, func() bool { return th.hub.Lookup("online") == nil }, 10*time.Second, time.Millisecond)
 	assert.True(t, th.listener.heardGone("online"))
 	assert.Empty(t, th.hub.SessionMembers("s1"))
 	assert.Equal(t, 0, th.hub.Count())
-	assert.Equal(t, float64(0), testkit.MetricValue(t, th.hub.cfg.Metrics.Participants))
+	assert.Equal(t, float64(0), counterValue(t, th.hub.cfg.Metrics.Participants))
 }
 
 func TestOfflineParticipantKeepsEventsWithinTTL(t *testing.T) {
@@ -1243,7 +1263,7 @@ func TestMailboxTTLExpiry(t *testing.T) {
 	_, newest, n := boxState(p)
 	assert.Equal(t, uint64(5), newest)
 	assert.Equal(t, 2, n)
-	assert.Equal(t, float64(2), testkit.MetricValue(t, th.hub.cfg.Metrics.MailboxEvents))
+	assert.Equal(t, float64(2), counterValue(t, th.hub.cfg.Metrics.MailboxEvents))
 
 	cl, w := th.attach("alice", q("resume_from", "0"))
 	assert.Equal(t, uint64(5), w.Seq)
@@ -1258,7 +1278,7 @@ func TestMailboxTTLExpiry(t *testing.T) {
 	ringNil := p.box.ring == nil
 	p.mu.Unlock()
 	assert.True(t, ringNil, "an expired mailbox releases its memory")
-	assert.Equal(t, float64(0), testkit.MetricValue(t, th.hub.cfg.Metrics.MailboxEvents))
+	assert.Equal(t, float64(0), counterValue(t, th.hub.cfg.Metrics.MailboxEvents))
 
 	// Deliver expires too, by the new event's time, and seqs go on.
 	th.deliver("alice", at(6))
@@ -1295,12 +1315,12 @@ func TestListenerHearsParticipantChanges(t *testing.T) {
 	assert.Equal(t, ParticipantInfo{ID: "alice", Type: "human", Sessions: []string{"s2"}, Online: true}, info)
 
 	// One of two connections going leaves it online.
-	require.NoError(t, a.Conn.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, a.conn.Close(websocket.StatusNormalClosure, ""))
 	require.Eventually(t, func() bool { return len(connCloseCodes(th.participant("alice"))) == 1 }, 10*time.Second, time.Millisecond)
 	info, _ = l.last("alice")
 	assert.True(t, info.Online)
 
-	require.NoError(t, b.Conn.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, b.conn.Close(websocket.StatusNormalClosure, ""))
 	require.Eventually(t, func() bool { info, _ := l.last("alice"); return !info.Online }, 10*time.Second, time.Millisecond)
 	info, _ = l.last("alice")
 	assert.Equal(t, ParticipantInfo{ID: "alice", Type: "human", Sessions: []string{"s2"}, Online: false}, info)
@@ -1367,7 +1387,7 @@ func TestOrderingUnderConcurrentDelivery(t *testing.T) {
 			for g := range next {
 				assert.Equal(t, perG, next[g])
 			}
-			require.NoError(t, cl.Conn.Close(websocket.StatusNormalClosure, ""))
+			require.NoError(t, cl.conn.Close(websocket.StatusNormalClosure, ""))
 		})
 	}
 }

@@ -314,7 +314,7 @@ func deliverOneByOne(t *testing.T, th *testHub, cl *wsClient, seq uint64, sizes 
 		seq++
 		ev := frameOfSize(t, seq, size)
 		th.deliver("alice", ev)
-		msg, err := cl.ReadMessage()
+		msg, err := cl.readMessage()
 		require.NoError(t, err, "message of %d bytes", size)
 		require.Equal(t, ev.appendFrame(nil, seq), msg, "message of %d bytes", size)
 	}
@@ -346,7 +346,7 @@ func TestFrameSizesRoundTrip(t *testing.T) {
 		}
 		deliverAtOnce(th, "alice", evs...)
 		for i, w := range want {
-			msg, err := cl.ReadMessage()
+			msg, err := cl.readMessage()
 			require.NoError(t, err, "message %d", i)
 			require.Equal(t, w, msg, "message %d (%d bytes), in order", i, len(w))
 		}
@@ -406,7 +406,7 @@ func TestFrameSizesRoundTrip(t *testing.T) {
 					want = [][]byte{fa, fb}
 				}
 				for i, w := range want {
-					msg, err := cl.ReadMessage()
+					msg, err := cl.readMessage()
 					require.NoError(t, err)
 					require.Equal(t, len(w), len(msg), "length of message %d", i)
 					require.Equal(t, w, msg, "message %d", i)
@@ -546,7 +546,7 @@ func TestManyMessagesWithoutBatch(t *testing.T) {
 	}
 	deliverAtOnce(th, "alice", evs...)
 	for i := 1; i <= burst; i++ {
-		msg, err := cl.ReadMessage()
+		msg, err := cl.readMessage()
 		require.NoError(t, err)
 		require.NotContains(t, string(msg), "\n", "without batch=1 a message is one frame")
 		f := parseFrame(t, msg)
@@ -568,7 +568,7 @@ func TestManyMessagesWithoutBatch(t *testing.T) {
 		th.deliver("alice", numberedEvent(i))
 	}
 	for i := burst + 1; i <= burst+trickle; i++ {
-		msg, err := cl.ReadMessage()
+		msg, err := cl.readMessage()
 		require.NoError(t, err)
 		require.NotContains(t, string(msg), "\n")
 		f := parseFrame(t, msg)
@@ -625,7 +625,7 @@ func TestBatchMessagesCappedAtMaxBatchBytes(t *testing.T) {
 	}
 	seq, multi := 1, 0
 	for seq <= total {
-		msg, err := cl.ReadMessage()
+		msg, err := cl.readMessage()
 		require.NoError(t, err)
 		parts := checkMessage(msg)
 		if len(parts) > 1 {
