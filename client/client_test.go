@@ -14,26 +14,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/memberlist"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/switchyard-gw/switchyard/client"
+	"github.com/switchyard-gw/switchyard/internal/testkit"
 	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/sidecar"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-func fastGossip(c *memberlist.Config) {
-	c.ProbeInterval = 100 * time.Millisecond
-	c.ProbeTimeout = 50 * time.Millisecond
-	c.GossipInterval = 20 * time.Millisecond
-	c.PushPullInterval = 500 * time.Millisecond
-	c.SuspicionMult = 2
-	c.TCPTimeout = 500 * time.Millisecond
-}
 
 func startNodes(t *testing.T, n int, cfg sidecar.Config) []*sidecar.Node {
 	t.Helper()
@@ -41,19 +32,14 @@ func startNodes(t *testing.T, n int, cfg sidecar.Config) []*sidecar.Node {
 	for i := range n {
 		c := cfg
 		c.Listen, c.NodeName, c.Logger = "127.0.0.1:0", fmt.Sprint("n", i+1), slog.New(slog.DiscardHandler)
-		gc := membership.GossipConfig{Bind: "127.0.0.1:0", Memberlist: fastGossip, RejoinInterval: time.Second}
+		gc := membership.GossipConfig{Bind: "127.0.0.1:0", Memberlist: testkit.FastGossip, RejoinInterval: time.Second}
 		if i > 0 {
 			gc.Join = []string{nodes[0].GossipAddr()}
 		}
 		c.Gossip = &gc
 		node, err := sidecar.New(c)
 		require.NoError(t, err)
-		node.Start()
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = node.Shutdown(ctx)
-		})
+		testkit.Start(t, node)
 		nodes = append(nodes, node)
 	}
 	require.Eventually(t, func() bool {

@@ -12,16 +12,13 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/switchyard-gw/switchyard/internal/testkit"
 )
 
-func fastTimers(c *memberlist.Config) {
-	c.ProbeInterval = 100 * time.Millisecond
-	c.ProbeTimeout = 50 * time.Millisecond
-	c.GossipInterval = 20 * time.Millisecond
-	c.PushPullInterval = 300 * time.Millisecond
-	c.SuspicionMult = 2
-	c.TCPTimeout = 500 * time.Millisecond
-}
+// fastTimers are the tests' fast memberlist timers, shared with the
+// sidecar's and the client's tests.
+var fastTimers = testkit.FastGossip
 
 // startGossips runs n Gossip nodes on 127.0.0.1 without the HTTP push, so
 // changes travel by memberlist alone (direct TCP, broadcasts, push/pull).

@@ -138,7 +138,7 @@ func apiPut(t testing.TB, n *Node, session, participant string, body []byte, hea
 // seq want, and returns it and its inner event.
 func apiNextEvent(t testing.TB, c *client, want uint64) (frame, inner map[string]any) {
 	t.Helper()
-	frame = c.next()
+	frame = c.Next()
 	require.Equal(t, "event", frame["type"], "frame: %v", frame)
 	require.Equal(t, want, seqOf(frame), "frame: %v", frame)
 	inner, ok := frame["event"].(map[string]any)
@@ -797,7 +797,7 @@ func TestAPISessionParticipants(t *testing.T) {
 			return nil
 		}
 		assert.Equal(t, map[string]any{"participant_id": "p4", "participant_type": "human", "node": n.Name(), "online": true}, online())
-		require.NoError(t, c.conn.CloseNow())
+		require.NoError(t, c.Conn.CloseNow())
 		require.Eventually(t, func() bool {
 			p := online()
 			return p != nil && p["online"] == false

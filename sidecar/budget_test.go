@@ -3,7 +3,6 @@ package sidecar
 import (
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -58,23 +57,6 @@ func requireBudgetRefusal(t *testing.T, r apiResponse) {
 	assert.Equal(t, "5", r.Header.Get("Retry-After"))
 }
 
-// metricLine returns the value of the metric line that starts with name
-// (labels included) on n's /metrics.
-func metricLine(t *testing.T, n *Node, name string) float64 {
-	t.Helper()
-	r := do(t, http.MethodGet, n.URL()+"/metrics", nil, nil)
-	require.Equal(t, http.StatusOK, r.Status)
-	for _, line := range strings.Split(string(r.Raw), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			require.NoError(t, err, line)
-			return f
-		}
-	}
-	t.Fatalf("no %s on /metrics", name)
-	return 0
-}
-
 func TestMailboxBudgetRefusesNewEventsAndKeepsAccepted(t *testing.T) {
 	n := startNode(t, Config{MaxMailboxBytes: testBudget})
 	ids := []string{"p1", "p2", "p3"}
@@ -86,12 +68,12 @@ func TestMailboxBudgetRefusesNewEventsAndKeepsAccepted(t *testing.T) {
 	// 100 KB events fit in 1 MiB (counted per mailbox, three would).
 	require.Len(t, accepted, 10)
 
-	held := metricLine(t, n, "switchyard_mailbox_bytes")
+	held := metricValue(t, n, "switchyard_mailbox_bytes")
 	assert.LessOrEqual(t, held, float64(testBudget))
 	assert.Greater(t, held, float64(10*100<<10))
-	assert.Equal(t, float64(testBudget), metricLine(t, n, "switchyard_mailbox_bytes_limit"))
-	assert.Equal(t, float64(1), metricLine(t, n, "switchyard_mailbox_budget_refusals_total"))
-	assert.Equal(t, float64(1), metricLine(t, n, `switchyard_submits_total{outcome="mailbox_budget_exhausted"}`))
+	assert.Equal(t, float64(testBudget), metricValue(t, n, "switchyard_mailbox_bytes_limit"))
+	assert.Equal(t, float64(1), metricValue(t, n, "switchyard_mailbox_budget_refusals_total"))
+	assert.Equal(t, float64(1), metricValue(t, n, `switchyard_submits_total{outcome="mailbox_budget_exhausted"}`))
 
 	// Nothing accepted was dropped, and the refused event reached nobody:
 	// each participant comes back to exactly the accepted events.
@@ -100,7 +82,7 @@ func TestMailboxBudgetRefusesNewEventsAndKeepsAccepted(t *testing.T) {
 		c, welcome := attach(t, n, id, nil, nil)
 		require.Equal(t, uint64(len(accepted)), seqOf(welcome), "%s: the newest seq is the last accepted event", id)
 		for i, want := range accepted {
-			f := c.next()
+			f := c.Next()
 			require.Equal(t, "event", f["type"], "%s: %v", id, f)
 			require.Equal(t, uint64(i+1), seqOf(f))
 			require.Equal(t, want, f["event_id"])
@@ -111,7 +93,7 @@ func TestMailboxBudgetRefusesNewEventsAndKeepsAccepted(t *testing.T) {
 	// Once the participants acknowledge what they read, there is room: the
 	// refused event is accepted on retry with the same event_id.
 	for _, c := range clients {
-		c.send(map[string]any{"type": "ack", "seq": len(accepted)})
+		c.Send(map[string]any{"type": "ack", "seq": len(accepted)})
 	}
 	require.Eventually(t, func() bool { return n.hub.MailboxBytes() < testBudget/10 },
 		10*time.Second, 5*time.Millisecond, "the acknowledged events were not given back")
@@ -119,7 +101,7 @@ func TestMailboxBudgetRefusesNewEventsAndKeepsAccepted(t *testing.T) {
 	require.Equal(t, http.StatusOK, retry.Status, "answer: %s", retry.Raw)
 	assert.Equal(t, float64(3), retry.Body["live"])
 	for id, c := range clients {
-		f := c.next()
+		f := c.Next()
 		assert.Equal(t, uint64(len(accepted)+1), seqOf(f), id)
 		assert.Equal(t, fmt.Sprint("ev-", len(accepted)), f["event_id"], id)
 	}
@@ -163,9 +145,9 @@ func TestMailboxBudgetOnThePeerFailsItsRecipients(t *testing.T) {
 	assert.Equal(t, "recipients_unreachable", r.Body["code"])
 	assert.Equal(t, []any{"far"}, r.Body["failed"])
 	assert.Equal(t, "to-both", r.Body["event_id"])
-	f := near.next()
+	f := near.Next()
 	assert.Equal(t, r.Body["event_id"], f["event_id"], "node 1's own recipient got it")
-	assert.Equal(t, float64(2), metricLine(t, nodes[1], "switchyard_mailbox_budget_refusals_total"),
+	assert.Equal(t, float64(2), metricValue(t, nodes[1], "switchyard_mailbox_budget_refusals_total"),
 		"node 2 refused the fill and the delivery from node 1")
 }
 

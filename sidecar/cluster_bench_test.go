@@ -210,13 +210,7 @@ func BenchmarkConvergence(b *testing.B) {
 		home := nodes[rng.IntN(len(nodes))]
 		p := fmt.Sprint("conv-", i)
 		start := time.Now()
-		conn, resp, err := dial(home, p, sessionQuery("conv-s-"+strconv.Itoa(i)), nil)
-		if resp != nil && resp.Body != nil {
-			_ = resp.Body.Close()
-		}
-		require.NoError(b, err)
-		c := &client{t: b, conn: conn}
-		require.Equal(b, "welcome", c.next()["type"])
+		c, _ := attach(b, home, p, sessionQuery("conv-s-"+strconv.Itoa(i)), nil)
 		welcomed = append(welcomed, time.Since(start))
 		everywhere := func() bool {
 			for _, n := range nodes {
@@ -245,8 +239,8 @@ func BenchmarkConvergence(b *testing.B) {
 		raw, _ := io.ReadAll(r.Body)
 		_ = r.Body.Close()
 		require.Equal(b, http.StatusOK, r.StatusCode, "submit on %s for %s: %s", other.Name(), p, raw)
-		require.Equal(b, "ping", c.next()["event"].(map[string]any)["message"])
-		_ = conn.CloseNow()
+		require.Equal(b, "ping", c.Next()["event"].(map[string]any)["message"])
+		_ = c.Conn.CloseNow()
 		b.StartTimer()
 	}
 	benchReportLatencies(b, "", converged)
@@ -296,7 +290,7 @@ func BenchmarkCrossNodeDelivery(b *testing.B) {
 			} `json:"event"`
 		}
 		for {
-			_, data, err := rx.conn.Read(rxCtx)
+			_, data, err := rx.Conn.Read(rxCtx)
 			now := time.Now().UnixNano()
 			if err != nil {
 				if rxCtx.Err() != nil {
@@ -421,7 +415,7 @@ func BenchmarkFailureDetection(b *testing.B) {
 
 				start := time.Now()
 				cl.crash(victim)
-				_ = c.conn.CloseNow()
+				_ = c.Conn.CloseNow()
 				at, ok := benchPollUntil(2*time.Minute, time.Millisecond, func() bool {
 					for _, n := range survivors {
 						if len(n.cluster.Directory().Participant(p)) > 0 {

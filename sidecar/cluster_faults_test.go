@@ -316,7 +316,7 @@ func TestClusterFaultParticipantGoneBetweenLookupAndForward(t *testing.T) {
 		<-done
 		t.Fatal("node 1 never forwarded the event to node 3")
 	}
-	require.NoError(t, ghost.conn.Close(websocket.StatusNormalClosure, "bye"))
+	require.NoError(t, ghost.Conn.Close(websocket.StatusNormalClosure, "bye"))
 	require.Eventually(t, func() bool { return n3.hub.Lookup("ghost") == nil }, 10*time.Second, 10*time.Millisecond,
 		"node 3 never forgot its detached participant")
 	px.releaseGate()
@@ -372,7 +372,7 @@ func TestClusterFaultSubmitsWhilePeerLeavesNeverHang(t *testing.T) {
 	}
 	shutdown := cfShutdown(n3, n1, n2)
 	for _, c := range []*client{leaver1, leaver2} {
-		c.closeStatus() // reads its events until node 3 closes it
+		c.CloseStatus() // reads its events until node 3 closes it
 	}
 	require.NoError(t, <-shutdown)
 	noticed := assert.Eventually(t, func() bool {
@@ -815,8 +815,8 @@ func TestClusterFaultGracefulLeaveDropsRoutesAtOnce(t *testing.T) {
 
 	start := time.Now()
 	shutdown := cfShutdown(n3, n1, n2)
-	assert.Equal(t, websocket.StatusGoingAway, p3a.closeStatus())
-	assert.Equal(t, websocket.StatusGoingAway, p3b.closeStatus())
+	assert.Equal(t, websocket.StatusGoingAway, p3a.CloseStatus())
+	assert.Equal(t, websocket.StatusGoingAway, p3b.CloseStatus())
 	require.NoError(t, <-shutdown)
 	require.Eventually(t, func() bool {
 		for _, n := range []*Node{n1, n2} {
@@ -1164,7 +1164,7 @@ func TestClusterFaultDirectoryConvergesUnderChurn(t *testing.T) {
 			k := open[rng.IntN(len(open))]
 			s := truth[k]
 			i := rng.IntN(len(s.conns))
-			require.NoError(t, s.conns[i].conn.Close(websocket.StatusNormalClosure, ""))
+			require.NoError(t, s.conns[i].Conn.Close(websocket.StatusNormalClosure, ""))
 			s.conns = slices.Delete(s.conns, i, i+1)
 			ops["close"]++
 		default: // join or leave a session over a connection
@@ -1177,8 +1177,8 @@ func TestClusterFaultDirectoryConvergesUnderChurn(t *testing.T) {
 				kind = "leave"
 			}
 			id := fmt.Sprint("op-", op)
-			c.send(map[string]any{"type": kind, "id": id, "session_id": session})
-			f := c.next()
+			c.Send(map[string]any{"type": kind, "id": id, "session_id": session})
+			f := c.Next()
 			require.Equal(t, "result", f["type"], "%v", f)
 			require.Equal(t, id, f["id"], "%v", f)
 			require.Equal(t, float64(http.StatusOK), f["status"], "%v", f)

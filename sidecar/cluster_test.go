@@ -7,24 +7,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/memberlist"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/switchyard-gw/switchyard/internal/testkit"
 	"github.com/switchyard-gw/switchyard/membership"
 )
 
 // fastGossip shortens memberlist's timers so tests see joins, failures and
-// anti-entropy in a fraction of a second.
-func fastGossip(c *memberlist.Config) {
-	c.ProbeInterval = 100 * time.Millisecond
-	c.ProbeTimeout = 50 * time.Millisecond
-	c.GossipInterval = 20 * time.Millisecond
-	c.PushPullInterval = 500 * time.Millisecond
-	c.SuspicionMult = 2
-	c.TCPTimeout = 500 * time.Millisecond
-	c.GossipToTheDeadTime = time.Second
-}
+// anti-entropy in a fraction of a second (shared with the membership and
+// client tests).
+var fastGossip = testkit.FastGossip
 
 // startCluster runs size nodes on 127.0.0.1 with random ports, every node
 // joining the first, and waits until every node sees all of them.
@@ -88,7 +81,7 @@ func TestClusterSubmitReachesParticipantsOnOtherNodes(t *testing.T) {
 	r := submit(t, nodes[0], event("carol", "s1", "hello cluster"))
 	assert.Equal(t, float64(2), r.Body["recipients"])
 	for _, c := range []*client{bob, alice} {
-		f := c.next()
+		f := c.Next()
 		assert.Equal(t, uint64(1), seqOf(f))
 		assert.Equal(t, "hello cluster", f["event"].(map[string]any)["message"])
 		assert.Equal(t, r.Body["event_id"], f["event_id"])
@@ -96,7 +89,7 @@ func TestClusterSubmitReachesParticipantsOnOtherNodes(t *testing.T) {
 
 	// A reply from bob (on node 2) reaches alice (node 3) only, once.
 	submit(t, nodes[1], event("bob", "s1", "reply"))
-	f := alice.next()
+	f := alice.Next()
 	assert.Equal(t, uint64(2), seqOf(f))
 	assert.Equal(t, "reply", f["event"].(map[string]any)["message"])
 
@@ -131,8 +124,8 @@ func TestClusterAttachThenSubmitElsewhereNeverMisses(t *testing.T) {
 		c, _ := attach(t, nodes[1+i%2], p, sessionQuery(session), nil)
 		r := postJSON(t, nodes[0].URL()+"/v1/gateway/events", event("x", session, "now"), nil)
 		require.Equal(t, http.StatusOK, r.Status, "attempt %d: %s", i, r.Raw)
-		require.Equal(t, "now", c.next()["event"].(map[string]any)["message"])
-		require.NoError(t, c.conn.CloseNow())
+		require.Equal(t, "now", c.Next()["event"].(map[string]any)["message"])
+		require.NoError(t, c.Conn.CloseNow())
 	}
 }
 
@@ -143,7 +136,7 @@ func TestClusterRecipientIDOnAnotherNode(t *testing.T) {
 	delete(ev, "session_id")
 	ev["recipient_id"] = "bob"
 	submit(t, nodes[0], ev)
-	assert.Equal(t, "direct", bob.next()["event"].(map[string]any)["message"])
+	assert.Equal(t, "direct", bob.Next()["event"].(map[string]any)["message"])
 }
 
 // TestClusterRetryToAnotherNodeIsDeliveredOnce: the dedupe check lives on
@@ -170,8 +163,8 @@ func TestClusterRetryToAnotherNodeIsDeliveredOnce(t *testing.T) {
 	assert.Equal(t, float64(3), retry.Body["duplicates"])
 
 	submit(t, nodes[1], event("alice", "s1", "next"))
-	assert.Equal(t, "only once", bob.next()["event"].(map[string]any)["message"])
-	f := bob.next()
+	assert.Equal(t, "only once", bob.Next()["event"].(map[string]any)["message"])
+	f := bob.Next()
 	assert.Equal(t, uint64(2), seqOf(f))
 	assert.Equal(t, "next", f["event"].(map[string]any)["message"], "the retry was not delivered again")
 }

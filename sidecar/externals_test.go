@@ -2,7 +2,6 @@ package sidecar
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/switchyard-gw/switchyard/internal/testkit"
 	"github.com/switchyard-gw/switchyard/membership"
 )
 
@@ -38,9 +38,9 @@ func TestTokenMayNotRegisterAnExternalGateway(t *testing.T) {
 
 	// carol attaches with her token and submits a frame naming a gateway.
 	carol, _ := attach(t, n, "carol", url.Values{"session_id": {"s1"}, "access_token": {mint(t, "carol", nil, time.Hour)}}, nil)
-	carol.send(map[string]any{"type": "submit", "id": "c1", "event": map[string]any{
+	carol.Send(map[string]any{"type": "submit", "id": "c1", "event": map[string]any{
 		"event_type": "message", "session_id": "s1", "message": "over WS", "sender_gateway_url": fake.URL()}})
-	res := carol.next()
+	res := carol.Next()
 	require.Equal(t, "result", res["type"], "%v", res)
 	assert.Equal(t, float64(http.StatusForbidden), res["status"], "%v", res)
 	body, _ := res["body"].(map[string]any)
@@ -158,22 +158,6 @@ func TestExternalSenderIsRegisteredOnceAndOnlyWhenAccepted(t *testing.T) {
 	assert.Empty(t, fake.requests(), "the sender does not get its own events")
 }
 
-// metricValue reads one sample of n's /metrics, e.g.
-// `switchyard_external_participants_dropped_total{reason="failing"}`; -1
-// when it is absent.
-func metricValue(t testing.TB, n *Node, sample string) float64 {
-	t.Helper()
-	r := do(t, http.MethodGet, n.URL()+"/metrics", nil, nil)
-	for line := range strings.SplitSeq(string(r.Raw), "\n") {
-		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
-			require.NoError(t, err, "%s", line)
-			return v
-		}
-	}
-	return -1
-}
-
 // externalSubmit is a submit from sender to session naming gateway as its
 // sender_gateway_url.
 func externalSubmit(t testing.TB, n *Node, sender, session, gateway string, header map[string]string) apiResponse {
@@ -235,12 +219,7 @@ func startNodeWithClock(t testing.TB, cfg Config, clock *testClock) *Node {
 	n, err := New(cfg)
 	require.NoError(t, err)
 	n.gw.now = clock.now
-	n.Start()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		require.NoError(t, n.Shutdown(ctx))
-	})
+	testkit.Start(t, n)
 	return n
 }
 

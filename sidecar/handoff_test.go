@@ -37,8 +37,8 @@ func TestReconnectToAnotherNodeResumesFromTheOldMailbox(t *testing.T) {
 	nodes := startCluster(t, 3, Config{})
 	bob, _ := attach(t, nodes[1], "bob", sessionQuery("s1"), nil)
 	submit(t, nodes[0], event("alice", "s1", "first"))
-	last := seqOf(bob.next())
-	require.NoError(t, bob.conn.Close(websocket.StatusNormalClosure, ""))
+	last := seqOf(bob.Next())
+	require.NoError(t, bob.Conn.Close(websocket.StatusNormalClosure, ""))
 	// Wait until the cluster knows bob is offline (the takeover needs it).
 	require.Eventually(t, func() bool {
 		es := nodes[2].cluster.Directory().Participant("bob")
@@ -54,7 +54,7 @@ func TestReconnectToAnotherNodeResumesFromTheOldMailbox(t *testing.T) {
 	assert.Equal(t, float64(last+5), w["seq"], "the seq numbering moved with the mailbox")
 	assert.Equal(t, []any{"s1"}, w["sessions"], "the sessions moved too")
 	for i := 1; i <= 5; i++ {
-		f := back.next()
+		f := back.Next()
 		require.Equal(t, last+uint64(i), seqOf(f))
 		assert.Equal(t, fmt.Sprint("missed ", i), f["event"].(map[string]any)["message"])
 	}
@@ -66,7 +66,7 @@ func TestReconnectToAnotherNodeResumesFromTheOldMailbox(t *testing.T) {
 	}, 5*time.Second, 5*time.Millisecond)
 	r := submit(t, nodes[0], event("alice", "s1", "after"))
 	assert.Equal(t, float64(1), r.Body["recipients"])
-	f := back.next()
+	f := back.Next()
 	assert.Equal(t, last+6, seqOf(f))
 	assert.Equal(t, "after", f["event"].(map[string]any)["message"])
 }
@@ -102,7 +102,7 @@ func TestDrainHandsParticipantsOver(t *testing.T) {
 	got := map[int]bool{}
 	var lastSeq uint64
 	readOne := func(c *client) (int, uint64) {
-		f := c.next()
+		f := c.Next()
 		require.Equal(t, "event", f["type"], "frame: %v", f)
 		n, err := strconv.Atoi(f["event"].(map[string]any)["message"].(string))
 		require.NoError(t, err)
@@ -120,7 +120,7 @@ func TestDrainHandsParticipantsOver(t *testing.T) {
 		drained <- nodes[1].Shutdown(ctx)
 	}()
 	for {
-		_, data, err := bob.conn.Read(context.Background())
+		_, data, err := bob.Conn.Read(context.Background())
 		if err != nil {
 			require.Equal(t, websocket.StatusGoingAway, websocket.CloseStatus(err), "told to reconnect: %v", err)
 			break
@@ -186,16 +186,13 @@ func BenchmarkResumeElsewhere(b *testing.B) {
 		}
 		b.StartTimer()
 		start := time.Now()
-		c, _, err := dial(nodes[1], id, url.Values{"resume_from": {"0"}, "batch": {"1"}}, nil)
-		require.NoError(b, err)
-		cl := &client{t: b, conn: c}
-		require.Equal(b, "welcome", cl.next()["type"])
+		cl, _ := attach(b, nodes[1], id, url.Values{"resume_from": {"0"}, "batch": {"1"}}, nil)
 		for j := uint64(1); j <= missed; j++ {
-			require.Equal(b, j, seqOf(cl.next()))
+			require.Equal(b, j, seqOf(cl.Next()))
 		}
 		total += time.Since(start)
 		b.StopTimer()
-		_ = c.CloseNow()
+		_ = cl.Conn.CloseNow()
 	}
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/resume")
 }
@@ -222,7 +219,7 @@ func queueNumbered(t *testing.T, node *Node, from, to int) {
 func readMissed(t *testing.T, c *client, n int, first uint64) {
 	t.Helper()
 	for i := 1; i <= n; i++ {
-		f := c.next()
+		f := c.Next()
 		require.Equal(t, "event", f["type"], "frame: %v", f)
 		require.Equal(t, first+uint64(i-1), seqOf(f))
 		msg := f["event"].(map[string]any)["message"].(string)
@@ -271,13 +268,8 @@ func TestTakeoverCutMidwayLosesNothing(t *testing.T) {
 	queueMissed(t, nodes[0], missed)
 
 	px.cutReleaseAnswers(1 << 30)
-	c, resp, err := dial(nodes[1], "bob", nil, nil)
-	if c != nil {
-		_ = c.CloseNow()
-	}
-	require.Error(t, err, "the attach must not be welcomed with an empty mailbox")
-	require.NotNil(t, resp)
-	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, http.StatusServiceUnavailable, refusedAttach(t, nodes[1], "bob", nil).Status,
+		"not welcomed with an empty mailbox")
 	assert.Greater(t, px.releasesCut.Load(), int64(1), "the release was asked for again")
 	assert.Nil(t, nodes[1].hub.Lookup("bob"), "given back")
 	require.NotNil(t, nodes[0].hub.Lookup("bob"), "bob is back on node 1")
@@ -295,7 +287,7 @@ func TestTakeoverCutMidwayLosesNothing(t *testing.T) {
 		"node 2 confirmed: node 1 dropped its copy")
 	r := submit(t, nodes[0], event("alice", "s1", "after"))
 	assert.Equal(t, float64(1), r.Body["recipients"])
-	f := back.next()
+	f := back.Next()
 	assert.Equal(t, uint64(missed+2), seqOf(f), "once, seq continuing")
 }
 
@@ -334,13 +326,8 @@ func TestTakeoverPastMaxHandoffBytesLeavesTheParticipantHome(t *testing.T) {
 	waitHomedOn(t, nodes[1], "bob", "node-1")
 	queueMissed(t, nodes[0], missed)
 
-	c, resp, err := dial(nodes[1], "bob", nil, nil)
-	if c != nil {
-		_ = c.CloseNow()
-	}
-	require.Error(t, err, "the attach must not be welcomed with an empty mailbox")
-	require.NotNil(t, resp)
-	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, http.StatusServiceUnavailable, refusedAttach(t, nodes[1], "bob", nil).Status,
+		"not welcomed with an empty mailbox")
 	waitHomedOn(t, nodes[1], "bob", "node-1")
 
 	back, w := attach(t, nodes[0], "bob", url.Values{"batch": {"1"}}, nil)
@@ -365,11 +352,11 @@ func TestAHeldCopyIsDroppedWhenTheParticipantComesBack(t *testing.T) {
 		t.Helper()
 		c, _ := attach(t, node, "bob", url.Values{"batch": {"1"}}, nil)
 		for i := first; i <= last; i++ {
-			f := c.next()
+			f := c.Next()
 			require.Equal(t, uint64(i), seqOf(f))
 			require.Equal(t, strconv.Itoa(i), strings.SplitN(f["event"].(map[string]any)["message"].(string), " ", 2)[0])
 		}
-		require.NoError(t, c.conn.Close(websocket.StatusNormalClosure, ""))
+		require.NoError(t, c.Conn.Close(websocket.StatusNormalClosure, ""))
 		for _, n := range nodes {
 			waitHomedOn(t, n, "bob", node.Name())
 		}
@@ -428,7 +415,7 @@ func TestReleaseAnswersTheParticipantHereNotAStaleCopy(t *testing.T) {
 	nodes[0].gw.held.hold(&stale, nodes[1].Name(), time.Hour)
 
 	bob, _ := attach(t, nodes[0], "bob", sessionQuery("s1"), nil)
-	defer bob.conn.CloseNow()
+	defer bob.Conn.CloseNow()
 	st, status, err := nodes[1].gw.release(t.Context(), nodes[0].Name(), "bob")
 	require.NoError(t, err)
 	assert.Nil(t, st, "the stale copy must not be answered")

@@ -8,29 +8,24 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
+	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/coder/websocket"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/switchyard-gw/switchyard/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// testLogger discards logs unless SWITCHYARD_TEST_LOGS is set (to a level:
-// debug, info, warn or error).
-func testLogger() *slog.Logger {
-	var level slog.Level
-	if v := os.Getenv("SWITCHYARD_TEST_LOGS"); v != "" && level.UnmarshalText([]byte(v)) == nil {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
+// testLogger is testkit.Logger (SWITCHYARD_TEST_LOGS=debug shows a test's
+// logs).
+func testLogger() *slog.Logger { return testkit.Logger() }
 
 // startNode runs a node on a random loopback port until the test ends.
 func startNode(t testing.TB, cfg Config) *Node {
@@ -43,12 +38,7 @@ func startNode(t testing.TB, cfg Config) *Node {
 	}
 	n, err := New(cfg)
 	require.NoError(t, err)
-	n.Start()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		require.NoError(t, n.Shutdown(ctx))
-	})
+	testkit.Start(t, n)
 	return n
 }
 
@@ -123,31 +113,23 @@ func postJSON(t testing.TB, u string, v any, header map[string]string) apiRespon
 }
 
 // client is a real WebSocket client attached to a node.
-type client struct {
-	t    testing.TB
-	conn *websocket.Conn
-	// pending holds frames of a batched message not yet returned.
-	pending [][]byte
-}
+type client = testkit.WS
 
 // attach connects participant to n with the extra query parameters given
 // (session_id, resume_from, batch, ...) and returns the client after its
 // welcome frame, which it also returns.
 func attach(t testing.TB, n *Node, participant string, query url.Values, header http.Header) (*client, map[string]any) {
 	t.Helper()
-	c, resp, err := dial(n, participant, query, header)
-	if resp != nil && resp.Body != nil {
-		defer resp.Body.Close()
-	}
-	require.NoError(t, err)
-	cl := &client{t: t, conn: c}
-	t.Cleanup(func() { _ = c.CloseNow() })
-	welcome := cl.next()
-	require.Equal(t, "welcome", welcome["type"], "first frame must be the welcome: %v", welcome)
-	return cl, welcome
+	return testkit.Attach(t, attachURL(n, participant, query), &websocket.DialOptions{HTTPHeader: header})
 }
 
 func dial(n *Node, participant string, query url.Values, header http.Header) (*websocket.Conn, *http.Response, error) {
+	return testkit.Dial(attachURL(n, participant, query), &websocket.DialOptions{HTTPHeader: header})
+}
+
+// attachURL is n's WebSocket URL with query and participant_id (unless
+// participant is "").
+func attachURL(n *Node, participant string, query url.Values) string {
 	q := url.Values{}
 	for k, v := range query {
 		q[k] = v
@@ -155,66 +137,24 @@ func dial(n *Node, participant string, query url.Values, header http.Header) (*w
 	if participant != "" {
 		q.Set("participant_id", participant)
 	}
-	u := "ws" + strings.TrimPrefix(n.URL(), "http") + wsPath + "?" + q.Encode()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPHeader: header})
-	if err == nil {
-		c.SetReadLimit(-1)
-	}
-	return c, resp, err
+	return testkit.AttachURL(n.URL(), q)
 }
 
-// nextRaw returns the next frame's bytes, splitting batched messages.
-func (c *client) nextRaw() []byte {
-	c.t.Helper()
-	if len(c.pending) == 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_, data, err := c.conn.Read(ctx)
-		require.NoError(c.t, err)
-		c.pending = bytes.Split(data, []byte("\n"))
-	}
-	f := c.pending[0]
-	c.pending = c.pending[1:]
-	return f
-}
-
-// next returns the next frame decoded.
-func (c *client) next() map[string]any {
-	c.t.Helper()
-	raw := c.nextRaw()
-	var f map[string]any
-	require.NoError(c.t, json.Unmarshal(raw, &f), "frame is not JSON: %s", raw)
-	return f
-}
-
-// send writes one client frame.
-func (c *client) send(v any) {
-	c.t.Helper()
-	b, err := json.Marshal(v)
-	require.NoError(c.t, err)
-	c.sendRaw(b)
-}
-
-func (c *client) sendRaw(b []byte) {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	require.NoError(c.t, c.conn.Write(ctx, websocket.MessageText, b))
-}
-
-// closeStatus reads until the connection ends and returns its close code.
-func (c *client) closeStatus() websocket.StatusCode {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	for {
-		if _, _, err := c.conn.Read(ctx); err != nil {
-			require.NoError(c.t, ctx.Err(), "the connection did not close in time")
-			return websocket.CloseStatus(err)
+// metricValue reads one sample of n's /metrics, e.g.
+// `switchyard_external_participants_dropped_total{reason="failing"}`; -1
+// when it is absent.
+func metricValue(t testing.TB, n *Node, sample string) float64 {
+	t.Helper()
+	r := do(t, http.MethodGet, n.URL()+"/metrics", nil, nil)
+	require.Equal(t, http.StatusOK, r.Status, "/metrics answered %s", r.Raw)
+	for line := range strings.SplitSeq(string(r.Raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			require.NoError(t, err, "%s", line)
+			return v
 		}
 	}
+	return -1
 }
 
 // submit posts an event to the node's REST API and requires a 200.

@@ -57,8 +57,8 @@ func TestObserverSeesSessionEventsWithoutBeingAParticipant(t *testing.T) {
 	r := postJSON(t, n.URL()+"/v1/gateway/events", event("alice", "s1", "seen"), bearerHeader("admin-key"))
 	require.Equal(t, http.StatusOK, r.Status, "%s", r.Raw)
 	assert.Equal(t, float64(1), r.Body["recipients"], "an observer is not counted")
-	assert.Equal(t, "seen", bob.next()["event"].(map[string]any)["message"])
-	f := obs.next()
+	assert.Equal(t, "seen", bob.Next()["event"].(map[string]any)["message"])
+	f := obs.Next()
 	assert.Equal(t, "event", f["type"])
 	assert.Equal(t, "s1", f["session_id"])
 	assert.Equal(t, r.Body["event_id"], f["event_id"])
@@ -70,7 +70,7 @@ func TestObserverSeesSessionEventsWithoutBeingAParticipant(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.Status, "%s", r.Raw)
 	r = postJSON(t, n.URL()+"/v1/gateway/events", event("alice", "s1", "second"), bearerHeader("admin-key"))
 	require.Equal(t, http.StatusOK, r.Status, "%s", r.Raw)
-	assert.Equal(t, "second", obs.next()["event"].(map[string]any)["message"])
+	assert.Equal(t, "second", obs.Next()["event"].(map[string]any)["message"])
 
 	// Not listed: the session shows bob alone, the node two participants.
 	s := do(t, http.MethodGet, n.URL()+"/v1/gateway/sessions/s1", nil, bearerHeader("admin-key"))
@@ -87,8 +87,8 @@ func TestObserverSeesSessionEventsWithoutBeingAParticipant(t *testing.T) {
 	assert.Equal(t, http.StatusNotFound, r.Status, "%s", r.Raw)
 
 	// It cannot send: a data frame closes it with 1008.
-	obs.send(map[string]any{"type": "submit", "id": "c1", "event": event("x", "s1", "no")})
-	assert.Equal(t, websocket.StatusPolicyViolation, obs.closeStatus())
+	obs.Send(map[string]any{"type": "submit", "id": "c1", "event": event("x", "s1", "no")})
+	assert.Equal(t, websocket.StatusPolicyViolation, obs.CloseStatus())
 }
 
 func TestObserveNeedsAnAPIKeyAndASession(t *testing.T) {
@@ -117,7 +117,7 @@ func TestObserversAreCappedPerNode(t *testing.T) {
 	n := startNode(t, Config{APIKeys: []string{"k"}, MaxObservers: 1})
 	first, _ := observe(t, n, "k", "s1")
 	assert.Equal(t, http.StatusServiceUnavailable, dialObserver(t, n, url.Values{"session_id": {"s1"}, "access_token": {"k"}}))
-	require.NoError(t, first.conn.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, first.Conn.Close(websocket.StatusNormalClosure, ""))
 	// The place frees once the node has seen the close.
 	require.Eventually(t, func() bool {
 		return dialObserver(t, n, url.Values{"session_id": {"s1"}, "access_token": {"k"}}) == 0
@@ -149,9 +149,9 @@ func TestObserverSeesEventsSubmittedHereAndDeliveredHere(t *testing.T) {
 	atHome, _ := observe(t, nodes[1], "", "s1")
 	r := submit(t, nodes[0], event("alice", "s1", "across"))
 	assert.Equal(t, float64(1), r.Body["recipients"])
-	assert.Equal(t, "across", bob.next()["event"].(map[string]any)["message"])
+	assert.Equal(t, "across", bob.Next()["event"].(map[string]any)["message"])
 	for _, o := range []*client{atSubmitter, atHome} {
-		f := o.next()
+		f := o.Next()
 		assert.Equal(t, r.Body["event_id"], f["event_id"])
 		assert.Equal(t, "across", f["event"].(map[string]any)["message"])
 	}
@@ -164,7 +164,7 @@ func TestObserverClosedWith1001WhenTheNodeDrains(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- n.Shutdown(ctx) }()
-	assert.Equal(t, websocket.StatusGoingAway, o.closeStatus())
+	assert.Equal(t, websocket.StatusGoingAway, o.CloseStatus())
 	require.NoError(t, <-done)
 	// Shutdown returned after the observer's handler was done.
 	n.watchers.mu.Lock()

@@ -30,6 +30,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/switchyard-gw/switchyard/docs"
+	"github.com/switchyard-gw/switchyard/internal/testkit"
 )
 
 // The OpenAPI conformance test: docs/openapi.yaml is loaded and validated
@@ -185,15 +186,14 @@ func (s *oaSuite) attach(t *testing.T, n *Node, want int, verdict oaVerdict, que
 		return nil
 	}
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.CloseNow() })
-	return &client{t: t, conn: conn}
+	return testkit.NewWS(t, conn)
 }
 
 // frame reads the next WebSocket frame of c and validates it against
 // ServerFrame and against the schema of its type.
 func (s *oaSuite) frame(t *testing.T, c *client, wantType string) map[string]any {
 	t.Helper()
-	f := c.next()
+	f := c.Next()
 	require.Equal(t, wantType, f["type"], "frame: %v", f)
 	s.validateFrame(t, f)
 	return f
@@ -380,7 +380,7 @@ func TestOpenAPIConformance(t *testing.T) {
 	s.frame(t, bob, "welcome")
 
 	t.Run("attach", func(t *testing.T) {
-		bob.t = t
+		bob.ReportTo(t)
 
 		// A participant token in the query, for browsers.
 		c := s.attach(t, n, http.StatusSwitchingProtocols, docAccepts,
@@ -395,22 +395,22 @@ func TestOpenAPIConformance(t *testing.T) {
 			{"type": "ack", "id": "a1", "seq": 0},
 		} {
 			s.validateClientFrame(t, f)
-			c.send(f)
+			c.Send(f)
 			res := s.frame(t, c, "result")
 			assert.Equal(t, f["id"], res["id"])
 		}
 		f := s.frame(t, bob, "event")
 		assert.Equal(t, "over the socket", f["event"].(map[string]any)["message"])
-		c.send(map[string]any{"type": "nope"})
+		c.Send(map[string]any{"type": "nope"})
 		s.frame(t, c, "error")
-		c.send(map[string]any{"type": "submit", "event": map[string]any{"sender_id": "mallory", "event_type": "m", "session_id": "s1"}})
+		c.Send(map[string]any{"type": "submit", "event": map[string]any{"sender_id": "mallory", "event_type": "m", "session_id": "s1"}})
 		s.frame(t, c, "error")
-		require.NoError(t, c.conn.Close(websocket.StatusNormalClosure, ""))
+		require.NoError(t, c.Conn.Close(websocket.StatusNormalClosure, ""))
 
 		// A token attaching as someone else: upgraded, then closed 1008.
 		c = s.attach(t, n, http.StatusSwitchingProtocols, docAccepts,
 			url.Values{"participant_id": {"bob"}, "access_token": {alice}}, nil)
-		assert.Equal(t, websocket.StatusPolicyViolation, c.closeStatus())
+		assert.Equal(t, websocket.StatusPolicyViolation, c.CloseStatus())
 
 		s.attach(t, n, http.StatusUnauthorized, docRejects, url.Values{"participant_id": {"x"}}, nil)
 		s.attach(t, n, http.StatusUnauthorized, docAccepts, url.Values{"participant_id": {"x"}, "access_token": {"wrong"}}, nil)
@@ -420,7 +420,7 @@ func TestOpenAPIConformance(t *testing.T) {
 		s.attach(t, n, http.StatusUnprocessableEntity, docAccepts, url.Values{}, h)
 		// An observer: API keys only, at least one session.
 		o := s.attach(t, n, http.StatusSwitchingProtocols, docAccepts, url.Values{"observe": {"1"}, "session_id": {"s1"}}, h)
-		assert.Equal(t, true, o.next()["observer"])
+		assert.Equal(t, true, o.Next()["observer"])
 		s.attach(t, n, http.StatusForbidden, docAccepts, url.Values{"observe": {"1"}, "session_id": {"s1"}, "access_token": {alice}}, nil)
 		s.attach(t, n, http.StatusUnprocessableEntity, docAccepts, url.Values{"observe": {"1"}}, h)
 		s.attach(t, n, http.StatusUnprocessableEntity, docRejects, url.Values{"participant_id": {"x"}, "participant_type": {"robot"}}, h)
@@ -437,7 +437,7 @@ func TestOpenAPIConformance(t *testing.T) {
 	})
 
 	t.Run("submit", func(t *testing.T) {
-		bob.t = t
+		bob.ReportTo(t)
 		const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 		full := ev("alice", "s1", "message", "hello", "event_id", "c-1",
 			"metadata", map[string]any{"k": "v", "n": 1, "deep": map[string]any{"a": []any{1, true, nil}}},
@@ -514,7 +514,7 @@ func TestOpenAPIConformance(t *testing.T) {
 	})
 
 	t.Run("deliveries", func(t *testing.T) {
-		bob.t = t
+		bob.ReportTo(t)
 		s.post(t, http.StatusOK, docAccepts, deliveries, map[string]any{"recipient_id": "bob", "session_id": "s1",
 			"event": ev("alice", "s1", "message", "delivered")}, admin)
 		s.frame(t, bob, "event")
@@ -539,7 +539,7 @@ func TestOpenAPIConformance(t *testing.T) {
 	})
 
 	t.Run("sessions", func(t *testing.T) {
-		bob.t = t
+		bob.ReportTo(t)
 		put := func(want int, verdict oaVerdict, session, participant string, body []byte, header map[string]string) apiResponse {
 			t.Helper()
 			return s.call(t, want, verdict, http.MethodPut, sessions+url.PathEscape(session)+"/participants/"+url.PathEscape(participant), body, header)
@@ -660,10 +660,10 @@ func TestOpenAPIConformance(t *testing.T) {
 		framed := startNode(t, Config{APIKeys: []string{"k"}, RateLimit: 0.001, RateBurst: 1})
 		c := s.attach(t, framed, http.StatusSwitchingProtocols, docAccepts, url.Values{"participant_id": {"p"}}, h) // the one token
 		s.frame(t, c, "welcome")
-		c.send(map[string]any{"type": "join", "id": "j", "session_id": "s"})
+		c.Send(map[string]any{"type": "join", "id": "j", "session_id": "s"})
 		res := s.frame(t, c, "result")
 		assert.Equal(t, float64(http.StatusTooManyRequests), res["status"])
-		c.send(map[string]any{"type": "leave", "session_id": "s"})
+		c.Send(map[string]any{"type": "leave", "session_id": "s"})
 		assert.Equal(t, "rate_limited", s.frame(t, c, "error")["code"])
 
 		// A draining node: unready, and refusing attaches and takeovers.

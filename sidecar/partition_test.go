@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -11,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/switchyard-gw/switchyard/internal/testkit"
 	"github.com/switchyard-gw/switchyard/membership"
 )
 
@@ -34,17 +33,7 @@ func (pn partitionNode) direct() string { return directURL(pn.Node) }
 func (pn partitionNode) attachDirect(t testing.TB, participant string, sessions ...string) *client {
 	t.Helper()
 	q := url.Values{"participant_id": {participant}, "session_id": sessions}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, resp, err := websocket.Dial(ctx, "ws://"+pn.Addr().String()+wsPath+"?"+q.Encode(), nil)
-	if resp != nil && resp.Body != nil {
-		_ = resp.Body.Close()
-	}
-	require.NoError(t, err)
-	c.SetReadLimit(-1)
-	t.Cleanup(func() { _ = c.CloseNow() })
-	cl := &client{t: t, conn: c}
-	require.Equal(t, "welcome", cl.next()["type"])
+	cl, _ := testkit.Attach(t, "ws://"+pn.Addr().String()+wsPath+"?"+q.Encode(), nil)
 	return cl
 }
 
@@ -91,7 +80,7 @@ func TestPartitionCutNodeIsDroppedAndRejoinsWithoutRestart(t *testing.T) {
 	a := partitionSubmit(n1.direct(), partitionToBob("before"))
 	require.NoError(t, a.err)
 	require.Equal(t, http.StatusOK, a.status, "%s", a.raw)
-	require.Equal(t, "before", bob.next()["event"].(map[string]any)["message"])
+	require.Equal(t, "before", bob.Next()["event"].(map[string]any)["message"])
 
 	// Cut node 3 off: gossip both ways, and HTTP into it.
 	fnet.setCut(n3.transport.addr, true)
@@ -158,7 +147,7 @@ func TestPartitionCutNodeIsDroppedAndRejoinsWithoutRestart(t *testing.T) {
 
 	// bob gets it; nothing submitted while cut ever arrives.
 	for {
-		f := bob.next()
+		f := bob.Next()
 		require.Equal(t, "event", f["type"], "%v", f)
 		m := f["event"].(map[string]any)["message"].(string)
 		require.True(t, strings.HasPrefix(m, "heal-"), "bob got %q, submitted while node 3 was cut off", m)
@@ -174,11 +163,11 @@ func TestPartitionCutNodeIsDroppedAndRejoinsWithoutRestart(t *testing.T) {
 			"message": "from node 3", "recipient_id": "alice"})
 		return a.err == nil && a.status == http.StatusOK
 	}, 10*time.Second, 50*time.Millisecond, "node 3 never routed to alice on node 1 again")
-	require.Equal(t, "from node 3", alice.next()["event"].(map[string]any)["message"])
+	require.Equal(t, "from node 3", alice.Next()["event"].(map[string]any)["message"])
 	require.Eventually(t, func() bool {
 		return partitionSubmit(n2.direct(), partitionToBob("via node 2")).status == http.StatusOK
 	}, 10*time.Second, 50*time.Millisecond, "node 2 never routed to bob again")
-	require.Equal(t, "via node 2", bob.next()["event"].(map[string]any)["message"])
+	require.Equal(t, "via node 2", bob.Next()["event"].(map[string]any)["message"])
 	waitMembers(t, []*Node{n1.Node, n2.Node, n3.Node}, 3)
 }
 

@@ -47,7 +47,7 @@ func TestTokenSubmitsOnlyAsItselfToItsSessions(t *testing.T) {
 
 	r := postJSON(t, eventsURL, event("alice", "s1", "mine"), bearerHeader(alice))
 	require.Equal(t, http.StatusOK, r.Status, "%s", r.Raw)
-	assert.Equal(t, "mine", bob.next()["event"].(map[string]any)["message"])
+	assert.Equal(t, "mine", bob.Next()["event"].(map[string]any)["message"])
 
 	cases := map[string]struct {
 		ev    map[string]any
@@ -69,7 +69,7 @@ func TestTokenSubmitsOnlyAsItselfToItsSessions(t *testing.T) {
 	// Nothing a token may not do reached bob.
 	submit2 := postJSON(t, eventsURL, event("carol", "s1", "next"), bearerHeader("admin-key"))
 	require.Equal(t, http.StatusOK, submit2.Status)
-	assert.Equal(t, "next", bob.next()["event"].(map[string]any)["message"])
+	assert.Equal(t, "next", bob.Next()["event"].(map[string]any)["message"])
 
 	// A token may not use the endpoints between nodes, nor act for others.
 	r = postJSON(t, n.URL()+"/v1/gateway/deliveries", map[string]any{"recipient_id": "bob",
@@ -134,12 +134,12 @@ func TestTokenAttachesOnlyAsItself(t *testing.T) {
 	assert.Equal(t, "alice", w["participant_id"])
 
 	// Joining a session the token does not allow: a 403 result, still open.
-	c.send(map[string]any{"type": "join", "id": "j", "session_id": "s9"})
-	res := c.next()
+	c.Send(map[string]any{"type": "join", "id": "j", "session_id": "s9"})
+	res := c.Next()
 	assert.Equal(t, float64(403), res["status"])
 	// Submitting as someone else over the socket: 403 result.
-	c.send(map[string]any{"type": "submit", "id": "c", "event": map[string]any{"sender_id": "bob", "event_type": "m", "session_id": "s1"}})
-	assert.Equal(t, float64(403), c.next()["status"])
+	c.Send(map[string]any{"type": "submit", "id": "c", "event": map[string]any{"sender_id": "bob", "event_type": "m", "session_id": "s1"}})
+	assert.Equal(t, float64(403), c.Next()["status"])
 
 	// Attaching as someone else, or to a session not allowed: close 1008.
 	for name, q := range map[string]url.Values{
@@ -309,7 +309,7 @@ func TestConnectionsPerParticipantAreCapped(t *testing.T) {
 	assert.EqualValues(t, 2, r.Body["retry_after"])
 	attach(t, n, "bob", nil, nil) // others still attach
 
-	require.NoError(t, first.conn.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, first.Conn.Close(websocket.StatusNormalClosure, ""))
 	require.Eventually(t, func() bool { // once the node has seen it go
 		conn, resp, err := dial(n, "alice", nil, nil)
 		if err != nil { // (assert, not require: this runs in Eventually's goroutine)
@@ -395,17 +395,16 @@ func TestConnectionCapDefaults(t *testing.T) {
 // results sends frames on c and returns the result frames answering those
 // with an id, in order, skipping the events delivered meanwhile.
 func results(c *client, frames ...map[string]any) []map[string]any {
-	c.t.Helper()
 	want := 0
 	for _, f := range frames {
-		c.send(f)
+		c.Send(f)
 		if f["id"] != nil {
 			want++
 		}
 	}
 	var out []map[string]any
 	for len(out) < want {
-		if f := c.next(); f["type"] == "result" {
+		if f := c.Next(); f["type"] == "result" {
 			out = append(out, f)
 		}
 	}
@@ -459,7 +458,7 @@ func TestRateLimitCountsWebSocketFrames(t *testing.T) {
 	// What was refused was not done: alice got the 2 REST and 4 frame
 	// submits only, and bob is still in s1 alone of his sessions.
 	for _, want := range []string{"rest-1", "rest-2", "c0", "c1", "c2", "c3"} {
-		assert.Equal(t, want, alice.next()["event"].(map[string]any)["message"])
+		assert.Equal(t, want, alice.Next()["event"].(map[string]any)["message"])
 	}
 	s := do(t, http.MethodGet, n.URL()+"/v1/gateway/sessions/s1", nil, bearerHeader("other"))
 	require.Equal(t, http.StatusOK, s.Status)
@@ -467,10 +466,10 @@ func TestRateLimitCountsWebSocketFrames(t *testing.T) {
 	assert.Equal(t, http.StatusNotFound, do(t, http.MethodGet, n.URL()+"/v1/gateway/sessions/s2", nil, bearerHeader("other")).Status)
 
 	// A frame without an id: an error frame. An ack: not limited.
-	bob.send(map[string]any{"type": "submit", "event": event("bob", "s1", "no-id")})
-	f := bob.next()
+	bob.Send(map[string]any{"type": "submit", "event": event("bob", "s1", "no-id")})
+	f := bob.Next()
 	for f["type"] == "event" { // bob's own events may come after the results
-		f = bob.next()
+		f = bob.Next()
 	}
 	assert.Equal(t, "error", f["type"])
 	assert.Equal(t, "rate_limited", f["code"])
@@ -482,7 +481,7 @@ func TestRateLimitCountsWebSocketFrames(t *testing.T) {
 	assert.Equal(t, http.StatusTooManyRequests, r.Status)
 	assert.Equal(t, r.Header.Get("Retry-After"), strconv.Itoa(int(r.Body["retry_after"].(float64))))
 	assert.Equal(t, http.StatusOK, postJSON(t, eventsURL, event("carol", "s1", "other"), bearerHeader("other")).Status)
-	assert.Equal(t, "other", alice.next()["event"].(map[string]any)["message"], "no refused submit reached alice")
+	assert.Equal(t, "other", alice.Next()["event"].(map[string]any)["message"], "no refused submit reached alice")
 }
 
 // TestRateLimitCountsTokenFramesBySubject: a participant token's frames

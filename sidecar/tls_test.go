@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -21,6 +20,8 @@ import (
 	"github.com/coder/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/switchyard-gw/switchyard/internal/testkit"
 )
 
 // testPKI writes a CA and a certificate for 127.0.0.1 signed by it, and
@@ -67,21 +68,15 @@ func TestTLSClusterServesHTTPSAndTalksHTTPSToPeers(t *testing.T) {
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	defer hc.CloseIdleConnections()
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	u := "wss" + strings.TrimPrefix(nodes[1].URL(), "https") + wsPath + "?participant_id=bob&session_id=s1"
-	conn, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: hc})
-	require.NoError(t, err)
-	defer conn.CloseNow()
-	bob := &client{t: t, conn: conn}
-	require.Equal(t, "welcome", bob.next()["type"])
+	bob, _ := testkit.Attach(t, u, &websocket.DialOptions{HTTPClient: hc})
 
 	resp, err := hc.Post(nodes[0].URL()+"/v1/gateway/events", "application/json",
 		strings.NewReader(`{"sender_id":"alice","sender_type":"ai","event_type":"message","session_id":"s1","message":"over tls"}`))
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode, "the peer hop went over https")
-	assert.Equal(t, "over tls", bob.next()["event"].(map[string]any)["message"])
+	assert.Equal(t, "over tls", bob.Next()["event"].(map[string]any)["message"])
 
 	// Plain HTTP to a TLS listener gets nowhere.
 	plain, err := http.Get("http" + strings.TrimPrefix(nodes[0].URL(), "https") + "/healthz")

@@ -18,7 +18,7 @@ func TestTraceparentFollowsAnEventAcrossNodes(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.Status)
 	assert.Equal(t, "req-42", r.Header.Get("X-Request-Id"), "a sane request id is echoed")
 
-	f := bob.next()
+	f := bob.Next()
 	got, _ := f["traceparent"].(string)
 	require.True(t, validTraceparent(got), "the frame carries a traceparent: %v", f)
 	assert.Equal(t, tp[3:35], got[3:35], "same trace id after the peer hop")
@@ -27,7 +27,7 @@ func TestTraceparentFollowsAnEventAcrossNodes(t *testing.T) {
 	// Without one, a trace starts at the submit; a bad one is replaced.
 	for _, header := range []map[string]string{nil, {"traceparent": "00-zz-bad"}} {
 		postJSON(t, nodes[0].URL()+"/v1/gateway/events", event("alice", "s1", "x"), header)
-		f := bob.next()
+		f := bob.Next()
 		assert.True(t, validTraceparent(f["traceparent"].(string)))
 	}
 	r = do(t, http.MethodGet, nodes[0].URL()+"/healthz", nil, map[string]string{"X-Request-Id": "has spaces"})

@@ -3,21 +3,19 @@ package sidecar
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/switchyard-gw/switchyard/internal/testkit"
 )
 
 func sessionQuery(sessions ...string) url.Values {
@@ -41,7 +39,7 @@ func TestSubmitReachesEveryOtherParticipantOnce(t *testing.T) {
 	id := r.Body["event_id"].(string)
 	require.NotEmpty(t, id)
 
-	f := bob.next()
+	f := bob.Next()
 	assert.Equal(t, "event", f["type"])
 	assert.Equal(t, uint64(1), seqOf(f))
 	assert.Equal(t, id, f["event_id"])
@@ -52,7 +50,7 @@ func TestSubmitReachesEveryOtherParticipantOnce(t *testing.T) {
 
 	// bob answers; alice (the first sender) gets it, as seq 1 of her own.
 	submit(t, n, event("bob", "s1", "hi alice"))
-	f = alice.next()
+	f = alice.Next()
 	assert.Equal(t, uint64(1), seqOf(f))
 	assert.Equal(t, "hi alice", f["event"].(map[string]any)["message"])
 }
@@ -65,11 +63,11 @@ func TestRecipientIDAddressesOneParticipant(t *testing.T) {
 	ev["recipient_id"] = "carol"
 	r := submit(t, n, ev)
 	assert.Equal(t, float64(1), r.Body["recipients"])
-	assert.Equal(t, "only for carol", carol.next()["event"].(map[string]any)["message"])
+	assert.Equal(t, "only for carol", carol.Next()["event"].(map[string]any)["message"])
 
 	// bob got nothing: the next thing he sees is the next session event.
 	submit(t, n, event("alice", "s1", "for all"))
-	assert.Equal(t, "for all", bob.next()["event"].(map[string]any)["message"])
+	assert.Equal(t, "for all", bob.Next()["event"].(map[string]any)["message"])
 }
 
 // TestOrderingTenThousandEvents: one sender, a session of three, 10,000
@@ -114,7 +112,7 @@ func readInOrder(c *client, total int) error {
 	defer cancel()
 	want := 1
 	for want <= total {
-		_, data, err := c.conn.Read(ctx)
+		_, data, err := c.Conn.Read(ctx)
 		if err != nil {
 			return fmt.Errorf("after %d events: %w", want-1, err)
 		}
@@ -140,8 +138,8 @@ func TestResumeAfterDisconnectGetsExactlyTheMissedEvents(t *testing.T) {
 	n := startNode(t, Config{})
 	bob, _ := attach(t, n, "bob", sessionQuery("s1"), nil)
 	submit(t, n, event("alice", "s1", "before"))
-	last := seqOf(bob.next())
-	require.NoError(t, bob.conn.Close(websocket.StatusNormalClosure, "bye"))
+	last := seqOf(bob.Next())
+	require.NoError(t, bob.Conn.Close(websocket.StatusNormalClosure, "bye"))
 
 	for i := 1; i <= 5; i++ {
 		r := submit(t, n, event("alice", "s1", fmt.Sprint("missed ", i)))
@@ -151,14 +149,14 @@ func TestResumeAfterDisconnectGetsExactlyTheMissedEvents(t *testing.T) {
 	assert.Equal(t, true, w["resumed"])
 	assert.Equal(t, float64(last+5), w["seq"])
 	for i := 1; i <= 5; i++ {
-		f := back.next()
+		f := back.Next()
 		require.Equal(t, "event", f["type"])
 		assert.Equal(t, last+uint64(i), seqOf(f))
 		assert.Equal(t, fmt.Sprint("missed ", i), f["event"].(map[string]any)["message"])
 	}
 	// Exactly those five: the next frame is a new event, not a replay.
 	submit(t, n, event("alice", "s1", "after"))
-	f := back.next()
+	f := back.Next()
 	assert.Equal(t, last+6, seqOf(f))
 	assert.Equal(t, "after", f["event"].(map[string]any)["message"])
 }
@@ -167,13 +165,13 @@ func TestReconnectWithoutResumeStartsAfterLastWritten(t *testing.T) {
 	n := startNode(t, Config{})
 	bob, _ := attach(t, n, "bob", sessionQuery("s1"), nil)
 	submit(t, n, event("alice", "s1", "one"))
-	require.Equal(t, uint64(1), seqOf(bob.next()))
-	require.NoError(t, bob.conn.Close(websocket.StatusNormalClosure, ""))
+	require.Equal(t, uint64(1), seqOf(bob.Next()))
+	require.NoError(t, bob.Conn.Close(websocket.StatusNormalClosure, ""))
 	submit(t, n, event("alice", "s1", "waited"))
 
 	back, w := attach(t, n, "bob", nil, nil)
 	assert.Equal(t, true, w["resumed"], "an event waited for bob")
-	f := back.next()
+	f := back.Next()
 	assert.Equal(t, uint64(2), seqOf(f))
 	assert.Equal(t, "waited", f["event"].(map[string]any)["message"])
 }
@@ -181,35 +179,19 @@ func TestReconnectWithoutResumeStartsAfterLastWritten(t *testing.T) {
 func TestResumeBeyondMailboxGivesGap(t *testing.T) {
 	n := startNode(t, Config{MailboxSize: 4})
 	bob, _ := attach(t, n, "bob", sessionQuery("s1"), nil)
-	require.NoError(t, bob.conn.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, bob.Conn.Close(websocket.StatusNormalClosure, ""))
 	for i := 1; i <= 10; i++ {
 		submit(t, n, event("alice", "s1", fmt.Sprint(i)))
 	}
 	back, _ := attach(t, n, "bob", url.Values{"resume_from": {"0"}}, nil)
-	gap := back.next()
+	gap := back.Next()
 	assert.Equal(t, "gap", gap["type"])
 	assert.Equal(t, float64(1), gap["from_seq"])
 	assert.Equal(t, float64(6), gap["to_seq"])
 	for i := 7; i <= 10; i++ {
-		f := back.next()
+		f := back.Next()
 		assert.Equal(t, uint64(i), seqOf(f))
 	}
-}
-
-// smallBufferDialer makes a client whose socket receive buffer is small, so
-// that a client that stops reading pushes back on the server quickly.
-func smallBufferClient() *http.Client {
-	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
 }
 
 // TestSlowConsumerDoesNotDelayOthersAndResumes: a participant that stops
@@ -245,17 +227,10 @@ func testSlowConsumer(t *testing.T, batch bool) {
 	}
 	fast, _ := attach(t, n, "fast", fastQuery, nil)
 
-	dialCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	hc := smallBufferClient()
-	defer hc.CloseIdleConnections()
-	slowConn, _, err := websocket.Dial(dialCtx, "ws"+strings.TrimPrefix(n.URL(), "http")+wsPath+"?"+q.Encode(),
-		&websocket.DialOptions{HTTPClient: hc})
-	require.NoError(t, err)
-	defer slowConn.CloseNow()
-	slowConn.SetReadLimit(-1)
-	slow := &client{t: t, conn: slowConn}
-	require.Equal(t, "welcome", slow.next()["type"])
+	// A small receive buffer: the node's writes back up once slow stops
+	// reading.
+	slow, _ := testkit.Attach(t, testkit.AttachURL(n.URL(), q),
+		&websocket.DialOptions{HTTPClient: testkit.SmallBufferClient(t, 16<<10)})
 
 	// The slow client reads nothing from here on; the fast one gets each
 	// event before the next is published. SlowConsumers counts the cut,
@@ -265,7 +240,7 @@ func testSlowConsumer(t *testing.T, batch bool) {
 	publish := func(seq uint64) {
 		t.Helper()
 		submit(t, n, event("src", "s1", fmt.Sprintf("%d %s", seq, big)))
-		require.Equal(t, seq, seqOf(fast.next()), "the fast participant gets each event while the slow one is stalled")
+		require.Equal(t, seq, seqOf(fast.Next()), "the fast participant gets each event while the slow one is stalled")
 	}
 	var cutAt uint64 // the event that passed the slow client's write queue bound
 	for seq := uint64(1); cutAt == 0; seq++ {
@@ -287,7 +262,7 @@ func testSlowConsumer(t *testing.T, batch bool) {
 	defer cancelRead()
 	lastSeq := uint64(0)
 	for {
-		_, data, err := slowConn.Read(readCtx)
+		_, data, err := slow.Conn.Read(readCtx)
 		if err != nil {
 			require.Equal(t, websocket.StatusCode(4000), websocket.CloseStatus(err), "closed as a slow consumer: %v", err)
 			break
@@ -311,62 +286,57 @@ func testSlowConsumer(t *testing.T, batch bool) {
 	back, w := attach(t, n, "slow", resume, nil)
 	assert.Equal(t, true, w["resumed"])
 	for want := lastSeq + 1; want <= total; want++ {
-		require.Equal(t, want, seqOf(back.next()), "nothing lost that is still in the mailbox")
+		require.Equal(t, want, seqOf(back.Next()), "nothing lost that is still in the mailbox")
 	}
 }
 
 // counterOf reads a Prometheus counter.
-func counterOf(t *testing.T, c prometheus.Counter) float64 {
-	t.Helper()
-	var m dto.Metric
-	require.NoError(t, c.Write(&m))
-	return m.GetCounter().GetValue()
-}
+var counterOf = testkit.MetricValue
 
 func TestSubmitJoinLeaveAckFrames(t *testing.T) {
 	n := startNode(t, Config{})
 	alice, _ := attach(t, n, "alice", url.Values{"participant_type": {"human"}}, nil)
 	bob, _ := attach(t, n, "bob", sessionQuery("s1"), nil)
 
-	alice.send(map[string]any{"type": "join", "id": "j1", "session_id": "s1"})
-	res := alice.next()
+	alice.Send(map[string]any{"type": "join", "id": "j1", "session_id": "s1"})
+	res := alice.Next()
 	assert.Equal(t, map[string]any{"type": "result", "id": "j1", "status": float64(200),
 		"body": map[string]any{"status": "ok", "session_id": "s1"}}, res)
 
-	alice.send(map[string]any{"type": "submit", "id": "c1", "event": map[string]any{
+	alice.Send(map[string]any{"type": "submit", "id": "c1", "event": map[string]any{
 		"event_type": "message", "message": "from the socket", "session_id": "s1"}})
-	res = alice.next()
+	res = alice.Next()
 	require.Equal(t, "result", res["type"])
 	assert.Equal(t, "c1", res["id"])
 	assert.Equal(t, float64(200), res["status"])
 	body := res["body"].(map[string]any)
 	assert.Equal(t, float64(1), body["recipients"])
 
-	f := bob.next()
+	f := bob.Next()
 	inner := f["event"].(map[string]any)
 	assert.Equal(t, body["event_id"], f["event_id"])
 	assert.Equal(t, "alice", inner["sender_id"], "sender_id defaults to the connection's participant")
 	assert.Equal(t, "human", inner["sender_type"], "sender_type defaults to its participant_type")
 
 	// A failing submit with an id is answered like REST would.
-	alice.send(map[string]any{"type": "submit", "id": "c2", "event": map[string]any{"event_type": "message"}})
-	res = alice.next()
+	alice.Send(map[string]any{"type": "submit", "id": "c2", "event": map[string]any{"event_type": "message"}})
+	res = alice.Next()
 	assert.Equal(t, float64(422), res["status"])
 	assert.Equal(t, "session_id", res["body"].(map[string]any)["field"])
 
 	// Without an id, a failure is an error frame.
-	alice.send(map[string]any{"type": "submit", "event": map[string]any{"event_type": "message", "session_id": "nobody-here"}})
-	errf := alice.next()
+	alice.Send(map[string]any{"type": "submit", "event": map[string]any{"event_type": "message", "session_id": "nobody-here"}})
+	errf := alice.Next()
 	assert.Equal(t, "error", errf["type"])
 	assert.Equal(t, "recipient_not_found", errf["code"])
 
-	alice.send(map[string]any{"type": "ack", "id": "a1", "seq": 0})
-	assert.Equal(t, float64(200), alice.next()["status"])
+	alice.Send(map[string]any{"type": "ack", "id": "a1", "seq": 0})
+	assert.Equal(t, float64(200), alice.Next()["status"])
 
-	alice.send(map[string]any{"type": "leave", "id": "l1", "session_id": "s1"})
-	assert.Equal(t, float64(200), alice.next()["status"])
-	alice.send(map[string]any{"type": "leave", "id": "l2", "session_id": "s1"})
-	assert.Equal(t, float64(404), alice.next()["status"])
+	alice.Send(map[string]any{"type": "leave", "id": "l1", "session_id": "s1"})
+	assert.Equal(t, float64(200), alice.Next()["status"])
+	alice.Send(map[string]any{"type": "leave", "id": "l2", "session_id": "s1"})
+	assert.Equal(t, float64(404), alice.Next()["status"])
 
 	// bob's event now goes nowhere: alice left.
 	r := postJSON(t, n.URL()+"/v1/gateway/events", event("bob", "s1", "anyone?"), nil)
@@ -376,37 +346,37 @@ func TestSubmitJoinLeaveAckFrames(t *testing.T) {
 func TestBadFramesKeepTheConnectionOpen(t *testing.T) {
 	n := startNode(t, Config{MaxFrameBytes: 4096})
 	c, _ := attach(t, n, "alice", sessionQuery("s1"), nil)
-	c.sendRaw([]byte("this is not json"))
-	f := c.next()
+	c.SendRaw([]byte("this is not json"))
+	f := c.Next()
 	assert.Equal(t, "error", f["type"])
 	assert.Equal(t, "invalid_frame", f["code"])
-	c.send(map[string]any{"type": "teleport"})
-	f = c.next()
+	c.Send(map[string]any{"type": "teleport"})
+	f = c.Next()
 	assert.Equal(t, "unknown_type", f["code"])
 	assert.NotEmpty(t, f["detail"])
 
 	// Still open: a join works.
-	c.send(map[string]any{"type": "join", "id": "j", "session_id": "s2"})
-	assert.Equal(t, float64(200), c.next()["status"])
+	c.Send(map[string]any{"type": "join", "id": "j", "session_id": "s2"})
+	assert.Equal(t, float64(200), c.Next()["status"])
 
 	// Over the frame limit: close 1009.
-	c.sendRaw([]byte(`{"type":"submit","event":{"message":"` + strings.Repeat("x", 5000) + `"}}`))
-	assert.Equal(t, websocket.StatusMessageTooBig, c.closeStatus())
+	c.SendRaw([]byte(`{"type":"submit","event":{"message":"` + strings.Repeat("x", 5000) + `"}}`))
+	assert.Equal(t, websocket.StatusMessageTooBig, c.CloseStatus())
 }
 
 func TestBatchPacksFramesIntoOneMessage(t *testing.T) {
 	n := startNode(t, Config{})
 	c, _ := attach(t, n, "bob", url.Values{"session_id": {"s1"}, "batch": {"1"}}, nil)
-	require.NoError(t, c.conn.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, c.Conn.Close(websocket.StatusNormalClosure, ""))
 	for i := 1; i <= 50; i++ {
 		submit(t, n, event("alice", "s1", fmt.Sprint(i)))
 	}
 	back, _ := attach(t, n, "bob", url.Values{"batch": {"1"}, "resume_from": {"0"}}, nil)
 	// The welcome and the 50 waiting events were queued together: at least
 	// one message carries several frames.
-	assert.NotEmpty(t, back.pending, "the events came batched with the welcome")
+	assert.Positive(t, back.Buffered(), "the events came batched with the welcome")
 	for i := 1; i <= 50; i++ {
-		f := back.next()
+		f := back.Next()
 		require.Equal(t, uint64(i), seqOf(f))
 	}
 }
@@ -449,9 +419,9 @@ func TestShutdownClosesWebSocketsWith1001AfterFlushing(t *testing.T) {
 		defer cancel()
 		assert.NoError(t, n.Shutdown(ctx))
 	}()
-	f := c.next()
+	f := c.Next()
 	assert.Equal(t, "last words", f["event"].(map[string]any)["message"])
-	assert.Equal(t, websocket.StatusGoingAway, c.closeStatus())
+	assert.Equal(t, websocket.StatusGoingAway, c.CloseStatus())
 	wg.Wait()
 
 	// Once drained, the node serves no more.
@@ -476,27 +446,21 @@ func TestResumingALargeBacklogIsNotASlowConsumer(t *testing.T) {
 	const backlog = 2000
 	n := startNode(t, Config{WriteQueueBytes: 64 << 10, MailboxSize: 2 * backlog})
 	bob, _ := attach(t, n, "bob", sessionQuery("s1"), nil)
-	require.NoError(t, bob.conn.Close(websocket.StatusNormalClosure, ""))
+	require.NoError(t, bob.Conn.Close(websocket.StatusNormalClosure, ""))
 	big := strings.Repeat("y", 1<<10)
 	for i := 1; i <= backlog; i++ { // about 2 MiB waiting, 30 times the write queue
 		submit(t, n, event("alice", "s1", big))
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	hc := smallBufferClient()
-	defer hc.CloseIdleConnections()
 	q := url.Values{"participant_id": {"bob"}, "resume_from": {"0"}}
-	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(n.URL(), "http")+wsPath+"?"+q.Encode(),
-		&websocket.DialOptions{HTTPClient: hc})
+	conn, _, err := testkit.Dial(testkit.AttachURL(n.URL(), q),
+		&websocket.DialOptions{HTTPClient: testkit.SmallBufferClient(t, 16<<10)})
 	require.NoError(t, err)
-	defer conn.CloseNow()
-	conn.SetReadLimit(-1)
-	back := &client{t: t, conn: conn}
+	back := testkit.NewWS(t, conn)
 	submit(t, n, event("alice", "s1", "live"))
 
-	require.Equal(t, "welcome", back.next()["type"])
+	require.Equal(t, "welcome", back.Next()["type"])
 	for i := 1; i <= backlog+1; i++ {
-		require.Equal(t, uint64(i), seqOf(back.next()))
+		require.Equal(t, uint64(i), seqOf(back.Next()))
 	}
 }

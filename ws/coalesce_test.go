@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/switchyard-gw/switchyard/internal/testkit"
 )
 
 // writerIdle reports whether c has no writer goroutine.
@@ -52,7 +54,7 @@ func TestCoalesceWindowDoesNotDelayControlFrames(t *testing.T) {
 	cl, _ := th.attach("bob", nil)
 	cl.send(map[string]any{"type": "join", "id": "j1", "session_id": "s2"})
 	res := cl.next()
-	require.Equal(t, "result", res.Type, "%s", res.raw)
+	require.Equal(t, "result", res.Type, "%s", res.Raw)
 	require.Equal(t, "j1", res.ID)
 }
 
@@ -96,7 +98,7 @@ func TestShutdownCutsAWriteStuckOnAClientThatStopsReading(t *testing.T) {
 	th := newTestHub(t, Config{WriteTimeout: 200 * time.Millisecond, SweepInterval: 20 * time.Millisecond,
 		WriteQueueBytes: 64 << 20, MailboxSize: 4096},
 		func(th *testHub) { th.serverSndBuf = 32 << 10 })
-	th.attachWith(smallBufferClient(t, 4096), "alice", nil) // and never read again
+	th.attachWith(testkit.SmallBufferClient(t, 4096), "alice", nil) // and never read again
 	c := onlyConn(t, th.participant("alice"))
 	pad := strings.Repeat("z", 2048)
 	for i := 1; i <= 500; i++ {

@@ -17,15 +17,15 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/switchyard-gw/switchyard/client"
+	"github.com/switchyard-gw/switchyard/internal/testkit"
 )
 
 // ---------------------------------------------------------------------------
@@ -263,9 +263,7 @@ func (th *testHub) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (th *testHub) wsURL(q url.Values) string {
-	return "ws" + strings.TrimPrefix(th.srv.URL, "http") + "/v1/gateway/ws?" + q.Encode()
-}
+func (th *testHub) wsURL(q url.Values) string { return testkit.AttachURL(th.srv.URL, q) }
 
 // dial connects with query q (participant_id included).
 func (th *testHub) dial(q url.Values) (*websocket.Conn, *http.Response, error) {
@@ -273,16 +271,7 @@ func (th *testHub) dial(q url.Values) (*websocket.Conn, *http.Response, error) {
 }
 
 func (th *testHub) dialWith(hc *http.Client, q url.Values) (*websocket.Conn, *http.Response, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, resp, err := websocket.Dial(ctx, th.wsURL(q), &websocket.DialOptions{HTTPClient: hc})
-	if resp != nil && resp.Body != nil {
-		_ = resp.Body.Close()
-	}
-	if err == nil {
-		c.SetReadLimit(-1)
-	}
-	return c, resp, err
+	return testkit.Dial(th.wsURL(q), &websocket.DialOptions{HTTPClient: hc})
 }
 
 // attach connects participant id with extra query parameters and returns the
@@ -290,22 +279,6 @@ func (th *testHub) dialWith(hc *http.Client, q url.Values) (*websocket.Conn, *ht
 func (th *testHub) attach(id string, extra url.Values) (*wsClient, frame) {
 	th.t.Helper()
 	return th.attachWith(th.srv.Client(), id, extra)
-}
-
-// smallBufferClient is an HTTP client whose TCP connections have a small
-// receive buffer, so that a client that stops reading backs up its server's
-// writes quickly instead of after megabytes of kernel buffering.
-func smallBufferClient(t *testing.T, size int) *http.Client {
-	d := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, size)
-		})
-		return errors.Join(err, serr)
-	}}
-	tr := &http.Transport{DialContext: d.DialContext}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr}
 }
 
 func (th *testHub) attachWith(hc *http.Client, id string, extra url.Values) (*wsClient, frame) {
@@ -316,10 +289,9 @@ func (th *testHub) attachWith(hc *http.Client, id string, extra url.Values) (*ws
 	}
 	c, _, err := th.dialWith(hc, q)
 	require.NoError(th.t, err, "dial %s", q.Encode())
-	cl := &wsClient{t: th.t, conn: c}
-	th.t.Cleanup(func() { _ = c.CloseNow() })
+	cl := newWSClient(th.t, c)
 	w := cl.next()
-	require.Equal(th.t, "welcome", w.Type, "the first frame must be the welcome: %s", w.raw)
+	require.Equal(th.t, "welcome", w.Type, "the first frame must be the welcome: %s", w.Raw)
 	return cl, w
 }
 
@@ -352,6 +324,35 @@ func (th *testHub) isDraining() bool {
 	return th.hub.draining
 }
 
+// shutdownInBackground starts the hub's Shutdown and returns where its
+// result arrives; a panic in it arrives as an error.
+func (th *testHub) shutdownInBackground() <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				done <- fmt.Errorf("Shutdown panicked: %v", r)
+			}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- th.hub.Shutdown(ctx)
+	}()
+	return done
+}
+
+// requireShutdownOK waits for the result of shutdownInBackground, which
+// must be nil.
+func requireShutdownOK(t *testing.T, done <-chan error) {
+	t.Helper()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+}
+
 func (th *testHub) attachErr() error {
 	th.t.Helper()
 	select {
@@ -381,56 +382,39 @@ func connCloseCodes(p *Participant) []websocket.StatusCode {
 	return out
 }
 
-func counterValue(t *testing.T, c prometheus.Metric) float64 {
-	t.Helper()
-	var m dto.Metric
-	require.NoError(t, c.Write(&m))
-	if m.Counter != nil {
-		return m.Counter.GetValue()
-	}
-	return m.Gauge.GetValue()
-}
+// counterValue reads a counter's or a gauge's value.
+var counterValue = testkit.MetricValue
 
 // ---------------------------------------------------------------------------
 // A real client.
 
-// frame is any server frame, decoded; raw keeps its bytes.
-type frame struct {
-	Type          string          `json:"type"`
-	Seq           uint64          `json:"seq"`
-	EventID       string          `json:"event_id"`
-	SessionID     string          `json:"session_id"`
-	Event         json.RawMessage `json:"event"`
-	FromSeq       uint64          `json:"from_seq"`
-	ToSeq         uint64          `json:"to_seq"`
-	ID            string          `json:"id"`
-	Status        int             `json:"status"`
-	Body          json.RawMessage `json:"body"`
-	Code          string          `json:"code"`
-	Detail        string          `json:"detail"`
-	ParticipantID string          `json:"participant_id"`
-	Node          string          `json:"node"`
-	Sessions      []string        `json:"sessions"`
-	Resumed       bool            `json:"resumed"`
+// frame is any server frame, decoded by the Go client's type (which so
+// keeps up with what the hub sends); Raw keeps its bytes.
+type frame = client.Frame
 
-	raw []byte
-}
-
+// wsClient is a testkit.WS under this package's names, whose frames
+// decode to frame.
 type wsClient struct {
-	t       *testing.T
-	conn    *websocket.Conn
-	pending [][]byte // frames of a batched message not yet returned
+	t    *testing.T
+	ws   *testkit.WS
+	conn *websocket.Conn // ws.Conn, for the tests that close or read the socket themselves
 }
 
-// readMessage reads one WebSocket message.
-func (c *wsClient) readMessage() ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	typ, data, err := c.conn.Read(ctx)
-	if err == nil && typ != websocket.MessageText {
-		return nil, fmt.Errorf("message type %v, want text", typ)
-	}
-	return data, err
+func newWSClient(t *testing.T, conn *websocket.Conn) *wsClient {
+	return &wsClient{t: t, ws: testkit.NewWS(t, conn), conn: conn}
+}
+
+// readMessage reads one WebSocket message as it is.
+func (c *wsClient) readMessage() ([]byte, error) { return c.ws.ReadMessage() }
+
+func (c *wsClient) send(v any) {
+	c.t.Helper()
+	c.ws.Send(v)
+}
+
+func (c *wsClient) sendRaw(b []byte) {
+	c.t.Helper()
+	c.ws.SendRaw(b)
 }
 
 func parseFrame(t *testing.T, raw []byte) frame {
@@ -438,65 +422,44 @@ func parseFrame(t *testing.T, raw []byte) frame {
 	var f frame
 	require.True(t, json.Valid(raw), "frame is not JSON: %q", raw)
 	require.NoError(t, json.Unmarshal(raw, &f), "frame: %s", raw)
-	f.raw = raw
+	f.Raw = raw
 	return f
 }
 
 // next returns the next frame (splitting batched messages).
 func (c *wsClient) next() frame {
 	c.t.Helper()
-	if len(c.pending) == 0 {
-		data, err := c.readMessage()
-		require.NoError(c.t, err, "reading a frame")
-		c.pending = bytes.Split(data, []byte("\n"))
-	}
-	raw := c.pending[0]
-	c.pending = c.pending[1:]
-	return parseFrame(c.t, raw)
+	return parseFrame(c.t, c.ws.NextRaw())
 }
 
 // nextEvent returns the next frame, which must be an event with seq.
 func (c *wsClient) nextEvent(seq uint64) frame {
 	c.t.Helper()
 	f := c.next()
-	require.Equal(c.t, "event", f.Type, "want event %d, got %s", seq, f.raw)
-	require.Equal(c.t, seq, f.Seq, "frame %s", f.raw)
+	require.Equal(c.t, "event", f.Type, "want event %d, got %s", seq, f.Raw)
+	require.Equal(c.t, seq, f.Seq, "frame %s", f.Raw)
 	return f
 }
 
-func (c *wsClient) send(v any) {
+// nextGap returns the next frame, which must be a gap from from to to.
+func (c *wsClient) nextGap(from, to uint64) frame {
 	c.t.Helper()
-	b, err := json.Marshal(v)
-	require.NoError(c.t, err)
-	c.sendRaw(b)
-}
-
-func (c *wsClient) sendRaw(b []byte) {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	require.NoError(c.t, c.conn.Write(ctx, websocket.MessageText, b))
+	g := c.next()
+	require.Equal(c.t, "gap", g.Type, "want a gap, got %s", g.Raw)
+	require.Equal(c.t, []uint64{from, to}, []uint64{g.FromSeq, g.ToSeq}, "frame %s", g.Raw)
+	return g
 }
 
 // closeStatus reads until the connection ends and returns the close code and
 // the frames that arrived before it.
 func (c *wsClient) closeStatus() (websocket.StatusCode, []frame) {
 	c.t.Helper()
+	raws, code := c.ws.ReadUntilClose()
 	var frames []frame
-	for _, raw := range c.pending {
+	for _, raw := range raws {
 		frames = append(frames, parseFrame(c.t, raw))
 	}
-	c.pending = nil
-	for {
-		data, err := c.readMessage()
-		if err != nil {
-			require.False(c.t, errors.Is(err, context.DeadlineExceeded), "the connection did not close in time")
-			return websocket.CloseStatus(err), frames
-		}
-		for _, raw := range bytes.Split(data, []byte("\n")) {
-			frames = append(frames, parseFrame(c.t, raw))
-		}
-	}
+	return code, frames
 }
 
 func q(kv ...string) url.Values {
@@ -527,9 +490,9 @@ func TestWelcomeFrameFirst(t *testing.T) {
 	assert.Equal(t, uint64(0), w.Seq, "nothing was assigned yet")
 	assert.False(t, w.Resumed)
 	var fields map[string]any
-	require.NoError(t, json.Unmarshal(w.raw, &fields))
+	require.NoError(t, json.Unmarshal(w.Raw, &fields))
 	for _, k := range []string{"type", "participant_id", "node", "sessions", "seq", "resumed"} {
-		assert.Contains(t, fields, k, "welcome lacks %s: %s", k, w.raw)
+		assert.Contains(t, fields, k, "welcome lacks %s: %s", k, w.Raw)
 	}
 
 	p := th.participant("alice")
@@ -541,7 +504,7 @@ func TestWelcomeFrameFirst(t *testing.T) {
 
 	// Without sessions the welcome carries an empty list, not null.
 	_, w2 := th.attach("bob", nil)
-	assert.Contains(t, string(w2.raw), `"sessions":[]`)
+	assert.Contains(t, string(w2.Raw), `"sessions":[]`)
 
 	// The welcome of a later connection gives the newest seq.
 	th.deliver("alice", numberedEvent(1), numberedEvent(2))
@@ -566,7 +529,7 @@ func TestDeliverReachesConnection(t *testing.T) {
 		assert.Equal(t, want.session, f.SessionID)
 		assert.JSONEq(t, bodies[i], string(f.Event))
 		if want.session == "" {
-			assert.NotContains(t, string(f.raw), "session_id")
+			assert.NotContains(t, string(f.Raw), "session_id")
 		}
 	}
 	// Another participant's events do not reach alice: her next frame is her
@@ -647,19 +610,14 @@ func TestResumeFromOlderThanMailboxGivesGap(t *testing.T) {
 	cl, w := th.attach("alice", q("resume_from", "1"))
 	assert.Equal(t, uint64(6), w.Seq)
 	assert.True(t, w.Resumed)
-	g := cl.next()
-	require.Equal(t, "gap", g.Type, "frame %s", g.raw)
-	assert.Equal(t, uint64(2), g.FromSeq)
-	assert.Equal(t, uint64(3), g.ToSeq)
-	assert.JSONEq(t, `{"type":"gap","from_seq":2,"to_seq":3}`, string(g.raw))
+	g := cl.nextGap(2, 3)
+	assert.JSONEq(t, `{"type":"gap","from_seq":2,"to_seq":3}`, string(g.Raw))
 	for i := 4; i <= 6; i++ {
 		assert.Equal(t, fmt.Sprintf("e%d", i), cl.nextEvent(uint64(i)).EventID)
 	}
 
 	cl0, _ := th.attach("alice", q("resume_from", "0"))
-	g = cl0.next()
-	require.Equal(t, "gap", g.Type, "frame %s", g.raw)
-	assert.Equal(t, []uint64{1, 3}, []uint64{g.FromSeq, g.ToSeq})
+	cl0.nextGap(1, 3)
 	cl0.nextEvent(4)
 }
 
@@ -669,7 +627,7 @@ func TestConnectedClientFallingBehindMailboxGetsGap(t *testing.T) {
 	const total, size = 500, 10
 	th := newTestHub(t, Config{MailboxSize: size, WriteQueueBytes: 64 << 20},
 		func(th *testHub) { th.serverSndBuf = 32 << 10 })
-	cl, _ := th.attachWith(smallBufferClient(t, 4096), "alice", nil)
+	cl, _ := th.attachWith(testkit.SmallBufferClient(t, 4096), "alice", nil)
 	pad := strings.Repeat("z", 2048)
 	// 1 MiB for a client that reads nothing yet: its writer is stuck long
 	// before the end, and the mailbox keeps only the last 10.
@@ -688,11 +646,11 @@ func TestConnectedClientFallingBehindMailboxGetsGap(t *testing.T) {
 			require.LessOrEqual(t, f.ToSeq, uint64(total-size), "the last %d are still held", size)
 			next = f.ToSeq + 1
 		case "event":
-			require.Equal(t, next, f.Seq, "frame %.80s", f.raw)
+			require.Equal(t, next, f.Seq, "frame %.80s", f.Raw)
 			require.Equal(t, fmt.Sprintf("e%d", next), f.EventID)
 			next++
 		default:
-			require.Fail(t, "unexpected frame", "%.80s", f.raw)
+			require.Fail(t, "unexpected frame", "%.80s", f.Raw)
 		}
 	}
 	// Every seq was either received or reported in a gap, in order; at least
@@ -752,8 +710,7 @@ func TestBatchPacksFramesIntoOneMessage(t *testing.T) {
 	}
 	c, _, err := th.dial(q("participant_id", "alice", "batch", "1"))
 	require.NoError(t, err)
-	defer c.CloseNow()
-	cl := &wsClient{t: t, conn: c}
+	cl := newWSClient(t, c)
 
 	var frames []frame
 	maxPerMessage := 0
@@ -803,7 +760,7 @@ func TestClientFrames(t *testing.T) {
 	t.Run("not JSON", func(t *testing.T) {
 		cl.sendRaw([]byte(`{"type":"submit",`))
 		f := cl.next()
-		require.Equal(t, "error", f.Type, "frame %s", f.raw)
+		require.Equal(t, "error", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "invalid_frame", f.Code)
 		assert.NotEmpty(t, f.Detail)
 		cl.sendRaw([]byte(`not json at all`))
@@ -814,21 +771,21 @@ func TestClientFrames(t *testing.T) {
 	t.Run("unknown type", func(t *testing.T) {
 		cl.send(map[string]any{"type": "dance", "id": "x1"})
 		f := cl.next()
-		require.Equal(t, "error", f.Type, "frame %s", f.raw)
+		require.Equal(t, "error", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "unknown_type", f.Code)
 		assert.Contains(t, f.Detail, "dance")
 	})
 	t.Run("missing type", func(t *testing.T) {
 		cl.send(map[string]any{"id": "x2"})
 		f := cl.next()
-		require.Equal(t, "error", f.Type, "frame %s", f.raw)
+		require.Equal(t, "error", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "missing_type", f.Code)
 	})
 	t.Run("submit with id", func(t *testing.T) {
 		th.backend.setReply(Reply{Status: 200, Body: json.RawMessage(`{"status":"ok","event_id":"ev-9","recipients":2}`)})
 		cl.send(map[string]any{"type": "submit", "id": "c1", "event": map[string]any{"message": "hi", "session_id": "s1"}})
 		f := cl.next()
-		require.Equal(t, "result", f.Type, "frame %s", f.raw)
+		require.Equal(t, "result", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "c1", f.ID)
 		assert.Equal(t, 200, f.Status)
 		assert.JSONEq(t, `{"status":"ok","event_id":"ev-9","recipients":2}`, string(f.Body))
@@ -843,7 +800,7 @@ func TestClientFrames(t *testing.T) {
 		th.backend.setReply(Reply{Status: 201, Body: json.RawMessage(`{"joined":true}`)})
 		cl.send(map[string]any{"type": "join", "id": "j1", "session_id": "s5"})
 		f := cl.next()
-		require.Equal(t, "result", f.Type, "frame %s", f.raw)
+		require.Equal(t, "result", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "j1", f.ID)
 		assert.Equal(t, 201, f.Status)
 		assert.JSONEq(t, `{"joined":true}`, string(f.Body))
@@ -851,7 +808,7 @@ func TestClientFrames(t *testing.T) {
 		th.backend.setReply(Reply{Status: 404, Body: json.RawMessage(`{"status":"error","code":"not_member"}`), Code: "not_member", Detail: "not in s6"})
 		cl.send(map[string]any{"type": "leave", "id": "l1", "session_id": "s6"})
 		f = cl.next()
-		require.Equal(t, "result", f.Type, "a failure with an id is a result too: %s", f.raw)
+		require.Equal(t, "result", f.Type, "a failure with an id is a result too: %s", f.Raw)
 		assert.Equal(t, "l1", f.ID)
 		assert.Equal(t, 404, f.Status)
 		assert.JSONEq(t, `{"status":"error","code":"not_member"}`, string(f.Body))
@@ -873,7 +830,7 @@ func TestClientFrames(t *testing.T) {
 		// ...and a failure without id is an error frame with the Reply's code.
 		cl.send(map[string]any{"type": "submit", "event": map[string]any{"message": "x"}})
 		f := cl.next()
-		require.Equal(t, "error", f.Type, "the silent success must not be answered: %s", f.raw)
+		require.Equal(t, "error", f.Type, "the silent success must not be answered: %s", f.Raw)
 		assert.Equal(t, "forbidden", f.Code)
 		assert.Equal(t, "no access to s8", f.Detail)
 		assert.Len(t, th.backend.Calls(), before+2)
@@ -882,7 +839,7 @@ func TestClientFrames(t *testing.T) {
 		before := len(th.backend.Calls())
 		cl.send(map[string]any{"type": "submit", "id": "c2"})
 		f := cl.next()
-		require.Equal(t, "result", f.Type, "frame %s", f.raw)
+		require.Equal(t, "result", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "c2", f.ID)
 		assert.Equal(t, http.StatusUnprocessableEntity, f.Status)
 		assert.Contains(t, string(f.Body), "missing_field")
@@ -893,12 +850,12 @@ func TestClientFrames(t *testing.T) {
 	t.Run("ack", func(t *testing.T) {
 		cl.send(map[string]any{"type": "ack", "id": "a1", "seq": 0})
 		f := cl.next()
-		require.Equal(t, "result", f.Type, "frame %s", f.raw)
+		require.Equal(t, "result", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "a1", f.ID)
 		assert.Equal(t, 200, f.Status)
 		cl.send(map[string]any{"type": "ack"})
 		f = cl.next()
-		require.Equal(t, "error", f.Type, "frame %s", f.raw)
+		require.Equal(t, "error", f.Type, "frame %s", f.Raw)
 		assert.Equal(t, "missing_field", f.Code)
 	})
 	// After all that, the connection is still open and delivering.
@@ -922,7 +879,7 @@ func TestAckFreesMailboxEntries(t *testing.T) {
 
 	cl.send(map[string]any{"type": "ack", "seq": 3, "id": "a1"})
 	f := cl.next()
-	require.Equal(t, "result", f.Type, "frame %s", f.raw)
+	require.Equal(t, "result", f.Type, "frame %s", f.Raw)
 	oldest, newest, n := boxState(p)
 	assert.Equal(t, uint64(4), oldest, "acked entries are freed")
 	assert.Equal(t, uint64(5), newest)
@@ -931,9 +888,7 @@ func TestAckFreesMailboxEntries(t *testing.T) {
 	// A new connection resuming from below the acked seq finds a gap.
 	cl2, w := th.attach("alice", q("resume_from", "1"))
 	assert.Equal(t, uint64(5), w.Seq)
-	g := cl2.next()
-	require.Equal(t, "gap", g.Type, "frame %s", g.raw)
-	assert.Equal(t, []uint64{2, 3}, []uint64{g.FromSeq, g.ToSeq})
+	cl2.nextGap(2, 3)
 	cl2.nextEvent(4)
 	cl2.nextEvent(5)
 
@@ -983,7 +938,7 @@ func TestSlowConsumer(t *testing.T) {
 	// kernel buffering.
 	th := newTestHub(t, Config{WriteQueueBytes: 64 << 10, MailboxSize: 4096, WriteTimeout: time.Minute},
 		func(th *testHub) { th.serverSndBuf = 32 << 10 })
-	slow, _ := th.attachWith(smallBufferClient(t, 4096), "slow", nil)
+	slow, _ := th.attachWith(testkit.SmallBufferClient(t, 4096), "slow", nil)
 	fast, _ := th.attach("fast", nil)
 	slowP, fastP := th.participant("slow"), th.participant("fast")
 
@@ -1049,7 +1004,7 @@ func TestSlowConsumer(t *testing.T) {
 	assert.Equal(t, closeSlowConsumer, code, "close code")
 	var last uint64
 	for _, f := range frames {
-		require.Equal(t, "event", f.Type, "frame %s", f.raw)
+		require.Equal(t, "event", f.Type, "frame %s", f.Raw)
 		require.Equal(t, last+1, f.Seq, "contiguous")
 		last = f.Seq
 	}
@@ -1074,7 +1029,7 @@ func TestShutdownFlushesThenGoingAway(t *testing.T) {
 	// still in the mailboxes, not collected by the writers, when Shutdown
 	// begins.
 	th := newTestHub(t, Config{}, func(th *testHub) { th.serverSndBuf = 32 << 10 })
-	hc := smallBufferClient(t, 4096)
+	hc := testkit.SmallBufferClient(t, 4096)
 	a, _ := th.attachWith(hc, "alice", nil)
 	b, _ := th.attachWith(hc, "bob", q("batch", "1"))
 	pad := strings.Repeat("y", 2048)
@@ -1090,12 +1045,7 @@ func TestShutdownFlushesThenGoingAway(t *testing.T) {
 		p.mu.Unlock()
 		require.Less(t, collected, uint64(total), "%s's writer already took everything; the test would prove nothing", id)
 	}
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		done <- th.hub.Shutdown(ctx)
-	}()
+	done := th.shutdownInBackground()
 	for _, cl := range []*wsClient{a, b} {
 		code, frames := cl.closeStatus()
 		assert.Equal(t, websocket.StatusGoingAway, code)
@@ -1104,12 +1054,7 @@ func TestShutdownFlushesThenGoingAway(t *testing.T) {
 			require.Equal(t, uint64(i+1), f.Seq)
 		}
 	}
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("Shutdown did not return")
-	}
+	requireShutdownOK(t, done)
 	assert.Equal(t, float64(0), counterValue(t, th.hub.cfg.Metrics.Connections))
 
 	// After Shutdown no one attaches.
@@ -1126,12 +1071,7 @@ func TestAttachDuringShutdownIsRefused(t *testing.T) {
 	th := newTestHub(t, Config{})
 	a, _ := th.attach("alice", nil)
 	// alice does not read, so her close handshake, and Shutdown, wait.
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		done <- th.hub.Shutdown(ctx)
-	}()
+	done := th.shutdownInBackground()
 	require.Eventually(t, th.isDraining, 10*time.Second, time.Millisecond)
 	select {
 	case err := <-done:
@@ -1149,12 +1089,7 @@ func TestAttachDuringShutdownIsRefused(t *testing.T) {
 
 	code, _ := a.closeStatus()
 	assert.Equal(t, websocket.StatusGoingAway, code)
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("Shutdown did not return")
-	}
+	requireShutdownOK(t, done)
 }
 
 // blockingHijacker holds an upgrade inside websocket.Accept (at Hijack) until
@@ -1219,17 +1154,7 @@ func TestShutdownWhileAttachUpgrading(t *testing.T) {
 		t.Fatal("the upgrade never reached Hijack")
 	}
 
-	done := make(chan any, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				done <- fmt.Errorf("Shutdown panicked: %v", r)
-			}
-		}()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		done <- th.hub.Shutdown(ctx)
-	}()
+	done := th.shutdownInBackground()
 	require.Eventually(t, th.isDraining, 10*time.Second, time.Millisecond)
 	// Shutdown must now wait for the reserved connection; give a broken one
 	// the chance to fail before the upgrade goes on.
@@ -1243,16 +1168,11 @@ func TestShutdownWhileAttachUpgrading(t *testing.T) {
 
 	// The upgrade completes and the connection is closed at once with 1001.
 	if r := getDial(); r.err == nil {
-		cl := &wsClient{t: t, conn: r.c}
+		cl := newWSClient(t, r.c)
 		code, _ := cl.closeStatus()
 		assert.Equal(t, websocket.StatusGoingAway, code)
 	}
-	select {
-	case r := <-done:
-		require.Nil(t, r)
-	case <-time.After(10 * time.Second):
-		t.Fatal("Shutdown did not return")
-	}
+	requireShutdownOK(t, done)
 }
 
 func TestTooManyConnections(t *testing.T) {
@@ -1347,9 +1267,7 @@ func TestMailboxTTLExpiry(t *testing.T) {
 
 	cl, w := th.attach("alice", q("resume_from", "0"))
 	assert.Equal(t, uint64(5), w.Seq)
-	g := cl.next()
-	require.Equal(t, "gap", g.Type, "frame %s", g.raw)
-	assert.Equal(t, []uint64{1, 3}, []uint64{g.FromSeq, g.ToSeq})
+	cl.nextGap(1, 3)
 	cl.nextEvent(4)
 	cl.nextEvent(5)
 
@@ -1429,7 +1347,7 @@ func TestMaxSessionsPerParticipant(t *testing.T) {
 	cl, w := th.attach("bob", q("session_id", "a", "session_id", "b", "session_id", "c"))
 	assert.Len(t, w.Sessions, 2)
 	f := cl.next()
-	require.Equal(t, "error", f.Type, "frame %s", f.raw)
+	require.Equal(t, "error", f.Type, "frame %s", f.Raw)
 	assert.Equal(t, "too_many_sessions", f.Code)
 }
 

@@ -479,17 +479,17 @@ func TestEarlyClientFrames(t *testing.T) {
 				return parseFrame(t, f.payload)
 			}
 			w := next()
-			require.Equal(t, "welcome", w.Type, "first frame: %s", w.raw)
+			require.Equal(t, "welcome", w.Type, "first frame: %s", w.Raw)
 			assert.Equal(t, "early", w.ParticipantID)
 
 			r := next()
-			require.Equal(t, "result", r.Type, "frame: %s", r.raw)
+			require.Equal(t, "result", r.Type, "frame: %s", r.Raw)
 			assert.Equal(t, "j1", r.ID)
 			assert.Equal(t, http.StatusOK, r.Status)
 			assert.JSONEq(t, `{"status":"ok"}`, string(r.Body))
 			if tc.pad > 0 {
 				r := next()
-				require.Equal(t, "result", r.Type, "frame: %s", r.raw)
+				require.Equal(t, "result", r.Type, "frame: %s", r.Raw)
 				assert.Equal(t, "c1", r.ID)
 				assert.Equal(t, http.StatusOK, r.Status)
 			}
@@ -523,7 +523,7 @@ func TestEarlyClientFrames(t *testing.T) {
 			_, err = nc.Write(maskedTextFrame(t, []byte(`{"type":"leave","id":"l1","session_id":"s2"}`)))
 			require.NoError(t, err)
 			r = next()
-			require.Equal(t, "result", r.Type, "frame: %s", r.raw)
+			require.Equal(t, "result", r.Type, "frame: %s", r.Raw)
 			assert.Equal(t, "l1", r.ID)
 		})
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/switchyard-gw/switchyard/internal/testkit"
 	"github.com/switchyard-gw/switchyard/sidecar"
 )
 
@@ -22,14 +22,9 @@ func TestMain(m *testing.M) {
 
 func startNode(t *testing.T) string {
 	t.Helper()
-	node, err := sidecar.New(sidecar.Config{Listen: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler), RateLimit: -1})
+	node, err := sidecar.New(sidecar.Config{Listen: "127.0.0.1:0", Logger: testkit.Logger(), RateLimit: -1})
 	require.NoError(t, err)
-	node.Start()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		require.NoError(t, node.Shutdown(ctx))
-	})
+	testkit.Start(t, node)
 	return node.URL()
 }
 

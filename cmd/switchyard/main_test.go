@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"flag"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/switchyard-gw/switchyard/internal/testkit"
 	"github.com/switchyard-gw/switchyard/sidecar"
 )
 
@@ -83,18 +82,14 @@ func TestUsageErrors(t *testing.T) {
 }
 
 // startNode starts an in-process node on a free loopback port with cfg
-// (logs discarded); it is shut down when the test ends.
+// (logs discarded unless SWITCHYARD_TEST_LOGS is set); it is shut down when
+// the test ends.
 func startNode(t *testing.T, cfg sidecar.Config) *sidecar.Node {
 	t.Helper()
-	cfg.Listen, cfg.Logger = "127.0.0.1:0", slog.New(slog.DiscardHandler)
+	cfg.Listen, cfg.Logger = "127.0.0.1:0", testkit.Logger()
 	node, err := sidecar.New(cfg)
 	require.NoError(t, err)
-	node.Start()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		require.NoError(t, node.Shutdown(ctx))
-	})
+	testkit.Start(t, node)
 	return node
 }
 

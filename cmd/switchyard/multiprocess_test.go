@@ -1,12 +1,9 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -14,6 +11,8 @@ import (
 	"github.com/coder/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/switchyard-gw/switchyard/internal/testkit"
 )
 
 // mpStart runs `switchyard serve` as node name of the multi-process test
@@ -43,54 +42,16 @@ func mpHomes(hc *nodeClient, base, session, participant string) []string {
 	return out
 }
 
-// mpWS is a participant attached over a real WebSocket.
-type mpWS struct {
-	t    *testing.T
-	conn *websocket.Conn
-}
-
-func mpAttach(t *testing.T, base, participant, session string) *mpWS {
+// mpAttach attaches participant to the node at base in session.
+func mpAttach(t *testing.T, base, participant, session string) *testkit.WS {
 	t.Helper()
 	return mpAttachQuery(t, base, url.Values{"participant_id": {participant}, "session_id": {session}})
 }
 
-func mpAttachQuery(t *testing.T, base string, q url.Values) *mpWS {
+func mpAttachQuery(t *testing.T, base string, q url.Values) *testkit.WS {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/gateway/ws?"+q.Encode(), nil)
-	if resp != nil && resp.Body != nil {
-		_ = resp.Body.Close()
-	}
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.CloseNow() })
-	w := &mpWS{t: t, conn: c}
-	require.Equal(t, "welcome", w.next()["type"])
+	w, _ := testkit.Attach(t, testkit.AttachURL(base, q), nil)
 	return w
-}
-
-func (w *mpWS) next() map[string]any {
-	w.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, data, err := w.conn.Read(ctx)
-	require.NoError(w.t, err)
-	var f map[string]any
-	require.NoError(w.t, json.Unmarshal(data, &f), "frame: %s", data)
-	return f
-}
-
-// closeCode reads until the server closes the connection.
-func (w *mpWS) closeCode() websocket.StatusCode {
-	w.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	for {
-		if _, _, err := w.conn.Read(ctx); err != nil {
-			require.NoError(w.t, ctx.Err(), "the connection was not closed in time")
-			return websocket.CloseStatus(err)
-		}
-	}
 }
 
 func mpMessage(f map[string]any) any {
@@ -144,12 +105,12 @@ func TestMultiProcessCluster(t *testing.T) {
 	a, err = hc.submit(t, p2.url, ev)
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, a.status, a.raw)
-	for _, w := range []*mpWS{alice, bob} {
+	for _, w := range []*testkit.WS{alice, bob} {
 		// Once: the frame after "first" is "second", not a duplicate.
-		f := w.next()
+		f := w.Next()
 		assert.Equal(t, "first", mpMessage(f))
 		assert.Equal(t, float64(1), f["seq"])
-		f = w.next()
+		f = w.Next()
 		assert.Equal(t, "second", mpMessage(f))
 		assert.Equal(t, float64(2), f["seq"])
 	}
@@ -180,7 +141,7 @@ func TestMultiProcessCluster(t *testing.T) {
 	// SIGTERM node 1, where alice is attached.
 	termAt := time.Now()
 	p1.signal(t, syscall.SIGTERM)
-	assert.Equal(t, websocket.StatusGoingAway, alice.closeCode(), "a draining node closes WebSockets with 1001")
+	assert.Equal(t, websocket.StatusGoingAway, alice.CloseStatus(), "a draining node closes WebSockets with 1001")
 	// Within 15 s of SIGTERM (drain timeout 5 s).
 	assert.Equal(t, 0, p1.waitExit(t, 15*time.Second), "SIGTERM exits 0: %v", p1.waitErr)
 	// It left the cluster, so node 2 routes nothing to it: alice (whose
@@ -211,7 +172,7 @@ func TestMultiProcessCluster(t *testing.T) {
 		// resume_from (what close 1001 asks for) gets what waited.
 		t.Log("node 1 handed alice over to node 2 while draining")
 		alice2 := mpAttachQuery(t, p2.url, url.Values{"participant_id": {"alice"}, "resume_from": {"2"}})
-		f := alice2.next()
+		f := alice2.Next()
 		assert.Equal(t, "after term", mpMessage(f), "%v", f)
 		assert.Equal(t, float64(3), f["seq"], "%v", f)
 	}

@@ -5,10 +5,11 @@ package deploytest
 // numbers copied into this test.
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -142,16 +143,11 @@ var metricName = regexp.MustCompile(`Name:\s*"(switchyard_[a-z0-9_]+)"`)
 // registeredMetrics lists the switchyard_* metrics the code defines.
 func registeredMetrics(t testing.TB) []string {
 	t.Helper()
-	set := map[string]bool{}
-	for _, src := range goSources(t, "sidecar", "ws", "membership", "cmd") {
-		for _, m := range metricName.FindAllStringSubmatch(src, -1) {
-			set[m[1]] = true
-		}
-	}
-	if len(set) == 0 {
+	names := sourceMatches(t, metricName, "sidecar", "ws", "membership", "cmd")
+	if len(names) == 0 {
 		t.Fatal("found no switchyard_* metric in the code; has the declaration changed?")
 	}
-	return sortedKeys(set)
+	return names
 }
 
 var logCall = regexp.MustCompile(`\.(?:Debug|Info|Warn|Error)\(\s*"([^"]+)"`)
@@ -160,20 +156,18 @@ var logCall = regexp.MustCompile(`\.(?:Debug|Info|Warn|Error)\(\s*"([^"]+)"`)
 // own messages are not the node's).
 func nodeLogMessages(t testing.TB) []string {
 	t.Helper()
+	return sourceMatches(t, logCall, "sidecar", "ws", "membership", "cmd/switchyard")
+}
+
+// sourceMatches lists, sorted and once each, what the first group of re
+// matches in the non-test Go sources under dirs.
+func sourceMatches(t testing.TB, re *regexp.Regexp, dirs ...string) []string {
+	t.Helper()
 	set := map[string]bool{}
-	for _, src := range goSources(t, "sidecar", "ws", "membership", "cmd/switchyard") {
-		for _, m := range logCall.FindAllStringSubmatch(src, -1) {
+	for _, src := range goSources(t, dirs...) {
+		for _, m := range re.FindAllStringSubmatch(src, -1) {
 			set[m[1]] = true
 		}
 	}
-	return sortedKeys(set)
-}
-
-func sortedKeys(set map[string]bool) []string {
-	out := make([]string, 0, len(set))
-	for k := range set {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(set))
 }
