@@ -1,0 +1,392 @@
+package membership
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+)
+
+// The home side of the directory: this node is the only writer of its
+// participants' records. PutLocal and DeleteLocal turn a change into the
+// records it touches (a join is one membership record, whatever the
+// participant's other sessions) and queue them; pushLoop sends them, in
+// one request per owner node, to the owners of their keys, and Sync waits
+// for that. The same loop re-registers records whose owners changed when
+// the members did, and re-sends everything now and then (anti-entropy).
+
+// ownParticipant is what this node wrote about one of its participants.
+type ownParticipant struct {
+	typ, gatewayURL string
+	online          bool
+	sessions        map[string]struct{}
+}
+
+func (o *ownParticipant) participantRecord(id string) record {
+	return record{Participant: id, Type: o.typ, Online: o.online, GatewayURL: o.gatewayURL}
+}
+
+func (o *ownParticipant) memberRecord(id, session string) record {
+	return record{Participant: id, Session: session, Type: o.typ, GatewayURL: o.gatewayURL}
+}
+
+// writer is the home side's state, guarded by Gossip.mu.
+type writer struct {
+	own     map[string]*ownParticipant
+	pending []record // changes not yet sent, in order
+	// resync: nodes that get all of their records again, as a replace, at
+	// the next round (they joined, restarted, or missed a push).
+	resync map[string]bool
+	// placedOn: the live nodes the records were last placed by; when the
+	// members change, a record's owners under both lists are compared.
+	placedOn []string
+	lastFull time.Time
+	queued   uint64        // sequence of the newest queued change
+	pushed   uint64        // sequence of the newest change sent to its owners
+	pushedCh chan struct{} // closed and replaced whenever pushed advances
+}
+
+func newWriter() writer {
+	return writer{own: map[string]*ownParticipant{}, resync: map[string]bool{}, pushedCh: make(chan struct{}), lastFull: time.Now()}
+}
+
+// batch is what one round sends one node.
+type batch struct {
+	kind    byte
+	records []record
+	msg     []byte // already encoded (a leave)
+}
+
+// PutLocal records a change to one of this node's participants and queues
+// the records it touches for their owners. It never blocks on the network.
+func (g *Gossip) PutLocal(e Entry) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	old := g.w.own[e.Participant]
+	cur, changed := changeOf(old, e)
+	g.w.own[e.Participant] = cur
+	if old == nil && cur.gatewayURL == "" {
+		g.hosted.Add(1)
+	}
+	g.w.pending = append(g.w.pending, changed...)
+	g.queuedLocked()
+}
+
+// changeOf returns what this node writes of e, and the records that
+// changed since old (nil: e is new): the participant record when its type,
+// online flag or gateway URL changed, and one membership record per
+// session joined or left (all of them when the type or URL, which they
+// carry, changed).
+func changeOf(old *ownParticipant, e Entry) (*ownParticipant, []record) {
+	id := e.Participant
+	cur := &ownParticipant{typ: e.Type, gatewayURL: e.GatewayURL, online: e.Online, sessions: make(map[string]struct{}, len(e.Sessions))}
+	for _, s := range e.Sessions {
+		cur.sessions[s] = struct{}{}
+	}
+	var changed []record
+	if old == nil || old.typ != cur.typ || old.gatewayURL != cur.gatewayURL || old.online != cur.online {
+		changed = append(changed, cur.participantRecord(id))
+	}
+	resendAll := old == nil || old.typ != cur.typ || old.gatewayURL != cur.gatewayURL
+	for s := range cur.sessions {
+		if _, had := old.sessionsOrNil()[s]; resendAll || !had {
+			changed = append(changed, cur.memberRecord(id, s))
+		}
+	}
+	for s := range old.sessionsOrNil() {
+		if _, has := cur.sessions[s]; !has {
+			changed = append(changed, record{Participant: id, Session: s, Gone: true})
+		}
+	}
+	return cur, changed
+}
+
+// sortedSessions lists o's sessions in order (nil o: none).
+func (o *ownParticipant) sortedSessions() []string {
+	if o == nil {
+		return nil
+	}
+	out := make([]string, 0, len(o.sessions))
+	for s := range o.sessions {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// goneRecords are the records to remove when participant o is gone.
+func (o *ownParticipant) goneRecords(id string) []record {
+	out := make([]record, 0, 1+len(o.sessions))
+	out = append(out, record{Participant: id, Gone: true})
+	for s := range o.sessions {
+		out = append(out, record{Participant: id, Session: s, Gone: true})
+	}
+	return out
+}
+
+func (o *ownParticipant) sessionsOrNil() map[string]struct{} {
+	if o == nil {
+		return nil
+	}
+	return o.sessions
+}
+
+// DeleteLocal records that one of this node's participants is gone.
+func (g *Gossip) DeleteLocal(participant string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	old := g.w.own[participant]
+	if old == nil {
+		return
+	}
+	delete(g.w.own, participant)
+	if old.gatewayURL == "" {
+		g.hosted.Add(-1)
+	}
+	g.w.pending = append(g.w.pending, old.goneRecords(participant)...)
+	g.queuedLocked()
+}
+
+func (g *Gossip) queuedLocked() {
+	g.w.queued++
+	g.wakeWriter()
+}
+
+func (g *Gossip) wakeWriter() {
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Sync waits until the local changes made so far have reached the owners
+// of the records they touch, or SyncTimeout or ctx ends. It reports
+// whether they were sent.
+func (g *Gossip) Sync(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.SyncTimeout)
+	defer cancel()
+	g.mu.Lock()
+	target := g.w.queued
+	for g.w.pushed < target {
+		ch := g.w.pushedCh
+		g.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		case <-g.stop:
+			return false
+		}
+		g.mu.Lock()
+	}
+	g.mu.Unlock()
+	return true
+}
+
+// retryInterval: how often the writer looks for owners that missed a push
+// (and whether the anti-entropy round is due).
+const retryInterval = time.Second
+
+// pushLoop is the only goroutine that sends this node's records.
+func (g *Gossip) pushLoop() {
+	defer g.wg.Done()
+	tick := time.NewTicker(retryInterval)
+	defer tick.Stop()
+	for {
+		full := false
+		select {
+		case <-g.stop:
+			return
+		case <-g.wake:
+		case now := <-tick.C:
+			g.mu.Lock()
+			full = now.Sub(g.w.lastFull) >= g.cfg.AntiEntropyInterval
+			idle := len(g.w.resync) == 0 && len(g.w.pending) == 0
+			g.mu.Unlock()
+			if !full && idle {
+				continue
+			}
+		}
+		batches, seq := g.takeRound(full)
+		failed := g.send(batches)
+		g.mu.Lock()
+		for _, n := range failed {
+			g.w.resync[n] = true
+		}
+		if seq > g.w.pushed {
+			g.w.pushed = seq
+			close(g.w.pushedCh)
+			g.w.pushedCh = make(chan struct{})
+		}
+		g.mu.Unlock()
+	}
+}
+
+// takeRound builds this round's batches, by owner node: the queued
+// changes, the records whose owners changed since the last round, and a
+// replace of everything a node owns of ours for the nodes in resync (all
+// of them when full: the anti-entropy round).
+// Records for this node's own keys are applied here at once.
+func (g *Gossip) takeRound(full bool) (map[string]*batch, uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	r := g.cfg.Replicas
+	nodes := g.liveNodesLocked()
+	live := make(map[string]bool, len(nodes))
+	for _, n := range nodes {
+		live[n] = true
+	}
+	resync := g.w.resync
+	g.w.resync = map[string]bool{}
+	if full {
+		g.w.lastFull = time.Now()
+		for _, n := range nodes {
+			resync[n] = true
+		}
+	}
+	delete(resync, g.cfg.NodeName) // this node's own store never misses a change
+	for n := range resync {
+		if !live[n] {
+			delete(resync, n)
+		}
+	}
+	batches := map[string]*batch{}
+	add := func(node string, kind byte, rec record) {
+		b := batches[node]
+		if b == nil {
+			b = &batch{kind: kind}
+			batches[node] = b
+		}
+		b.records = append(b.records, rec)
+	}
+	for n := range resync {
+		batches[n] = &batch{kind: msgReplace}
+	}
+	old := g.w.placedOn
+	moved := !slices.Equal(old, nodes)
+	g.w.placedOn = nodes
+	if moved || len(resync) > 0 {
+		g.w.forEachRecord(func(rec record) {
+			key := rec.key()
+			now := owners(key, nodes, r)
+			var before []string
+			if moved {
+				before = owners(key, old, r)
+			}
+			for _, n := range now {
+				if resync[n] || moved && !slices.Contains(before, n) {
+					add(n, msgUpdates, rec)
+				}
+			}
+			for _, n := range before {
+				if live[n] && !resync[n] && !slices.Contains(now, n) {
+					gone := rec
+					gone.Gone = true
+					add(n, msgUpdates, gone)
+				}
+			}
+		})
+	}
+	for _, rec := range g.w.pending {
+		for _, n := range owners(rec.key(), nodes, r) {
+			if !resync[n] {
+				add(n, msgUpdates, rec)
+			}
+		}
+	}
+	g.w.pending = nil
+	for n, b := range batches {
+		if len(b.records) == 0 {
+			// A node that joined or restarted holds nothing of ours, and one
+			// that owns none of our keys was sent their removal when they
+			// moved: an empty replace would only cost a request.
+			delete(batches, n)
+		}
+	}
+	if b := batches[g.cfg.NodeName]; b != nil {
+		g.held.apply(b.kind, homeMessage{Node: g.cfg.NodeName, Epoch: g.epoch, Records: b.records})
+		delete(batches, g.cfg.NodeName)
+	}
+	return batches, g.w.queued
+}
+
+// forEachRecord calls fn with every record this node wrote.
+func (w *writer) forEachRecord(fn func(record)) {
+	for id, o := range w.own {
+		fn(o.participantRecord(id))
+		for s := range o.sessions {
+			fn(o.memberRecord(id, s))
+		}
+	}
+}
+
+// send pushes each batch to its node with Push, in parallel, and waits for
+// them (bounded by SyncTimeout). It returns the nodes that did not take
+// theirs. Nodes whose URL is not known yet are skipped: they get their
+// records when they join.
+func (g *Gossip) send(batches map[string]*batch) (failed []string) {
+	if g.cfg.Push == nil || len(batches) == 0 {
+		return nil
+	}
+	type target struct {
+		node, url string
+		msg       []byte
+	}
+	var targets []target
+	g.mu.Lock()
+	for node, b := range batches {
+		m, ok := g.nodes[node]
+		if !ok || m.URL == "" {
+			continue
+		}
+		msg := b.msg
+		if msg == nil {
+			msg = encodeMessage(b.kind, homeMessage{Node: g.cfg.NodeName, Epoch: g.epoch, Records: b.records})
+		}
+		targets = append(targets, target{node, m.URL, msg})
+	}
+	g.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.SyncTimeout)
+	defer cancel()
+	var (
+		wg sync.WaitGroup
+		mu sync.Mutex
+	)
+	for _, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := g.pushOne(ctx, t.url, t.msg); err != nil {
+				g.log.Debug("a directory push failed; retried with everything of ours it keeps", "peer", t.node, "err", err)
+				mu.Lock()
+				failed = append(failed, t.node)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return failed
+}
+
+// pushOne pushes msg to one peer. A peer that has not heard of this node
+// yet (it joined a moment ago) is asked again, shortly, until ctx ends:
+// gossip brings it the news within a few rounds.
+func (g *Gossip) pushOne(ctx context.Context, url string, msg []byte) error {
+	sig := g.Sign(msg)
+	wait := 10 * time.Millisecond
+	for {
+		err := g.cfg.Push(ctx, url, msg, sig)
+		if !errors.Is(err, ErrUnknownNode) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-g.stop:
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 200*time.Millisecond)
+	}
+}
