@@ -205,26 +205,29 @@ func TestGossipJoinCostsOneRecordPerOwner(t *testing.T) {
 	w := newWire()
 	gs := startGossips(t, w, 5)
 	home := gs[0]
-	var sessions []string
-	joinCost := func(s string) (pushes, bytes int) {
+	home.SetLocal("agent", "ai", true)
+	require.True(t, home.Sync(context.Background()))
+	perPush := func(s string) int {
 		p0, b0 := w.counts()
-		sessions = append(sessions, s)
-		home.PutLocal(Entry{Participant: "agent", Type: "ai", Sessions: sessions, Online: true})
+		home.JoinLocal("agent", "ai", s)
 		require.True(t, home.Sync(context.Background()))
 		p1, b1 := w.counts()
-		return p1 - p0, b1 - b0
+		assert.LessOrEqual(t, p1-p0, DefaultReplicas, "a join pushes to the session's owners only")
+		require.Positive(t, p1-p0, "g1 is never both owners")
+		return (b1 - b0) / (p1 - p0)
 	}
-	joinCost("first") // registers the participant record too
-	pushes, small := joinCost("s-0")
-	assert.LessOrEqual(t, pushes, DefaultReplicas, "a join pushes to the session's owners only: %v", w.pushes)
+	small := perPush("s-000")
 	for i := 1; i < 500; i++ {
-		joinCost(fmt.Sprint("s-", i))
+		home.JoinLocal("agent", "ai", fmt.Sprintf("s-%03d", i))
 	}
-	pushes, large := joinCost("s-500")
-	assert.LessOrEqual(t, pushes, DefaultReplicas)
-	assert.LessOrEqual(t, large, small+2*DefaultReplicas, "bytes of a join: %d with 1 session, %d with 501", small, large)
+	require.True(t, home.Sync(context.Background()))
+	large := perPush("s-500")
+	assert.LessOrEqual(t, large, small+2, "bytes of a push for a join: %d with 1 session, %d with 501", small, large)
+	home.PutLocal(Entry{Participant: "agent", Type: "ai", Online: true, Sessions: []string{"s-250", "s-500"}})
+	require.True(t, home.Sync(context.Background()))
 	for _, g := range gs {
 		assert.Len(t, session(t, g, "s-250"), 1)
+		assert.Empty(t, session(t, g, "s-100"), "a put leaves the sessions it does not list")
 	}
 }
 
@@ -430,7 +433,8 @@ func TestARestartedNodeIsHeardAgainAfterItsLeave(t *testing.T) {
 		return homeMessage{Node: "pod-0", Epoch: epoch, Records: []record{{Participant: p, Type: "ai", Online: true}, {Participant: p, Session: "s1"}}}
 	}
 	routed := func(p string) bool {
-		for _, e := range g.held.lookup(sessionKey("s1"), "") {
+		es, _ := g.held.lookup(sessionKey("s1"), "")
+		for _, e := range es {
 			if e.Participant == p && e.Node == "pod-0" {
 				return true
 			}

@@ -47,8 +47,8 @@ func (g *Gossip) Session(ctx context.Context, session, except string) ([]Entry, 
 // node; this node answers its own part from memory), and returns the
 // union of their answers: while ownership moves, at least one current
 // owner of a key has its records. A key none of whose owners answered,
-// or for which nothing was found while one of them did not answer, makes
-// the lookup fail with ErrUnreachable (with what was found).
+// or of which no owner that answered holds anything while another did not
+// answer, makes the lookup fail with ErrUnreachable (with what was found).
 func (g *Gossip) lookup(ctx context.Context, keys []string, except string) (map[string][]Entry, error) {
 	g.mu.Lock()
 	nodes := g.liveNodesLocked()
@@ -70,23 +70,21 @@ func (g *Gossip) lookup(ctx context.Context, keys []string, except string) (map[
 		wg       sync.WaitGroup
 		found    = make(map[string][]Entry, len(keys))
 		answered = make(map[string]bool, len(keys))
+		held     = make(map[string]bool, len(keys)) // some owner holds records of the key
 		lastErr  error
 	)
-	take := func(ans map[string][]Entry, asked []string) {
+	take := func(ans lookupAnswer, asked []string) {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, k := range asked {
 			answered[k] = true
-			found[k] = union(found[k], ans[k])
+			found[k] = union(found[k], ans.Records[k])
+			held[k] = held[k] || len(ans.Records[k]) > 0 || ans.Skipped[k] > 0
 		}
 	}
 	for node, ks := range ask {
 		if node == g.cfg.NodeName {
-			ans := make(map[string][]Entry, len(ks))
-			for _, k := range ks {
-				ans[k] = g.held.lookup(k, except)
-			}
-			take(ans, ks)
+			take(g.answer(lookupRequest{Keys: ks, Except: except}), ks)
 			continue
 		}
 		for len(ks) > 0 { // at most maxLookupKeys a request
@@ -103,7 +101,7 @@ func (g *Gossip) lookup(ctx context.Context, keys []string, except string) (map[
 					mu.Unlock()
 					return
 				}
-				take(ans.Records, chunk)
+				take(ans, chunk)
 			}()
 		}
 	}
@@ -112,7 +110,7 @@ func (g *Gossip) lookup(ctx context.Context, keys []string, except string) (map[
 		// Nothing found while an owner did not answer: that owner may be
 		// the one that has it. Only answers from every owner can say a
 		// key has no record.
-		if !answered[k] || lastErr != nil && len(found[k]) == 0 {
+		if !answered[k] || lastErr != nil && !held[k] {
 			return found, fmt.Errorf("%w: %s: %v", ErrUnreachable, k, lastErr)
 		}
 	}
@@ -171,7 +169,7 @@ func (g *Gossip) HomeSessions(ctx context.Context, node, id string) ([]string, e
 func (g *Gossip) ownSessions(id string) []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.w.own[id].sortedSessions()
+	return g.w.own.sessionsOf(id)
 }
 
 // HandleLookup answers a peer's lookup (see GossipConfig.Fetch) from the
@@ -185,9 +183,21 @@ func (g *Gossip) HandleLookup(data []byte) ([]byte, error) {
 	if len(req.Keys)+len(req.Sessions) > maxLookupKeys {
 		return nil, fmt.Errorf("a lookup asks for at most %d keys", maxLookupKeys)
 	}
+	return json.Marshal(g.answer(req))
+}
+
+// answer looks req up in this node's records.
+func (g *Gossip) answer(req lookupRequest) lookupAnswer {
 	ans := lookupAnswer{Records: make(map[string][]Entry, len(req.Keys))}
 	for _, k := range req.Keys {
-		ans.Records[k] = append([]Entry{}, g.held.lookup(k, req.Except)...) // [] rather than null
+		es, skipped := g.held.lookup(k, req.Except)
+		ans.Records[k] = append([]Entry{}, es...) // [] rather than null
+		if skipped > 0 {
+			if ans.Skipped == nil {
+				ans.Skipped = map[string]int{}
+			}
+			ans.Skipped[k] = skipped
+		}
 	}
 	if len(req.Sessions) > 0 {
 		ans.Sessions = make(map[string][]string, len(req.Sessions))
@@ -195,7 +205,7 @@ func (g *Gossip) HandleLookup(data []byte) ([]byte, error) {
 			ans.Sessions[id] = append([]string{}, g.ownSessions(id)...)
 		}
 	}
-	return json.Marshal(ans)
+	return ans
 }
 
 // HeldRecords is how many directory records this node keeps as an owner

@@ -43,10 +43,19 @@ type Cluster interface {
 	Self() Member
 	// Members lists the nodes this node knows, itself included.
 	Members() []Member
-	// PutLocal records this node's entry for a participant and queues the
-	// records it changes for their owners. It must not block: the hub
-	// calls it with a participant's lock held.
+	// PutLocal records this node's entry for a participant, sessions
+	// included, and queues the records it changes for their owners. The
+	// writes never block: the hub calls them with a participant's lock
+	// held.
 	PutLocal(e Entry)
+	// SetLocal records a participant of this node (made if new, its
+	// sessions unchanged) with its type and online state.
+	SetLocal(id, typ string, online bool)
+	// JoinLocal records that a participant of this node joined session
+	// (made, offline, if new): one record, whatever its other sessions.
+	JoinLocal(id, typ, session string)
+	// LeaveLocal records that a participant of this node left session.
+	LeaveLocal(id, session string)
 	// DeleteLocal removes this node's entry for a participant.
 	DeleteLocal(participant string)
 	// Sync waits, briefly, until the owners of the records changed so far
@@ -79,53 +88,53 @@ type Local struct {
 	name, url string
 	held      *records
 	mu        sync.Mutex
-	own       map[string]*ownParticipant
-	hosted    int
+	own       ownRecords
 }
 
 var _ Cluster = (*Local)(nil)
 
 // NewLocal makes the single-node cluster named name, reachable at url.
 func NewLocal(name, url string) *Local {
-	return &Local{name: name, url: url, held: newRecords(), own: map[string]*ownParticipant{}}
+	return &Local{name: name, url: url, held: newRecords(), own: newOwnRecords()}
 }
 
 // Self is the only member.
 func (l *Local) Self() Member {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return Member{Name: l.name, URL: l.url, State: StateAlive, Participants: l.hosted, Self: true}
+	return Member{Name: l.name, URL: l.url, State: StateAlive, Participants: l.own.hosted, Self: true}
 }
 
 // Members lists this node alone.
 func (l *Local) Members() []Member { return []Member{l.Self()} }
 
 // PutLocal records e as this node's.
-func (l *Local) PutLocal(e Entry) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	old := l.own[e.Participant]
-	cur, changed := changeOf(old, e)
-	if old == nil && cur.gatewayURL == "" {
-		l.hosted++
-	}
-	l.own[e.Participant] = cur
-	l.held.apply(msgUpdates, homeMessage{Node: l.name, Records: changed})
+func (l *Local) PutLocal(e Entry) { l.change(func(o *ownRecords) []record { return o.put(e) }) }
+
+// SetLocal records a participant's type and online state.
+func (l *Local) SetLocal(id, typ string, online bool) {
+	l.change(func(o *ownRecords) []record { return o.set(id, typ, online) })
+}
+
+// JoinLocal records that a participant joined session.
+func (l *Local) JoinLocal(id, typ, session string) {
+	l.change(func(o *ownRecords) []record { return o.join(id, typ, session) })
+}
+
+// LeaveLocal records that a participant left session.
+func (l *Local) LeaveLocal(id, session string) {
+	l.change(func(o *ownRecords) []record { return o.leave(id, session) })
 }
 
 // DeleteLocal forgets this node's entry for participant.
-func (l *Local) DeleteLocal(participant string) {
+func (l *Local) DeleteLocal(id string) {
+	l.change(func(o *ownRecords) []record { return o.remove(id) })
+}
+
+func (l *Local) change(fn func(*ownRecords) []record) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	old := l.own[participant]
-	if old == nil {
-		return
-	}
-	if old.gatewayURL == "" {
-		l.hosted--
-	}
-	delete(l.own, participant)
-	l.held.apply(msgUpdates, homeMessage{Node: l.name, Records: old.goneRecords(participant)})
+	l.held.apply(msgUpdates, homeMessage{Node: l.name, Records: fn(&l.own)})
 }
 
 // Sync has no peers to wait for.
@@ -133,21 +142,23 @@ func (l *Local) Sync(context.Context) bool { return true }
 
 // Participant reads this node's records.
 func (l *Local) Participant(_ context.Context, id string) ([]Entry, error) {
-	return l.held.lookup(participantKey(id), ""), nil
+	es, _ := l.held.lookup(participantKey(id), "")
+	return es, nil
 }
 
 // Participants reads this node's records.
 func (l *Local) Participants(_ context.Context, ids []string) (map[string][]Entry, error) {
 	out := make(map[string][]Entry, len(ids))
 	for _, id := range ids {
-		out[id] = l.held.lookup(participantKey(id), "")
+		out[id], _ = l.held.lookup(participantKey(id), "")
 	}
 	return out, nil
 }
 
 // Session reads this node's records.
 func (l *Local) Session(_ context.Context, session, except string) ([]Entry, error) {
-	return l.held.lookup(sessionKey(session), except), nil
+	es, _ := l.held.lookup(sessionKey(session), except)
+	return es, nil
 }
 
 // HomeSessions knows this node's participants only.
@@ -157,7 +168,7 @@ func (l *Local) HomeSessions(_ context.Context, node, id string) ([]string, erro
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.own[id].sortedSessions(), nil
+	return l.own.sessionsOf(id), nil
 }
 
 // Settled: a node alone has nothing to learn.

@@ -128,9 +128,8 @@ func (s *records) dropHomeLocked(home string) {
 // lookup returns the entries held for key, sorted by participant then
 // node. skipHome leaves out the members of a session that home hosts
 // (external ones stay in): a router finds its own node's members in its
-// hub.
-func (s *records) lookup(key, skipHome string) []Entry {
-	var out []Entry
+// hub; skipped says how many were left out.
+func (s *records) lookup(key, skipHome string) (out []Entry, skipped int) {
 	s.mu.RLock()
 	switch {
 	case strings.HasPrefix(key, "p:"):
@@ -142,6 +141,7 @@ func (s *records) lookup(key, skipHome string) []Entry {
 		for home, members := range s.sessions[key[2:]] {
 			for id, m := range members {
 				if home == skipHome && m.gatewayURL == "" {
+					skipped++
 					continue
 				}
 				out = append(out, Entry{Participant: id, Node: home, Type: m.typ, GatewayURL: m.gatewayURL})
@@ -150,7 +150,7 @@ func (s *records) lookup(key, skipHome string) []Entry {
 	}
 	s.mu.RUnlock()
 	sortEntries(out)
-	return out
+	return out, skipped
 }
 
 // size is how many records are held (participants and memberships).

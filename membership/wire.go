@@ -84,7 +84,10 @@ type lookupRequest struct {
 
 // lookupAnswer maps each asked key to the entries held for it.
 type lookupAnswer struct {
-	Records  map[string][]Entry  `json:"records"`
+	Records map[string][]Entry `json:"records"`
+	// Skipped counts, per key, the members left out by Except: the owner
+	// does hold the key's records.
+	Skipped  map[string]int      `json:"skipped,omitempty"`
 	Sessions map[string][]string `json:"sessions,omitempty"`
 }
 

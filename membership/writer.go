@@ -9,31 +9,17 @@ import (
 )
 
 // The home side of the directory: this node is the only writer of its
-// participants' records. PutLocal and DeleteLocal turn a change into the
-// records it touches (a join is one membership record, whatever the
-// participant's other sessions) and queue them; pushLoop sends them, in
+// participants' records. PutLocal, SetLocal, JoinLocal, LeaveLocal and
+// DeleteLocal turn a change into the records it touches (own.go: a join is
+// one membership record, whatever the participant's other sessions) and
+// queue them; pushLoop sends them, in
 // one request per owner node, to the owners of their keys, and Sync waits
 // for that. The same loop re-registers records whose owners changed when
 // the members did, and re-sends everything now and then (anti-entropy).
 
-// ownParticipant is what this node wrote about one of its participants.
-type ownParticipant struct {
-	typ, gatewayURL string
-	online          bool
-	sessions        map[string]struct{}
-}
-
-func (o *ownParticipant) participantRecord(id string) record {
-	return record{Participant: id, Type: o.typ, Online: o.online, GatewayURL: o.gatewayURL}
-}
-
-func (o *ownParticipant) memberRecord(id, session string) record {
-	return record{Participant: id, Session: session, Type: o.typ, GatewayURL: o.gatewayURL}
-}
-
 // writer is the home side's state, guarded by Gossip.mu.
 type writer struct {
-	own     map[string]*ownParticipant
+	own     ownRecords
 	pending []record // changes not yet sent, in order
 	// resync: nodes that get all of their records again, as a replace, at
 	// the next round (they joined, restarted, or missed a push).
@@ -48,7 +34,7 @@ type writer struct {
 }
 
 func newWriter() writer {
-	return writer{own: map[string]*ownParticipant{}, resync: map[string]bool{}, pushedCh: make(chan struct{}), lastFull: time.Now()}
+	return writer{own: newOwnRecords(), resync: map[string]bool{}, pushedCh: make(chan struct{}), lastFull: time.Now()}
 }
 
 // batch is what one round sends one node.
@@ -58,97 +44,45 @@ type batch struct {
 	msg     []byte // already encoded (a leave)
 }
 
-// PutLocal records a change to one of this node's participants and queues
-// the records it touches for their owners. It never blocks on the network.
-func (g *Gossip) PutLocal(e Entry) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	old := g.w.own[e.Participant]
-	cur, changed := changeOf(old, e)
-	g.w.own[e.Participant] = cur
-	if old == nil && cur.gatewayURL == "" {
-		g.hosted.Add(1)
-	}
-	g.w.pending = append(g.w.pending, changed...)
-	g.queuedLocked()
+// PutLocal records this node's entry for a participant (all of its
+// sessions: the externals registry writes its entries whole) and queues
+// the records that changed for their owners. It never blocks on the
+// network.
+func (g *Gossip) PutLocal(e Entry) { g.change(func(o *ownRecords) []record { return o.put(e) }) }
+
+// SetLocal records a participant of this node, or a change of its type or
+// online state; its sessions are unchanged.
+func (g *Gossip) SetLocal(id, typ string, online bool) {
+	g.change(func(o *ownRecords) []record { return o.set(id, typ, online) })
 }
 
-// changeOf returns what this node writes of e, and the records that
-// changed since old (nil: e is new): the participant record when its type,
-// online flag or gateway URL changed, and one membership record per
-// session joined or left (all of them when the type or URL, which they
-// carry, changed).
-func changeOf(old *ownParticipant, e Entry) (*ownParticipant, []record) {
-	id := e.Participant
-	cur := &ownParticipant{typ: e.Type, gatewayURL: e.GatewayURL, online: e.Online, sessions: make(map[string]struct{}, len(e.Sessions))}
-	for _, s := range e.Sessions {
-		cur.sessions[s] = struct{}{}
-	}
-	var changed []record
-	if old == nil || old.typ != cur.typ || old.gatewayURL != cur.gatewayURL || old.online != cur.online {
-		changed = append(changed, cur.participantRecord(id))
-	}
-	resendAll := old == nil || old.typ != cur.typ || old.gatewayURL != cur.gatewayURL
-	for s := range cur.sessions {
-		if _, had := old.sessionsOrNil()[s]; resendAll || !had {
-			changed = append(changed, cur.memberRecord(id, s))
-		}
-	}
-	for s := range old.sessionsOrNil() {
-		if _, has := cur.sessions[s]; !has {
-			changed = append(changed, record{Participant: id, Session: s, Gone: true})
-		}
-	}
-	return cur, changed
+// JoinLocal records that a participant of this node joined session: one
+// record for the session's owners, whatever its other sessions.
+func (g *Gossip) JoinLocal(id, typ, session string) {
+	g.change(func(o *ownRecords) []record { return o.join(id, typ, session) })
 }
 
-// sortedSessions lists o's sessions in order (nil o: none).
-func (o *ownParticipant) sortedSessions() []string {
-	if o == nil {
-		return nil
-	}
-	out := make([]string, 0, len(o.sessions))
-	for s := range o.sessions {
-		out = append(out, s)
-	}
-	slices.Sort(out)
-	return out
-}
-
-// goneRecords are the records to remove when participant o is gone.
-func (o *ownParticipant) goneRecords(id string) []record {
-	out := make([]record, 0, 1+len(o.sessions))
-	out = append(out, record{Participant: id, Gone: true})
-	for s := range o.sessions {
-		out = append(out, record{Participant: id, Session: s, Gone: true})
-	}
-	return out
-}
-
-func (o *ownParticipant) sessionsOrNil() map[string]struct{} {
-	if o == nil {
-		return nil
-	}
-	return o.sessions
+// LeaveLocal records that a participant of this node left session.
+func (g *Gossip) LeaveLocal(id, session string) {
+	g.change(func(o *ownRecords) []record { return o.leave(id, session) })
 }
 
 // DeleteLocal records that one of this node's participants is gone.
-func (g *Gossip) DeleteLocal(participant string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	old := g.w.own[participant]
-	if old == nil {
-		return
-	}
-	delete(g.w.own, participant)
-	if old.gatewayURL == "" {
-		g.hosted.Add(-1)
-	}
-	g.w.pending = append(g.w.pending, old.goneRecords(participant)...)
-	g.queuedLocked()
+func (g *Gossip) DeleteLocal(id string) {
+	g.change(func(o *ownRecords) []record { return o.remove(id) })
 }
 
-func (g *Gossip) queuedLocked() {
+// change applies fn to this node's own records and queues the records it
+// changed.
+func (g *Gossip) change(fn func(*ownRecords) []record) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	changed := fn(&g.w.own)
+	g.hosted.Store(int64(g.w.own.hosted))
+	if len(changed) == 0 {
+		return
+	}
+	g.w.pending = append(g.w.pending, changed...)
 	g.w.queued++
 	g.wakeWriter()
 }
@@ -267,7 +201,7 @@ func (g *Gossip) takeRound(full bool) (map[string]*batch, uint64) {
 	moved := !slices.Equal(old, nodes)
 	g.w.placedOn = nodes
 	if moved || len(resync) > 0 {
-		g.w.forEachRecord(func(rec record) {
+		g.w.own.forEach(func(rec record) {
 			key := rec.key()
 			now := owners(key, nodes, r)
 			var before []string
@@ -309,16 +243,6 @@ func (g *Gossip) takeRound(full bool) (map[string]*batch, uint64) {
 		delete(batches, g.cfg.NodeName)
 	}
 	return batches, g.w.queued
-}
-
-// forEachRecord calls fn with every record this node wrote.
-func (w *writer) forEachRecord(fn func(record)) {
-	for id, o := range w.own {
-		fn(o.participantRecord(id))
-		for s := range o.sessions {
-			fn(o.memberRecord(id, s))
-		}
-	}
 }
 
 // send pushes each batch to its node with Push, in parallel, and waits for

@@ -285,7 +285,10 @@ type faultProxy struct {
 	releaseOnce sync.Once
 
 	deliveries atomic.Int64 // delivery requests received
-	inflight   atomic.Int64 // delivery requests being handled
+	// Directory pushes received, and their body bytes: counted as they
+	// arrive, so a push the sender saw answered is counted.
+	pushes, pushBytes atomic.Int64
+	inflight          atomic.Int64 // delivery requests being handled
 
 	mu   sync.Mutex
 	srv  *http.Server
@@ -432,6 +435,10 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == releasePath && p.releaseCuts.Add(-1) >= 0 {
 		p.cutAnswer(w, r)
 		return
+	}
+	if r.URL.Path == directoryPath {
+		p.pushes.Add(1)
+		p.pushBytes.Add(r.ContentLength)
 	}
 	if r.URL.Path != apiDeliveriesPath || r.Method != http.MethodPost {
 		p.rp.ServeHTTP(w, r)

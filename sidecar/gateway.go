@@ -413,6 +413,7 @@ func (b wsBackend) Join(ctx context.Context, who ws.Identity, session string) ws
 	if err := b.g.join(who.ParticipantID, who.ParticipantType, session); err != nil {
 		return replyError(err)
 	}
+	b.g.cluster.Sync(ctx) // answered once the session's owners have it: a submit anywhere then finds it
 	return replyOK(sessionChange{Status: "ok", SessionID: session})
 }
 
@@ -423,6 +424,7 @@ func (b wsBackend) Leave(ctx context.Context, who ws.Identity, session string) w
 	if err := b.g.leave(who.ParticipantID, session); err != nil {
 		return replyError(err)
 	}
+	b.g.cluster.Sync(ctx)
 	return replyOK(sessionChange{Status: "ok", SessionID: session})
 }
 

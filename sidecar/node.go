@@ -396,11 +396,17 @@ func leaveTimeout(ctx context.Context) time.Duration {
 }
 
 // directoryWriter copies this node's participants into the cluster's
-// directory.
+// directory, one change at a time.
 type directoryWriter struct{ cluster membership.Cluster }
 
 func (d directoryWriter) LocalParticipant(p ws.ParticipantInfo) {
-	d.cluster.PutLocal(membership.Entry{Participant: p.ID, Type: p.Type, Sessions: p.Sessions, Online: p.Online})
+	d.cluster.SetLocal(p.ID, p.Type, p.Online)
 }
+
+func (d directoryWriter) LocalSessionJoined(id, typ, session string) {
+	d.cluster.JoinLocal(id, typ, session)
+}
+
+func (d directoryWriter) LocalSessionLeft(id, session string) { d.cluster.LeaveLocal(id, session) }
 
 func (d directoryWriter) LocalParticipantGone(id string) { d.cluster.DeleteLocal(id) }
