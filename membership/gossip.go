@@ -43,9 +43,10 @@ type meta struct {
 // re-register the records whose owners changed, and owners drop the
 // records of a node that left or died (events.go).
 type Gossip struct {
-	cfg   GossipConfig
-	log   *slog.Logger
-	epoch int64
+	localWrites // PutLocal, SetLocal, JoinLocal, LeaveLocal, DeleteLocal (writer.go)
+	cfg         GossipConfig
+	log         *slog.Logger
+	epoch       int64
 	// signer signs the directory messages this node pushes over HTTP; its
 	// public key travels in the gossip metadata (see HandlePush).
 	signer ed25519.PrivateKey
@@ -102,6 +103,7 @@ func NewGossip(cfg GossipConfig) (*Gossip, error) {
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 	}
+	g.localWrites = localWrites{g.change}
 	mc, err := g.memberlistConfig()
 	if err != nil {
 		return nil, err

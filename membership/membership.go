@@ -85,6 +85,7 @@ type Cluster interface {
 // Local is a cluster of one node: no gossip, no peers. It keeps its
 // records in the same store an owner uses.
 type Local struct {
+	localWrites
 	name, url string
 	held      *records
 	mu        sync.Mutex
@@ -95,7 +96,9 @@ var _ Cluster = (*Local)(nil)
 
 // NewLocal makes the single-node cluster named name, reachable at url.
 func NewLocal(name, url string) *Local {
-	return &Local{name: name, url: url, held: newRecords(), own: newOwnRecords()}
+	l := &Local{name: name, url: url, held: newRecords(), own: newOwnRecords()}
+	l.localWrites = localWrites{l.change}
+	return l
 }
 
 // Self is the only member.
@@ -107,29 +110,6 @@ func (l *Local) Self() Member {
 
 // Members lists this node alone.
 func (l *Local) Members() []Member { return []Member{l.Self()} }
-
-// PutLocal records e as this node's.
-func (l *Local) PutLocal(e Entry) { l.change(func(o *ownRecords) []record { return o.put(e) }) }
-
-// SetLocal records a participant's type and online state.
-func (l *Local) SetLocal(id, typ string, online bool) {
-	l.change(func(o *ownRecords) []record { return o.set(id, typ, online) })
-}
-
-// JoinLocal records that a participant joined session.
-func (l *Local) JoinLocal(id, typ, session string) {
-	l.change(func(o *ownRecords) []record { return o.join(id, typ, session) })
-}
-
-// LeaveLocal records that a participant left session.
-func (l *Local) LeaveLocal(id, session string) {
-	l.change(func(o *ownRecords) []record { return o.leave(id, session) })
-}
-
-// DeleteLocal forgets this node's entry for participant.
-func (l *Local) DeleteLocal(id string) {
-	l.change(func(o *ownRecords) []record { return o.remove(id) })
-}
 
 func (l *Local) change(fn func(*ownRecords) []record) {
 	l.mu.Lock()

@@ -1,6 +1,9 @@
 package membership
 
-import "slices"
+import (
+	"maps"
+	"slices"
+)
 
 // ownRecords are what this node wrote about its own participants (it is
 // their home), and the source of every record it sends their owners. Each
@@ -160,11 +163,38 @@ func (r *ownRecords) sessionsOf(id string) []string {
 	return nil
 }
 
-func (o *ownParticipant) sortedSessions() []string {
-	out := make([]string, 0, len(o.sessions))
-	for s := range o.sessions {
-		out = append(out, s)
-	}
-	slices.Sort(out)
-	return out
+func (o *ownParticipant) sortedSessions() []string { return slices.Sorted(maps.Keys(o.sessions)) }
+
+// localWrites is the write half of Cluster, shared by Gossip and Local:
+// each write changes this node's own records through change, which
+// applies them (Local) or queues them for their owners (Gossip). The
+// writes never block on the network.
+type localWrites struct {
+	change func(func(*ownRecords) []record)
+}
+
+// PutLocal records this node's entry for a participant, all of its
+// sessions included (the externals registry writes its entries whole).
+func (w localWrites) PutLocal(e Entry) { w.change(func(o *ownRecords) []record { return o.put(e) }) }
+
+// SetLocal records a participant of this node, or a change of its type or
+// online state; its sessions are unchanged.
+func (w localWrites) SetLocal(id, typ string, online bool) {
+	w.change(func(o *ownRecords) []record { return o.set(id, typ, online) })
+}
+
+// JoinLocal records that a participant of this node joined session: one
+// record for the session's owners, whatever its other sessions.
+func (w localWrites) JoinLocal(id, typ, session string) {
+	w.change(func(o *ownRecords) []record { return o.join(id, typ, session) })
+}
+
+// LeaveLocal records that a participant of this node left session.
+func (w localWrites) LeaveLocal(id, session string) {
+	w.change(func(o *ownRecords) []record { return o.leave(id, session) })
+}
+
+// DeleteLocal records that one of this node's participants is gone.
+func (w localWrites) DeleteLocal(id string) {
+	w.change(func(o *ownRecords) []record { return o.remove(id) })
 }

@@ -44,34 +44,6 @@ type batch struct {
 	msg     []byte // already encoded (a leave)
 }
 
-// PutLocal records this node's entry for a participant (all of its
-// sessions: the externals registry writes its entries whole) and queues
-// the records that changed for their owners. It never blocks on the
-// network.
-func (g *Gossip) PutLocal(e Entry) { g.change(func(o *ownRecords) []record { return o.put(e) }) }
-
-// SetLocal records a participant of this node, or a change of its type or
-// online state; its sessions are unchanged.
-func (g *Gossip) SetLocal(id, typ string, online bool) {
-	g.change(func(o *ownRecords) []record { return o.set(id, typ, online) })
-}
-
-// JoinLocal records that a participant of this node joined session: one
-// record for the session's owners, whatever its other sessions.
-func (g *Gossip) JoinLocal(id, typ, session string) {
-	g.change(func(o *ownRecords) []record { return o.join(id, typ, session) })
-}
-
-// LeaveLocal records that a participant of this node left session.
-func (g *Gossip) LeaveLocal(id, session string) {
-	g.change(func(o *ownRecords) []record { return o.leave(id, session) })
-}
-
-// DeleteLocal records that one of this node's participants is gone.
-func (g *Gossip) DeleteLocal(id string) {
-	g.change(func(o *ownRecords) []record { return o.remove(id) })
-}
-
 // change applies fn to this node's own records and queues the records it
 // changed.
 func (g *Gossip) change(fn func(*ownRecords) []record) {

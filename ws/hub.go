@@ -4,6 +4,7 @@ import (
 	"context"
 	"hash/maphash"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -232,12 +233,7 @@ func (p *Participant) infoLocked() ParticipantInfo {
 
 // sortedSessionsLocked lists p's sessions in order (never nil).
 func (p *Participant) sortedSessionsLocked() []string {
-	out := make([]string, 0, len(p.sessions))
-	for s := range p.sessions {
-		out = append(out, s)
-	}
-	slices.Sort(out)
-	return out
+	return append(make([]string, 0, len(p.sessions)), slices.Sorted(maps.Keys(p.sessions))...)
 }
 
 // Delivery is what happened to one event for one participant.
