@@ -39,6 +39,7 @@ func (g *Gossip) nodeLeft(n *memberlist.Node) {
 	g.departed[n.Name] = departedNode{meta: g.nodes[n.Name], state: state, at: time.Now()}
 	delete(g.nodes, n.Name)
 	delete(g.w.resync, n.Name)
+	delete(g.w.missed, n.Name)
 	g.held.dropHome(n.Name)
 	for name, d := range g.departed { // prune the old ones
 		if time.Since(d.at) > g.cfg.DepartedRetention {

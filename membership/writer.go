@@ -12,10 +12,10 @@ import (
 // participants' records. PutLocal, SetLocal, JoinLocal, LeaveLocal and
 // DeleteLocal turn a change into the records it touches (own.go: a join is
 // one membership record, whatever the participant's other sessions) and
-// queue them; pushLoop sends them, in
-// one request per owner node, to the owners of their keys, and Sync waits
-// for that. The same loop re-registers records whose owners changed when
-// the members did, and re-sends everything now and then (anti-entropy).
+// queue them; pushLoop sends them, in one request per owner node, to the
+// owners of their keys, and Sync waits for that. The same loop
+// re-registers records whose owners changed when the members did, and
+// re-sends everything now and then (anti-entropy).
 
 // writer is the home side's state, guarded by Gossip.mu.
 type writer struct {
@@ -24,6 +24,10 @@ type writer struct {
 	// resync: nodes that get all of their records again, as a replace, at
 	// the next round (they joined, restarted, or missed a push).
 	resync map[string]bool
+	// missed: nodes in resync because a push to them failed: they are sent
+	// their replace even when it is empty (it drops what they missed the
+	// removal of).
+	missed map[string]bool
 	// placedOn: the live nodes the records were last placed by; when the
 	// members change, a record's owners under both lists are compared.
 	placedOn []string
@@ -34,7 +38,7 @@ type writer struct {
 }
 
 func newWriter() writer {
-	return writer{own: newOwnRecords(), resync: map[string]bool{}, pushedCh: make(chan struct{}), lastFull: time.Now()}
+	return writer{own: newOwnRecords(), resync: map[string]bool{}, missed: map[string]bool{}, pushedCh: make(chan struct{}), lastFull: time.Now()}
 }
 
 // batch is what one round sends one node.
@@ -118,7 +122,7 @@ func (g *Gossip) pushLoop() {
 		failed := g.send(batches)
 		g.mu.Lock()
 		for _, n := range failed {
-			g.w.resync[n] = true
+			g.w.resync[n], g.w.missed[n] = true, true
 		}
 		if seq > g.w.pushed {
 			g.w.pushed = seq
@@ -143,8 +147,8 @@ func (g *Gossip) takeRound(full bool) (map[string]*batch, uint64) {
 	for _, n := range nodes {
 		live[n] = true
 	}
-	resync := g.w.resync
-	g.w.resync = map[string]bool{}
+	resync, missed := g.w.resync, g.w.missed
+	g.w.resync, g.w.missed = map[string]bool{}, map[string]bool{}
 	if full {
 		g.w.lastFull = time.Now()
 		for _, n := range nodes {
@@ -195,7 +199,18 @@ func (g *Gossip) takeRound(full bool) (map[string]*batch, uint64) {
 		})
 	}
 	for _, rec := range g.w.pending {
-		for _, n := range owners(rec.key(), nodes, r) {
+		targets := owners(rec.key(), nodes, r)
+		if moved && rec.Gone {
+			// A record removed in the round its owners changed: the owners
+			// that lost the key still hold it, and the diff above (over the
+			// records that remain) does not name it.
+			for _, n := range owners(rec.key(), old, r) {
+				if live[n] && !slices.Contains(targets, n) {
+					targets = append(targets, n)
+				}
+			}
+		}
+		for _, n := range targets {
 			if !resync[n] {
 				add(n, msgUpdates, rec)
 			}
@@ -203,7 +218,7 @@ func (g *Gossip) takeRound(full bool) (map[string]*batch, uint64) {
 	}
 	g.w.pending = nil
 	for n, b := range batches {
-		if len(b.records) == 0 {
+		if len(b.records) == 0 && !missed[n] {
 			// A node that joined or restarted holds nothing of ours, and one
 			// that owns none of our keys was sent their removal when they
 			// moved: an empty replace would only cost a request.
