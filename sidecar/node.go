@@ -342,7 +342,7 @@ func (n *Node) pushDirectory(ctx context.Context, peerURL string, msg []byte, si
 	if n.cfg.ClusterKey != "" {
 		req.Header.Set("Authorization", "Bearer "+n.cfg.ClusterKey)
 	}
-	resp, err := n.peers.http.Do(req)
+	resp, err := n.peers.directory.Do(req)
 	if err != nil {
 		return err
 	}
@@ -370,7 +370,7 @@ func (n *Node) fetchDirectory(ctx context.Context, peerURL string, body []byte) 
 	if n.cfg.ClusterKey != "" {
 		req.Header.Set("Authorization", "Bearer "+n.cfg.ClusterKey)
 	}
-	resp, err := n.peers.http.Do(req)
+	resp, err := n.peers.directory.Do(req)
 	if err != nil {
 		return nil, err
 	}
