@@ -353,10 +353,10 @@ func dotSegments(p string) bool {
 // node when it is homed here or nowhere yet (it is then created offline
 // here), otherwise on the peers that host it.
 func (g *Gateway) addParticipant(ctx context.Context, id, typ, session string, hops int) error {
-	homes, err := g.homesElsewhere(ctx, id)
-	if err != nil {
-		return err
-	}
+	// Owners that did not answer leave what the others found: a PUT goes
+	// on with that, as an attach does, rather than fail while an owner is
+	// slow or its death not yet noticed.
+	homes, _ := g.homesElsewhere(ctx, id)
 	if g.hub.Lookup(id) != nil || len(homes) == 0 || hops >= maxHops {
 		if err := g.join(id, typ, session); err != nil {
 			return err
@@ -393,17 +393,19 @@ func (g *Gateway) removeParticipant(ctx context.Context, id, session string, hop
 	return nil
 }
 
-// homesElsewhere lists the peers hosting participant id.
+// homesElsewhere lists the peers hosting participant id, and
+// errDirectory with what was found when the lookup could not be answered
+// whole.
 func (g *Gateway) homesElsewhere(ctx context.Context, id string) ([]string, error) {
 	entries, err := g.cluster.Participant(ctx, id)
-	if err != nil {
-		return nil, errDirectory(id)
-	}
 	var nodes []string
 	for _, e := range entries {
 		if e.GatewayURL == "" && e.Node != g.self {
 			nodes = append(nodes, e.Node)
 		}
+	}
+	if err != nil {
+		return nodes, errDirectory(id)
 	}
 	return nodes, nil
 }
