@@ -55,9 +55,10 @@ type GossipConfig struct {
 	// one of its owners dies or while a joining node takes it over.
 	// Default 2.
 	Replicas int
-	// AntiEntropyInterval: how often this node re-sends every record it
-	// wrote to each of their owners, replacing what they hold of it
-	// (--directory-resync-interval); repairs a change an owner missed.
+	// AntiEntropyInterval: how often this node sends each owner of its
+	// records a digest of what that owner should hold; an owner that
+	// holds something else is sent everything again, as a replace
+	// (--directory-resync-interval). Repairs a change an owner missed.
 	// Default 1m.
 	AntiEntropyInterval time.Duration
 	// Memberlist, when set, adjusts memberlist's configuration (which

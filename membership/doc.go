@@ -17,8 +17,9 @@
 // ask the owners in parallel and take the union of their answers
 // (lookup.go): while ownership moves (a node joins or leaves), one of a
 // key's two owners still has its records. Homes re-register the records
-// whose owners changed, re-send everything now and then (anti-entropy),
-// and owners drop the records of a node that left or died (records.go).
+// whose owners changed, check each owner with a digest now and then and
+// re-send where it differs (anti-entropy), and owners drop the records of
+// a node that left or died (records.go).
 // memberlist's own gossip carries membership and node metadata only.
 //
 // Cluster is the seam the gateway core (package sidecar) routes through.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -104,6 +105,9 @@ func NewGossip(cfg GossipConfig) (*Gossip, error) {
 		stop:     make(chan struct{}),
 	}
 	g.localWrites = localWrites{g.change}
+	// Nodes started together would run their anti-entropy rounds together:
+	// each starts at a random point of the interval.
+	g.w.lastFull = time.Now().Add(-rand.N(cfg.AntiEntropyInterval))
 	mc, err := g.memberlistConfig()
 	if err != nil {
 		return nil, err

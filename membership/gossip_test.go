@@ -34,12 +34,13 @@ func fastTimers(c *memberlist.Config) {
 type wire struct {
 	mu     sync.Mutex
 	nodes  map[string]*Gossip // URL → node
-	pushes map[string]int     // receiver name → pushes taken
+	pushes map[string]int     // receiver name → update pushes taken
 	bytes  map[string]int     // receiver name → bytes of those pushes
+	kinds  map[byte]int       // pushes of each kind
 }
 
 func newWire() *wire {
-	return &wire{nodes: map[string]*Gossip{}, pushes: map[string]int{}, bytes: map[string]int{}}
+	return &wire{nodes: map[string]*Gossip{}, pushes: map[string]int{}, bytes: map[string]int{}, kinds: map[byte]int{}}
 }
 
 func (w *wire) node(url string) (*Gossip, error) {
@@ -58,8 +59,11 @@ func (w *wire) push(_ context.Context, url string, msg []byte, sig string) error
 		return err
 	}
 	w.mu.Lock()
-	w.pushes[g.cfg.NodeName]++
-	w.bytes[g.cfg.NodeName] += len(msg)
+	w.kinds[msg[0]]++
+	if msg[0] == msgUpdates { // a change's cost: replaces and digests come from other causes
+		w.pushes[g.cfg.NodeName]++
+		w.bytes[g.cfg.NodeName] += len(msg)
+	}
 	w.mu.Unlock()
 	return g.HandlePush(msg, sig)
 }
@@ -98,9 +102,15 @@ var nextPort atomic.Int32
 // the wire as its transport.
 func (w *wire) start(t *testing.T, name string, join ...string) *Gossip {
 	t.Helper()
-	cfg := GossipConfig{NodeName: name, URL: fmt.Sprintf("http://127.0.0.1:%d", 9000+nextPort.Add(1)),
-		Bind: "127.0.0.1:0", Memberlist: fastTimers, RejoinInterval: 300 * time.Millisecond, Join: join,
-		Push: w.push, Fetch: w.fetch, Logger: slog.New(slog.DiscardHandler)}
+	return w.startWith(t, GossipConfig{NodeName: name, Join: join})
+}
+
+// startWith is start with some settings of cfg.
+func (w *wire) startWith(t *testing.T, cfg GossipConfig) *Gossip {
+	t.Helper()
+	cfg.URL = fmt.Sprintf("http://127.0.0.1:%d", 9000+nextPort.Add(1))
+	cfg.Bind, cfg.Memberlist, cfg.RejoinInterval = "127.0.0.1:0", fastTimers, 300*time.Millisecond
+	cfg.Push, cfg.Fetch, cfg.Logger = w.push, w.fetch, slog.New(slog.DiscardHandler)
 	g, err := NewGossip(cfg)
 	require.NoError(t, err)
 	w.mu.Lock()
@@ -347,6 +357,40 @@ func heldExactly(gs []*Gossip, perKind int) bool {
 		total += n
 	}
 	return total == perKind*DefaultReplicas
+}
+
+// TestGossipAntiEntropyRepairsWhatAnOwnerLost: an owner that lost a
+// home's records (here: dropped behind the home's back) gets them back
+// within an anti-entropy round: the home's digest no longer matches, and
+// the owner is sent a replace. An owner that matches costs one digest.
+func TestGossipAntiEntropyRepairsWhatAnOwnerLost(t *testing.T) {
+	w := newWire()
+	a := w.startWith(t, GossipConfig{NodeName: "a", AntiEntropyInterval: 200 * time.Millisecond})
+	b := w.startWith(t, GossipConfig{NodeName: "b", Join: []string{a.GossipAddr()}, AntiEntropyInterval: time.Hour})
+	waitMembers(t, []*Gossip{a, b}, 2)
+	for i := range 10 {
+		a.JoinLocal(fmt.Sprint("p", i), "ai", fmt.Sprint("s", i))
+	}
+	require.True(t, a.Sync(context.Background()))
+	_, held := b.HeldRecords("a")
+	require.Equal(t, 20, held, "with two nodes, b keeps all of a's records")
+
+	b.held.dropHome("a")
+	require.Eventually(t, func() bool {
+		_, held := b.HeldRecords("a")
+		return held == 20
+	}, 10*time.Second, 10*time.Millisecond, "the anti-entropy round never repaired b")
+
+	// In step: the rounds send digests, and no replace follows them.
+	kinds := func() (digests, replaces int) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return w.kinds[msgDigest], w.kinds[msgReplace]
+	}
+	d0, r0 := kinds()
+	require.Eventually(t, func() bool { d, _ := kinds(); return d >= d0+3 }, 10*time.Second, 10*time.Millisecond)
+	_, r1 := kinds()
+	assert.Equal(t, r0, r1, "a digest that matches costs no replace")
 }
 
 func TestGossipDropsUndecodableMessages(t *testing.T) {

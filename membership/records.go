@@ -102,6 +102,29 @@ func (s *records) putLocked(home string, r record) {
 	members[r.Participant] = memberRecord{typ: r.Type, gatewayURL: r.GatewayURL}
 }
 
+// matches reports whether the records held of home's life epoch have the
+// digest d: the anti-entropy round asks it, and only a mismatch costs a
+// re-send of the records.
+func (s *records) matches(home string, epoch int64, d digest) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if ep, known := s.epochs[home]; (!known || ep != epoch) && d.count > 0 {
+		return false
+	}
+	var held digest
+	for id, homes := range s.participants {
+		if r, ok := homes[home]; ok {
+			held.add(record{Participant: id, Type: r.typ, Online: r.online, GatewayURL: r.gatewayURL})
+		}
+	}
+	for session, groups := range s.sessions {
+		for id, m := range groups[home] {
+			held.add(record{Participant: id, Session: session, Type: m.typ, GatewayURL: m.gatewayURL})
+		}
+	}
+	return held == d
+}
+
 // dropHome forgets every record home wrote (it left or died).
 func (s *records) dropHome(home string) {
 	s.mu.Lock()

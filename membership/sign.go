@@ -17,6 +17,12 @@ var ErrNotSender = errors.New("the message is not signed by the node it names")
 // GossipConfig.Push returns it (wrapped) so that the home tries again.
 var ErrUnknownNode = errors.New("the message's node is not a member here")
 
+// ErrDigestMismatch is returned by HandlePush for an anti-entropy digest
+// that does not match what this node holds of the home: the home then
+// sends everything this node should hold of it (GossipConfig.Push returns
+// it, wrapped).
+var ErrDigestMismatch = errors.New("the records held here do not match the digest")
+
 // Sign is this node's signature of a directory message it pushes, in
 // base64 (GossipConfig.Push carries it; the receiver checks it with
 // HandlePush).
@@ -91,6 +97,12 @@ func (g *Gossip) apply(kind byte, m homeMessage) error {
 	if kind == msgLeaving {
 		g.leaving[m.Node] = m.Epoch
 		g.held.apply(kind, m)
+		return nil
+	}
+	if kind == msgDigest {
+		if !g.held.matches(m.Node, m.Epoch, digest{m.Count, m.Hash}) {
+			return ErrDigestMismatch
+		}
 		return nil
 	}
 	if ep, ok := g.leaving[m.Node]; ok {

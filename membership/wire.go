@@ -3,6 +3,8 @@ package membership
 import (
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
+	"strconv"
 )
 
 // The directory's wire format between nodes. Every message is one JSON
@@ -12,6 +14,7 @@ const (
 	msgUpdates byte = 'u' // changes to some of a home's records
 	msgReplace byte = 'r' // everything a home wants this owner to hold of it
 	msgLeaving byte = 'l' // the home is leaving: drop its records now
+	msgDigest  byte = 'd' // the count and hash of what this owner should hold of the home
 )
 
 // record is one directory record as it travels from its home to an
@@ -42,6 +45,27 @@ type homeMessage struct {
 	Node    string   `json:"n"`
 	Epoch   int64    `json:"ep"`
 	Records []record `json:"r,omitempty"`
+	// A digest (msgDigest) instead of records: their count and the XOR
+	// of their hashes.
+	Count int    `json:"c,omitempty"`
+	Hash  uint64 `json:"h,omitempty"`
+}
+
+// digest sums records as a digest message carries them: order does not
+// matter, so the home and the owner compute it from their own maps.
+type digest struct {
+	count int
+	hash  uint64
+}
+
+func (d *digest) add(r record) {
+	h := fnv.New64a()
+	for _, f := range []string{r.Participant, r.Session, r.Type, r.GatewayURL, strconv.FormatBool(r.Online)} {
+		_, _ = h.Write([]byte(f))
+		_, _ = h.Write([]byte{0})
+	}
+	d.count++
+	d.hash ^= mix(h.Sum64())
 }
 
 func encodeMessage(kind byte, m homeMessage) []byte {
@@ -57,7 +81,7 @@ func decodeMessage(data []byte) (byte, homeMessage, error) {
 	if len(data) < 2 {
 		return 0, m, fmt.Errorf("message of %d bytes is too short", len(data))
 	}
-	if data[0] != msgUpdates && data[0] != msgReplace && data[0] != msgLeaving {
+	if data[0] != msgUpdates && data[0] != msgReplace && data[0] != msgLeaving && data[0] != msgDigest {
 		return 0, m, fmt.Errorf("unknown message kind %q", data[0])
 	}
 	if err := json.Unmarshal(data[1:], &m); err != nil {

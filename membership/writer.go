@@ -15,7 +15,8 @@ import (
 // queue them; pushLoop sends them, in one request per owner node, to the
 // owners of their keys, and Sync waits for that. The same loop
 // re-registers records whose owners changed when the members did, and
-// re-sends everything now and then (anti-entropy).
+// now and then sends each owner a digest of what it should hold
+// (anti-entropy).
 
 // writer is the home side's state, guarded by Gossip.mu.
 type writer struct {
@@ -38,13 +39,14 @@ type writer struct {
 }
 
 func newWriter() writer {
-	return writer{own: newOwnRecords(), resync: map[string]bool{}, missed: map[string]bool{}, pushedCh: make(chan struct{}), lastFull: time.Now()}
+	return writer{own: newOwnRecords(), resync: map[string]bool{}, missed: map[string]bool{}, pushedCh: make(chan struct{})}
 }
 
 // batch is what one round sends one node.
 type batch struct {
 	kind    byte
 	records []record
+	digest  digest // msgDigest
 	msg     []byte // already encoded (a leave)
 }
 
@@ -134,9 +136,9 @@ func (g *Gossip) pushLoop() {
 }
 
 // takeRound builds this round's batches, by owner node: the queued
-// changes, the records whose owners changed since the last round, and a
-// replace of everything a node owns of ours for the nodes in resync (all
-// of them when full: the anti-entropy round).
+// changes, the records whose owners changed since the last round, a
+// replace of everything a node owns of ours for the nodes in resync, and
+// in the anti-entropy round (full) a digest for every other owner.
 // Records for this node's own keys are applied here at once.
 func (g *Gossip) takeRound(full bool) (map[string]*batch, uint64) {
 	g.mu.Lock()
@@ -151,9 +153,6 @@ func (g *Gossip) takeRound(full bool) (map[string]*batch, uint64) {
 	g.w.resync, g.w.missed = map[string]bool{}, map[string]bool{}
 	if full {
 		g.w.lastFull = time.Now()
-		for _, n := range nodes {
-			resync[n] = true
-		}
 	}
 	delete(resync, g.cfg.NodeName) // this node's own store never misses a change
 	for n := range resync {
@@ -217,8 +216,11 @@ func (g *Gossip) takeRound(full bool) (map[string]*batch, uint64) {
 		}
 	}
 	g.w.pending = nil
+	if full {
+		g.addDigests(batches, nodes)
+	}
 	for n, b := range batches {
-		if len(b.records) == 0 && !missed[n] {
+		if len(b.records) == 0 && b.kind != msgDigest && !missed[n] {
 			// A node that joined or restarted holds nothing of ours, and one
 			// that owns none of our keys was sent their removal when they
 			// moved: an empty replace would only cost a request.
@@ -230,6 +232,31 @@ func (g *Gossip) takeRound(full bool) (map[string]*batch, uint64) {
 		delete(batches, g.cfg.NodeName)
 	}
 	return batches, g.w.queued
+}
+
+// addDigests adds, for each owner of some of this node's records that gets
+// nothing else this round, a digest of what it should hold of them: an
+// owner that holds something else answers ErrDigestMismatch, and the next
+// round sends it a replace. So the anti-entropy round costs one small
+// request per owner, and a re-send only where something was missed.
+func (g *Gossip) addDigests(batches map[string]*batch, nodes []string) {
+	digests := map[string]*digest{}
+	g.w.own.forEach(func(rec record) {
+		for _, n := range owners(rec.key(), nodes, g.cfg.Replicas) {
+			if n == g.cfg.NodeName || batches[n] != nil {
+				continue
+			}
+			d := digests[n]
+			if d == nil {
+				d = &digest{}
+				digests[n] = d
+			}
+			d.add(rec)
+		}
+	})
+	for n, d := range digests {
+		batches[n] = &batch{kind: msgDigest, digest: *d}
+	}
 }
 
 // send pushes each batch to its node with Push, in parallel, and waits for
@@ -253,7 +280,8 @@ func (g *Gossip) send(batches map[string]*batch) (failed []string) {
 		}
 		msg := b.msg
 		if msg == nil {
-			msg = encodeMessage(b.kind, homeMessage{Node: g.cfg.NodeName, Epoch: g.epoch, Records: b.records})
+			msg = encodeMessage(b.kind, homeMessage{Node: g.cfg.NodeName, Epoch: g.epoch, Records: b.records,
+				Count: b.digest.count, Hash: b.digest.hash})
 		}
 		targets = append(targets, target{node, m.URL, msg})
 	}

@@ -790,6 +790,8 @@ func (n *Node) handleDirectoryPush(w http.ResponseWriter, r *http.Request) error
 			"each node is the only writer of its entries")
 	case errors.Is(err, membership.ErrUnknownNode): // the sender asks again once gossip told us of it
 		return newError(http.StatusConflict, "unknown_node", "", "the directory message's node is not a member here (yet)")
+	case errors.Is(err, membership.ErrDigestMismatch): // the sender re-sends what this node should hold
+		return newError(http.StatusConflict, "digest_mismatch", "", "the records held here do not match the digest")
 	case err != nil:
 		return newError(http.StatusBadRequest, codeInvalidJSON, "", "the directory message does not decode: "+err.Error())
 	}

@@ -285,8 +285,9 @@ type faultProxy struct {
 	releaseOnce sync.Once
 
 	deliveries atomic.Int64 // delivery requests received
-	// Directory pushes received, and their body bytes: counted as they
-	// arrive, so a push the sender saw answered is counted.
+	// Directory pushes of changes (kind u) received, and their body bytes:
+	// counted as they arrive, so a push the sender saw answered is
+	// counted.
 	pushes, pushBytes atomic.Int64
 	inflight          atomic.Int64 // delivery requests being handled
 
@@ -437,8 +438,15 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.URL.Path == directoryPath {
-		p.pushes.Add(1)
-		p.pushBytes.Add(r.ContentLength)
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if len(body) > 0 && body[0] == 'u' { // a change; replaces and digests come from other causes
+			p.pushes.Add(1)
+			p.pushBytes.Add(int64(len(body)))
+		}
 	}
 	if r.URL.Path != apiDeliveriesPath || r.Method != http.MethodPost {
 		p.rp.ServeHTTP(w, r)

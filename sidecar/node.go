@@ -351,8 +351,11 @@ func (n *Node) pushDirectory(ctx context.Context, peerURL string, msg []byte, si
 	switch resp.StatusCode {
 	case http.StatusOK:
 		return nil
-	case http.StatusConflict: // the peer has not heard of this node yet
-		return fmt.Errorf("peer answered %d: %w", resp.StatusCode, membership.ErrUnknownNode)
+	case http.StatusConflict:
+		if bytes.Contains(body, []byte(`"digest_mismatch"`)) { // the peer misses some of our records
+			return fmt.Errorf("peer answered %d: %w", resp.StatusCode, membership.ErrDigestMismatch)
+		}
+		return fmt.Errorf("peer answered %d: %w", resp.StatusCode, membership.ErrUnknownNode) // it has not heard of this node yet
 	}
 	return fmt.Errorf("peer answered %d: %s", resp.StatusCode, truncate(body))
 }

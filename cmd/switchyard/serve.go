@@ -115,7 +115,7 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.DurationVar(&f.externalRetryAfter, "external-retry-after", time.Minute, "how long a node skips another node's external participant after --external-failure-limit failed deliveries in a row, before probing it again")
 	fs.DurationVar(&f.rejoinInterval, "rejoin-interval", 30*time.Second, "how often --join is retried, so a node cut off comes back")
 	fs.IntVar(&f.directoryReplicas, "directory-replicas", membership.DefaultReplicas, "nodes that keep each directory record (who is in a session, where a participant lives); the same on every node")
-	fs.DurationVar(&f.directoryResync, "directory-resync-interval", membership.DefaultAntiEntropyInterval, "how often a node re-sends its participants' directory records to the nodes that keep them (repairs a missed change)")
+	fs.DurationVar(&f.directoryResync, "directory-resync-interval", membership.DefaultAntiEntropyInterval, "how often a node checks, by digest, that the nodes keeping its participants' directory records have them (a mismatch re-sends them)")
 	fs.StringVar(&f.tokenSecret, "token-secret", "", "secret that verifies participant tokens (HS256); prefer SWITCHYARD_TOKEN_SECRET or --token-secret-file")
 	fs.StringVar(&f.tokenSecretFile, "token-secret-file", "", "file holding the participant token secret")
 	fs.DurationVar(&f.tokenLeeway, "token-leeway", 30*time.Second, "clock skew allowed on a token's exp and nbf")
