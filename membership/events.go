@@ -18,6 +18,12 @@ func (g *Gossip) nodeJoined(n *memberlist.Node) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if d, ok := g.departed[n.Name]; ok && d.state == StateDead && d.meta.Epoch == m.Epoch {
+		// The same life is back: memberlist declared it dead (slow to answer
+		// a probe) and it refuted. nodeLeft dropped its records here, and it
+		// saw nothing that would make it send them again: ask it to.
+		g.w.askBack[n.Name] = true
+	}
 	g.nodes[n.Name] = m
 	delete(g.departed, n.Name)
 	delete(g.leaving, n.Name)

@@ -34,6 +34,8 @@ type wire struct {
 	pushes map[string]int     // receiver name → update pushes taken
 	bytes  map[string]int     // receiver name → bytes of those pushes
 	kinds  map[byte]int       // pushes of each kind
+	// tune, when set, adjusts the fast timers of the nodes started after.
+	tune func(*memberlist.Config)
 }
 
 func newWire() *wire {
@@ -107,6 +109,9 @@ func (w *wire) startWith(t *testing.T, cfg GossipConfig) *Gossip {
 	t.Helper()
 	cfg.URL = fmt.Sprintf("http://127.0.0.1:%d", 9000+nextPort.Add(1))
 	cfg.Bind, cfg.Memberlist, cfg.RejoinInterval = "127.0.0.1:0", fastTimers, 300*time.Millisecond
+	if tune := w.tune; tune != nil {
+		cfg.Memberlist = func(c *memberlist.Config) { fastTimers(c); tune(c) }
+	}
 	cfg.Push, cfg.Fetch, cfg.Logger = w.push, w.fetch, slog.New(slog.DiscardHandler)
 	g, err := NewGossip(cfg)
 	require.NoError(t, err)
@@ -279,6 +284,11 @@ func TestGossipOwnersDropADeadHomesRecords(t *testing.T) {
 // afterwards each record is kept by exactly its owners.
 func TestGossipOwnershipMovesWithoutLosingRecords(t *testing.T) {
 	w := newWire()
+	// What is tested is a move of ownership, not a failure: with the fast
+	// timers' 50 ms probe timeout a loaded machine can make memberlist
+	// declare a live node dead for a moment, whose records are then
+	// unroutable until it refutes (TestGossipAFalselyDeadHomeIsAskedForItsRecords).
+	w.tune = patientFailureDetector
 	gs := startGossips(t, w, 3)
 	const n = 60
 	for i := range n {
@@ -500,4 +510,54 @@ func TestARestartedNodeIsHeardAgainAfterItsLeave(t *testing.T) {
 	assert.ErrorIs(t, g.apply(msgUpdates, homeMessage{Node: "stranger", Epoch: 1, Records: []record{{Participant: "x", Session: "s1"}}}),
 		ErrUnknownNode, "a non-member's records are refused")
 	assert.False(t, routed("x"))
+}
+
+// TestGossipAFalselyDeadHomeIsAskedForItsRecords: memberlist declares a
+// live home dead (it was slow to answer a probe) and the home refutes it:
+// the owner that saw the death dropped the home's records, and the home,
+// which saw nothing, must send them again, long before anti-entropy.
+func TestGossipAFalselyDeadHomeIsAskedForItsRecords(t *testing.T) {
+	w := newWire()
+	var gs []*Gossip
+	for i := range 3 {
+		cfg := GossipConfig{NodeName: fmt.Sprint("g", i+1), AntiEntropyInterval: time.Hour}
+		if i > 0 {
+			cfg.Join = []string{gs[0].GossipAddr()}
+		}
+		gs = append(gs, w.startWith(t, cfg))
+	}
+	waitMembers(t, gs, 3)
+	home, owner := gs[0], gs[1]
+	for i := range 30 {
+		home.PutLocal(Entry{Participant: fmt.Sprint("p", i), Type: "ai", Sessions: []string{fmt.Sprint("s", i)}, Online: true})
+	}
+	require.True(t, home.Sync(context.Background()))
+	_, held := owner.HeldRecords("g1")
+	require.Positive(t, held)
+
+	owner.mu.Lock()
+	m := owner.nodes["g1"]
+	owner.mu.Unlock()
+	b, err := json.Marshal(m)
+	require.NoError(t, err)
+	owner.nodeLeft(&memberlist.Node{Name: "g1"}) // a false death, as memberlist reports it
+	_, after := owner.HeldRecords("g1")
+	require.Zero(t, after)
+	owner.nodeJoined(&memberlist.Node{Name: "g1", Meta: b}) // the same life refuted it
+	require.Eventually(t, func() bool { _, n := owner.HeldRecords("g1"); return n == held }, 5*time.Second, 10*time.Millisecond,
+		"the owner never got back the records of a home it wrongly thought dead")
+	for i := range 30 {
+		assert.Len(t, participant(gs[2], fmt.Sprint("p", i)), 1)
+		assert.Len(t, session(t, gs[2], fmt.Sprint("s", i)), 1)
+	}
+}
+
+// patientFailureDetector keeps the fast timers' gossip but makes a false
+// death on a loaded machine unlikely: a probe may take 200 ms, and
+// suspicion lasts a few probe rounds longer. (Not longer: memberlist's
+// Shutdown does not wait for a probe in flight, and goleak would find it.)
+func patientFailureDetector(c *memberlist.Config) {
+	c.ProbeTimeout = 200 * time.Millisecond
+	c.ProbeInterval = 400 * time.Millisecond
+	c.SuspicionMult = 4
 }

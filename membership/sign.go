@@ -113,6 +113,10 @@ func (g *Gossip) apply(kind byte, m homeMessage) error {
 		// whose join memberlist saw as an update, not a leave and a join.
 		delete(g.leaving, m.Node)
 	}
+	if m.AskBack && kind == msgReplace {
+		g.w.resync[m.Node] = true
+		g.wakeWriter()
+	}
 	g.held.apply(kind, m)
 	return nil
 }

@@ -49,6 +49,10 @@ type homeMessage struct {
 	// of their hashes.
 	Count int    `json:"c,omitempty"`
 	Hash  uint64 `json:"h,omitempty"`
+	// AskBack (on a replace): the sender dropped the receiver's records
+	// when memberlist declared the receiver dead, and it came back in the
+	// same life; the receiver sends it a replace of them.
+	AskBack bool `json:"a,omitempty"`
 }
 
 // digest sums records as a digest message carries them: order does not

@@ -29,6 +29,10 @@ type writer struct {
 	// their replace even when it is empty (it drops what they missed the
 	// removal of).
 	missed map[string]bool
+	// askBack: nodes whose records this node dropped when memberlist
+	// declared them dead, and which came back in the same life: their
+	// replace (sent even when empty) asks them for their records again.
+	askBack map[string]bool
 	// placedOn: the live nodes the records were last placed by; when the
 	// members change, a record's owners under both lists are compared.
 	placedOn []string
@@ -39,13 +43,15 @@ type writer struct {
 }
 
 func newWriter() writer {
-	return writer{own: newOwnRecords(), resync: map[string]bool{}, missed: map[string]bool{}, pushedCh: make(chan struct{})}
+	return writer{own: newOwnRecords(), resync: map[string]bool{}, missed: map[string]bool{}, askBack: map[string]bool{},
+		pushedCh: make(chan struct{})}
 }
 
 // batch is what one round sends one node.
 type batch struct {
 	kind    byte
 	records []record
+	askBack bool   // a replace that asks the receiver for its records (writer.askBack)
 	digest  digest // msgDigest
 	msg     []byte // already encoded (a leave)
 }
@@ -125,6 +131,9 @@ func (g *Gossip) pushLoop() {
 		g.mu.Lock()
 		for _, n := range failed {
 			g.w.resync[n], g.w.missed[n] = true, true
+			if batches[n].askBack {
+				g.w.askBack[n] = true
+			}
 		}
 		if seq > g.w.pushed {
 			g.w.pushed = seq
@@ -149,8 +158,8 @@ func (g *Gossip) takeRound(full bool) (map[string]*batch, uint64) {
 	for _, n := range nodes {
 		live[n] = true
 	}
-	resync, missed := g.w.resync, g.w.missed
-	g.w.resync, g.w.missed = map[string]bool{}, map[string]bool{}
+	resync, missed, askBack := g.w.resync, g.w.missed, g.w.askBack
+	g.w.resync, g.w.missed, g.w.askBack = map[string]bool{}, map[string]bool{}, map[string]bool{}
 	if full {
 		g.w.lastFull = time.Now()
 	}
@@ -170,7 +179,7 @@ func (g *Gossip) takeRound(full bool) (map[string]*batch, uint64) {
 		b.records = append(b.records, rec)
 	}
 	for n := range resync {
-		batches[n] = &batch{kind: msgReplace}
+		batches[n] = &batch{kind: msgReplace, askBack: askBack[n]}
 	}
 	old := g.w.placedOn
 	moved := !slices.Equal(old, nodes)
@@ -220,7 +229,7 @@ func (g *Gossip) takeRound(full bool) (map[string]*batch, uint64) {
 		g.addDigests(batches, nodes)
 	}
 	for n, b := range batches {
-		if len(b.records) == 0 && b.kind != msgDigest && !missed[n] {
+		if len(b.records) == 0 && b.kind != msgDigest && !missed[n] && !b.askBack {
 			// A node that joined or restarted holds nothing of ours, and one
 			// that owns none of our keys was sent their removal when they
 			// moved: an empty replace would only cost a request.
@@ -281,7 +290,7 @@ func (g *Gossip) send(batches map[string]*batch) (failed []string) {
 		msg := b.msg
 		if msg == nil {
 			msg = encodeMessage(b.kind, homeMessage{Node: g.cfg.NodeName, Epoch: g.epoch, Records: b.records,
-				Count: b.digest.count, Hash: b.digest.hash})
+				Count: b.digest.count, Hash: b.digest.hash, AskBack: b.askBack})
 		}
 		targets = append(targets, target{node, m.URL, msg})
 	}
