@@ -8,35 +8,35 @@ import (
 
 // The memberlist callbacks live in these small adapters. memberlist runs
 // them on its own goroutines: they never block and never call back into
-// memberlist.
+// memberlist. The directory does not travel by gossip (no broadcasts, no
+// push/pull state): memberlist carries membership and the node metadata
+// only.
 
 type delegate struct{ g *Gossip }
 
 var _ memberlist.Delegate = (*delegate)(nil)
 
 func (d *delegate) NodeMeta(limit int) []byte {
-	pk := d.g.publicKey()
-	b, _ := json.Marshal(meta{URL: d.g.cfg.URL, Version: d.g.cfg.Version, Epoch: d.g.epoch, PublicKey: pk})
+	m := meta{URL: d.g.cfg.URL, Version: d.g.cfg.Version, Epoch: d.g.epoch, PublicKey: d.g.publicKey(),
+		Participants: int(d.g.hosted.Load())}
+	b, _ := json.Marshal(m)
 	if len(b) > limit { // a URL that long is refused by NewGossip's caller; never send a cut one
-		b, _ = json.Marshal(meta{Epoch: d.g.epoch, PublicKey: pk})
+		b, _ = json.Marshal(meta{Epoch: m.Epoch, PublicKey: m.PublicKey})
 	}
 	return b
 }
 
-func (d *delegate) NotifyMsg(b []byte) { d.g.handleMessage(b) }
-
-func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
-	return d.g.queue.GetBroadcasts(overhead, limit)
+// NotifyMsg: the directory does not travel by gossip, so a user message
+// is either a stray from an older version or garbage.
+func (d *delegate) NotifyMsg(b []byte) {
+	if _, _, err := decodeMessage(b); err != nil {
+		d.g.log.Warn("dropped a gossip message that does not decode", "err", err, "bytes", len(b))
+	}
 }
 
-// LocalState is our full state for memberlist's push/pull anti-entropy.
-func (d *delegate) LocalState(bool) []byte {
-	d.g.mu.Lock()
-	defer d.g.mu.Unlock()
-	return d.g.fullStateLocked()
-}
-
-func (d *delegate) MergeRemoteState(buf []byte, _ bool) { d.g.handleMessage(buf) }
+func (d *delegate) GetBroadcasts(_, _ int) [][]byte { return nil }
+func (d *delegate) LocalState(bool) []byte          { return nil }
+func (d *delegate) MergeRemoteState([]byte, bool)   {}
 
 type events struct{ g *Gossip }
 
@@ -45,20 +45,3 @@ var _ memberlist.EventDelegate = (*events)(nil)
 func (e *events) NotifyJoin(n *memberlist.Node)   { e.g.nodeJoined(n) }
 func (e *events) NotifyLeave(n *memberlist.Node)  { e.g.nodeLeft(n) }
 func (e *events) NotifyUpdate(n *memberlist.Node) { e.g.nodeUpdated(n) }
-
-// broadcast is one participant's change, named by the participant so that a
-// newer change replaces an older one still queued.
-type broadcast struct {
-	name string
-	msg  []byte
-}
-
-var _ memberlist.NamedBroadcast = (*broadcast)(nil)
-
-func (b *broadcast) Invalidates(other memberlist.Broadcast) bool {
-	o, ok := other.(memberlist.NamedBroadcast)
-	return ok && o.Name() == b.name
-}
-func (b *broadcast) Name() string    { return b.name }
-func (b *broadcast) Message() []byte { return b.msg }
-func (b *broadcast) Finished()       {}

@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,9 +31,14 @@ import (
 const (
 	wsPath        = "/v1/gateway/ws"
 	directoryPath = "/v1/gateway/cluster/directory"
-	// maxDirectoryPushBytes bounds a peer's directory message: a full state
-	// of 50,000 participants is about 5 MiB.
+	lookupPath    = "/v1/gateway/cluster/lookup"
+	// maxDirectoryPushBytes bounds a peer's directory message (and a
+	// lookup's answer): a re-send of every record one home keeps on one
+	// owner, 50,000 records, is about 5 MiB.
 	maxDirectoryPushBytes = 64 << 20
+	// maxLookupBytes bounds a peer's lookup request (at most 1,000 keys of
+	// at most 258 bytes).
+	maxLookupBytes = 1 << 20
 )
 
 // handlerFunc is an HTTP handler that returns its failure; serve renders it.
@@ -109,6 +115,7 @@ func (n *Node) routes() http.Handler {
 			r.Get("/participants", serve(n.handleLocalParticipants))
 			r.Post("/deliveries", serve(n.handleDeliver))
 			r.Post("/cluster/directory", serve(n.handleDirectoryPush))
+			r.Post("/cluster/lookup", serve(n.handleDirectoryLookup))
 			r.Post("/cluster/release", serve(n.handleRelease))
 			r.Post("/cluster/restore", serve(n.handleRestore))
 			r.Post("/cluster/takeover", serve(n.handleTakeover))
@@ -573,19 +580,51 @@ func (n *Node) handleGetSession(w http.ResponseWriter, r *http.Request) error {
 	if err := credentialFrom(r.Context()).useSession(sessionID); err != nil {
 		return err
 	}
-	entries := n.cluster.Directory().Session(sessionID)
+	entries, err := n.cluster.Session(r.Context(), sessionID, "")
+	if err != nil {
+		return errDirectory("")
+	}
 	if len(entries) == 0 {
 		return newError(http.StatusNotFound, "session_not_found", "", "the session has no participant")
 	}
+	// The session's records say who is in it and where; whether a member
+	// is online is in its participant record, kept current by its home.
+	online, err := n.onlineOf(r.Context(), entries)
+	if err != nil {
+		return errDirectory("")
+	}
 	view := sessionView{SessionID: sessionID, Participants: make([]participantView, 0, len(entries))}
 	for _, e := range entries {
-		pv := participantView{ParticipantID: e.Participant, ParticipantType: e.Type, GatewayURL: e.GatewayURL, Online: e.Online}
+		pv := participantView{ParticipantID: e.Participant, ParticipantType: e.Type, GatewayURL: e.GatewayURL,
+			Online: online[placement{e.Participant, e.Node}]}
 		if e.GatewayURL == "" {
 			pv.Node = e.Node
 		}
 		view.Participants = append(view.Participants, pv)
 	}
 	return respond(w, view)
+}
+
+// placement is one participant on one node.
+type placement struct{ participant, node string }
+
+// onlineOf says which of a session's members are online, from their
+// participant records (one lookup per owner node for all of them).
+func (n *Node) onlineOf(ctx context.Context, members []membership.Entry) (map[placement]bool, error) {
+	ids := make([]string, 0, len(members))
+	for _, e := range members {
+		if len(ids) == 0 || ids[len(ids)-1] != e.Participant { // sorted by participant
+			ids = append(ids, e.Participant)
+		}
+	}
+	found, err := n.cluster.Participants(ctx, ids)
+	online := make(map[placement]bool, len(members))
+	for _, es := range found {
+		for _, e := range es {
+			online[placement{e.Participant, e.Node}] = e.Online
+		}
+	}
+	return online, err
 }
 
 func (n *Node) handleMembers(w http.ResponseWriter, _ *http.Request) error {
@@ -717,7 +756,7 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 		return newError(http.StatusServiceUnavailable, "draining", "", "this node is shutting down; attach to another node")
 	}
 	if n.hub.Lookup(req.ParticipantID) == nil {
-		if homes, sessions, typ := n.gw.otherHomes(req.ParticipantID); len(homes) > 0 {
+		if homes, sessions, typ := n.gw.otherHomes(r.Context(), req.ParticipantID); len(homes) > 0 {
 			if typ == "" {
 				typ = req.ParticipantType
 			}
@@ -766,10 +805,32 @@ func (n *Node) handleDirectoryPush(w http.ResponseWriter, r *http.Request) error
 	case errors.Is(err, membership.ErrNotSender):
 		return errForbidden("", "the directory message is not signed by the node it names: "+
 			"each node is the only writer of its entries")
+	case errors.Is(err, membership.ErrUnknownNode): // the sender asks again once gossip told us of it
+		return newError(http.StatusConflict, "unknown_node", "", "the directory message's node is not a member here (yet)")
+	case errors.Is(err, membership.ErrDigestMismatch): // the sender re-sends what this node should hold
+		return newError(http.StatusConflict, "digest_mismatch", "", "the records held here do not match the digest")
 	case err != nil:
 		return newError(http.StatusBadRequest, codeInvalidJSON, "", "the directory message does not decode: "+err.Error())
 	}
 	writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
+	return nil
+}
+
+// handleDirectoryLookup answers a peer's lookup of directory records this
+// node keeps as their owner (internal to the cluster, like the push).
+func (n *Node) handleDirectoryLookup(w http.ResponseWriter, r *http.Request) error {
+	if n.gossip == nil {
+		return newError(http.StatusNotFound, "not_found", "", "this node is not part of a cluster")
+	}
+	body, err := readBody(w, r, maxLookupBytes)
+	if err != nil {
+		return err
+	}
+	ans, err := n.gossip.HandleLookup(body)
+	if err != nil {
+		return newError(http.StatusBadRequest, codeInvalidJSON, "", "the lookup does not decode: "+err.Error())
+	}
+	writeJSON(w, http.StatusOK, ans)
 	return nil
 }
 

@@ -128,7 +128,7 @@ func TestMailboxBudgetOnThePeerFailsItsRecipients(t *testing.T) {
 	nodes := startCluster(t, 2, Config{MaxMailboxBytes: testBudget})
 	near, _ := attach(t, nodes[0], "near", sessionQuery("s"), nil)
 	addOffline(t, nodes[1], "far")
-	require.Eventually(t, func() bool { return len(nodes[0].cluster.Directory().Session("s")) == 2 },
+	require.Eventually(t, func() bool { return len(dirSession(nodes[0], "s")) == 2 },
 		5*time.Second, 5*time.Millisecond, "node 1 learns of far")
 
 	// Fill node 2 with direct messages to far.

@@ -136,7 +136,7 @@ func lanRoutesTo(n *Node, p, home string) bool {
 	if _, ok := n.cluster.NodeURL(home); !ok {
 		return false
 	}
-	for _, e := range n.cluster.Directory().Participant(p) {
+	for _, e := range dirParticipant(n, p) {
 		if e.Node == home {
 			return true
 		}
@@ -418,7 +418,7 @@ func BenchmarkFailureDetection(b *testing.B) {
 				_ = c.Conn.CloseNow()
 				at, ok := benchPollUntil(2*time.Minute, time.Millisecond, func() bool {
 					for _, n := range survivors {
-						if len(n.cluster.Directory().Participant(p)) > 0 {
+						if len(dirParticipant(n, p)) > 0 {
 							return false
 						}
 					}

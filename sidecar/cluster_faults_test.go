@@ -377,7 +377,7 @@ func TestClusterFaultSubmitsWhilePeerLeavesNeverHang(t *testing.T) {
 	require.NoError(t, <-shutdown)
 	noticed := assert.Eventually(t, func() bool {
 		for _, n := range []*Node{n1, n2} {
-			if len(n.cluster.Directory().NodeEntries("node-3")) > 0 || memberStates(n.URL(), nil)["node-3"] != membership.StateLeft {
+			if dirHomedOn(n, "node-3", "s3") || memberStates(n.URL(), nil)["node-3"] != membership.StateLeft {
 				return false
 			}
 		}
@@ -786,10 +786,16 @@ func TestClusterFaultPeersAuthenticateWithTheClusterKey(t *testing.T) {
 		})
 		n1, n2 := nodes[0], nodes[1]
 		attach(t, n2, "bob", sessionQuery("s6"), http.Header{"Authorization": {"Bearer k1"}})
-		require.Eventually(t, func() bool {
-			return len(n1.cluster.Directory().Participant("bob")) == 1
-		}, 5*time.Second, 10*time.Millisecond, "node 1 never learned of bob")
+		// Node 2 refuses node 1's lookups (and node 1 node 2's pushes): node
+		// 1 cannot tell where the session's members are, and says so as it
+		// does for an unreachable peer.
 		a := sendBounded(http.MethodPost, n1.URL()+apiEventsPath, event("x", "s6", "refused"), bearerHeader("k1"), 10*time.Second)
+		require.NoError(t, a.err)
+		apiRequireError(t, a.api(), http.StatusBadGateway, "recipients_unreachable", "")
+		direct := event("x", "s6", "refused")
+		delete(direct, "session_id")
+		direct["recipient_id"] = "bob"
+		a = sendBounded(http.MethodPost, n1.URL()+apiEventsPath, direct, bearerHeader("k1"), 10*time.Second)
 		require.NoError(t, a.err)
 		apiRequireError(t, a.api(), http.StatusBadGateway, "recipients_unreachable", "")
 		assert.Equal(t, []any{"bob"}, a.body["failed"], "%s", a.raw)
@@ -820,7 +826,7 @@ func TestClusterFaultGracefulLeaveDropsRoutesAtOnce(t *testing.T) {
 	require.NoError(t, <-shutdown)
 	require.Eventually(t, func() bool {
 		for _, n := range []*Node{n1, n2} {
-			if len(n.cluster.Directory().NodeEntries("node-3")) > 0 || memberStates(n.URL(), nil)["node-3"] != membership.StateLeft {
+			if dirHomedOn(n, "node-3", "s7") || memberStates(n.URL(), nil)["node-3"] != membership.StateLeft {
 				return false
 			}
 		}
@@ -983,16 +989,17 @@ func TestClusterFaultGarbageGossipIsDropped(t *testing.T) {
 	n1, n2 := nodes[0], nodes[1]
 	alice, _ := attach(t, n1, "alice", sessionQuery("s8"), nil)
 	bob, _ := attach(t, n2, "bob", sessionQuery("s8"), nil)
-	n2Entries := n1.cluster.Directory().NodeEntries("node-2")
+	before := dirSession(n1, "s8")
+	require.Len(t, before, 2)
 
 	for _, body := range []string{
 		"garbage", "", "u", "u{not json", `x{"n":"node-2"}`, `u{"n":""}`, `s{"n":"node-2","ep":"soon"}`,
-		`u{"n":"node-2","ch":[{"p":1}]}`, "\x00\xff\xfe", `[1,2,3]`, `u{"n":"node-2","ch":"x"}`,
+		`u{"n":"node-2","r":[{"p":1}]}`, "\x00\xff\xfe", `[1,2,3]`, `u{"n":"node-2","r":"x"}`,
 	} {
 		r := postJSON(t, n1.URL()+directoryPath, body, nil)
 		apiRequireError(t, r, http.StatusBadRequest, codeInvalidJSON, "")
 	}
-	assert.Equal(t, n2Entries, n1.cluster.Directory().NodeEntries("node-2"), "garbage changed the directory")
+	assert.Equal(t, before, dirSession(n1, "s8"), "garbage changed the directory")
 
 	label := append([]byte{244, byte(len("switchyard"))}, "switchyard"...)
 	labeled := func(b ...[]byte) []byte { return slices.Concat(append([][]byte{label}, b...)...) }
@@ -1069,10 +1076,10 @@ func TestClusterFaultGarbageGossipIsDropped(t *testing.T) {
 func TestClusterFaultDirectoryMessageFromNonMemberIsIgnored(t *testing.T) {
 	nodes := cfCluster(t, 2, Config{}, nil, nil)
 	n1 := nodes[0]
-	forged := `u{"n":"intruder","ep":1,"ch":[{"p":"evil","v":1,"e":{"sessions":["s9"],"online":true}}]}`
+	forged := `u{"n":"intruder","ep":1,"r":[{"p":"evil"},{"p":"evil","s":"s9"}]}`
 	r := postJSON(t, n1.URL()+directoryPath, forged, nil)
 	require.Contains(t, []int{http.StatusOK, http.StatusBadRequest, http.StatusConflict}, r.Status, "%s", r.Raw)
-	assert.Empty(t, n1.cluster.Directory().NodeEntries("intruder"), "a non-member's entries were applied")
+	assert.Empty(t, dirSession(n1, "s9"), "a non-member's entries were applied")
 	a := sendBounded(http.MethodPost, n1.URL()+apiEventsPath, event("x", "s9", "to a phantom"), nil, 10*time.Second)
 	require.NoError(t, a.err)
 	apiRequireError(t, a.api(), http.StatusNotFound, codeRecipientNotFound, "")
@@ -1188,24 +1195,20 @@ func TestClusterFaultDirectoryConvergesUnderChurn(t *testing.T) {
 	}
 	t.Logf("operations: %v; %d participant homes", ops, len(keys))
 
-	// The truth, as entries.
-	byNode := make([][]membership.Entry, len(nodes))
+	// The truth, as the directory's lookups answer it: a session's members
+	// (participant, node, type), a participant's homes (with online).
 	bySession := map[string][]membership.Entry{}
 	byParticipant := map[string][]membership.Entry{}
 	for _, k := range keys {
 		s := truth[k]
-		e := membership.Entry{Participant: k.p, Type: "ai", Node: nodes[k.node].Name(), Online: len(s.conns) > 0}
+		e := membership.Entry{Participant: k.p, Type: "ai", Node: nodes[k.node].Name()}
 		for x, in := range s.sessions {
 			if in {
-				e.Sessions = append(e.Sessions, x)
+				bySession[x] = append(bySession[x], e)
 			}
 		}
-		slices.Sort(e.Sessions)
-		byNode[k.node] = append(byNode[k.node], e)
+		e.Online = len(s.conns) > 0
 		byParticipant[k.p] = append(byParticipant[k.p], e)
-		for _, x := range e.Sessions {
-			bySession[x] = append(bySession[x], e)
-		}
 	}
 	sorted := func(es []membership.Entry) []membership.Entry {
 		es = slices.Clone(es)
@@ -1220,20 +1223,11 @@ func TestClusterFaultDirectoryConvergesUnderChurn(t *testing.T) {
 
 	require.EventuallyWithT(t, func(c *assert.CollectT) {
 		for _, observer := range nodes {
-			dir := observer.cluster.Directory()
-			for i, owner := range nodes {
-				assert.Equal(c, sorted(byNode[i]), cfEntries(dir.NodeEntries(owner.Name())),
-					"%s's view of %s's entries", observer.Name(), owner.Name())
-			}
 			for _, x := range sessions {
-				assert.Equal(c, sorted(bySession[x]), cfEntries(dir.Session(x)), "%s's view of session %s", observer.Name(), x)
+				assert.Equal(c, sorted(bySession[x]), cfEntries(dirSession(observer, x)), "%s's view of session %s", observer.Name(), x)
 			}
 			for _, p := range participants {
-				got := cfEntries(dir.Participant(p))
-				if len(got) == 0 {
-					got = []membership.Entry{}
-				}
-				assert.Equal(c, sorted(byParticipant[p]), got, "%s's view of participant %s", observer.Name(), p)
+				assert.Equal(c, sorted(byParticipant[p]), cfEntries(dirParticipant(observer, p)), "%s's view of participant %s", observer.Name(), p)
 			}
 		}
 	}, 10*time.Second, 50*time.Millisecond, "the directories did not converge to the truth")

@@ -146,7 +146,7 @@ func TestClusterRetryToAnotherNodeIsDeliveredOnce(t *testing.T) {
 	bob, _ := attach(t, nodes[2], "bob", sessionQuery("s1"), nil)
 	attach(t, nodes[2], "carol", sessionQuery("s1"), nil)    // online too
 	require.NoError(t, nodes[2].gw.join("dave", "ai", "s1")) // offline: queued
-	require.Eventually(t, func() bool { return len(nodes[0].cluster.Directory().Session("s1")) == 3 },
+	require.Eventually(t, func() bool { return len(dirSession(nodes[0], "s1")) == 3 },
 		5*time.Second, 5*time.Millisecond, "node 1 learns of dave")
 
 	ev := event("alice", "s1", "only once")

@@ -97,7 +97,8 @@ type Config struct {
 	// it). Default MaxBodyBytes + 64 KiB.
 	MaxFrameBytes int64
 	// MaxSessionsPerParticipant bounds the sessions one participant joins
-	// (422 too_many_sessions past it). Default 128.
+	// (422 too_many_sessions past it). Default 10,000 (about 150 bytes of
+	// directory records per membership, spread over the owners).
 	MaxSessionsPerParticipant int
 	// MaxConnections: WebSocket connections this node holds at most (503
 	// past it). Default 100000.
@@ -338,7 +339,7 @@ func (c Config) withDefaults() Config {
 		c.ExternalRetryAfter = time.Minute
 	}
 	if c.MaxSessionsPerParticipant <= 0 {
-		c.MaxSessionsPerParticipant = 128
+		c.MaxSessionsPerParticipant = 10000
 	}
 	if c.Version == "" {
 		c.Version = "dev"

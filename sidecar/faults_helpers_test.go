@@ -285,7 +285,11 @@ type faultProxy struct {
 	releaseOnce sync.Once
 
 	deliveries atomic.Int64 // delivery requests received
-	inflight   atomic.Int64 // delivery requests being handled
+	// Directory pushes of changes (kind u) received, and their body bytes:
+	// counted as they arrive, so a push the sender saw answered is
+	// counted.
+	pushes, pushBytes atomic.Int64
+	inflight          atomic.Int64 // delivery requests being handled
 
 	mu   sync.Mutex
 	srv  *http.Server
@@ -432,6 +436,17 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == releasePath && p.releaseCuts.Add(-1) >= 0 {
 		p.cutAnswer(w, r)
 		return
+	}
+	if r.URL.Path == directoryPath {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		if len(body) > 0 && body[0] == 'u' { // a change; replaces and digests come from other causes
+			p.pushes.Add(1)
+			p.pushBytes.Add(int64(len(body)))
+		}
 	}
 	if r.URL.Path != apiDeliveriesPath || r.Method != http.MethodPost {
 		p.rp.ServeHTTP(w, r)

@@ -111,7 +111,10 @@ func (g *Gateway) submit(ctx context.Context, ev Event, owner string) (SubmitRes
 	if freshID {
 		ev.EventID = newEventID()
 	}
-	r := g.resolve(ev)
+	r, err := g.resolve(ctx, ev)
+	if err != nil {
+		return SubmitResult{}, err
+	}
 	if r.empty() {
 		return SubmitResult{}, errNoRecipient
 	}
@@ -237,7 +240,7 @@ func (g *Gateway) Deliver(ctx context.Context, req DeliveryRequest, hops int) (D
 		}
 		node := ""
 		if hops < maxHops {
-			node = g.homeElsewhere(id)
+			node = g.homeElsewhere(ctx, id)
 		}
 		if node == "" {
 			res.NotFound = append(res.NotFound, id)
@@ -274,12 +277,15 @@ func (g *Gateway) Deliver(ctx context.Context, req DeliveryRequest, hops int) (D
 }
 
 // homeElsewhere is a peer that hosts participant id, or "": where this
-// node released it to lately, else what the directory says.
-func (g *Gateway) homeElsewhere(id string) string {
+// node released it to lately, else what the directory says ("" too when
+// its owners cannot be reached: the caller reports it not found or
+// failed).
+func (g *Gateway) homeElsewhere(ctx context.Context, id string) string {
 	if node := g.moved.lookup(id, g.now()); node != "" {
 		return node
 	}
-	for _, e := range g.cluster.Directory().Participant(id) {
+	entries, _ := g.cluster.Participant(ctx, id)
+	for _, e := range entries {
 		if e.GatewayURL == "" && e.Node != g.self {
 			return e.Node
 		}
@@ -407,6 +413,7 @@ func (b wsBackend) Join(ctx context.Context, who ws.Identity, session string) ws
 	if err := b.g.join(who.ParticipantID, who.ParticipantType, session); err != nil {
 		return b.g.replyError(ctx, who, "join", err)
 	}
+	b.g.cluster.Sync(ctx) // answered once the session's owners have it: a submit anywhere then finds it
 	return replyOK(sessionChange{Status: "ok", SessionID: session})
 }
 
@@ -417,6 +424,7 @@ func (b wsBackend) Leave(ctx context.Context, who ws.Identity, session string) w
 	if err := b.g.leave(who.ParticipantID, session); err != nil {
 		return b.g.replyError(ctx, who, "leave", err)
 	}
+	b.g.cluster.Sync(ctx)
 	return replyOK(sessionChange{Status: "ok", SessionID: session})
 }
 

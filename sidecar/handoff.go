@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"net/http"
 	"slices"
 	"strings"
@@ -249,17 +248,23 @@ func (h *heldStates) count() int {
 }
 
 // otherHomes lists the peers where participant id lives (the candidates
-// for a takeover), the sessions the directory knows for it, and its type.
+// for a takeover), its sessions as those homes have them, and its type.
 // A home where it is attached answers the release with 409 and keeps it:
 // the directory's online flag may lag behind a reconnect, the home may not.
-func (g *Gateway) otherHomes(id string) (nodes []string, sessions []string, typ string) {
-	for _, e := range g.cluster.Directory().Participant(id) {
+func (g *Gateway) otherHomes(ctx context.Context, id string) (nodes []string, sessions []string, typ string) {
+	// Owners that do not answer leave what the others found: an attach
+	// goes on with that, as it would with a stale view, rather than fail
+	// while an owner's death is not yet noticed.
+	entries, _ := g.cluster.Participant(ctx, id)
+	for _, e := range entries {
 		if e.GatewayURL != "" || e.Node == g.self {
 			continue
 		}
 		nodes = append(nodes, e.Node)
-		sessions = append(sessions, e.Sessions...)
 		typ = e.Type
+		if ss, err := g.cluster.HomeSessions(ctx, e.Node, id); err == nil {
+			sessions = append(sessions, ss...)
+		}
 	}
 	return nodes, sessions, typ
 }
@@ -301,7 +306,7 @@ func (g *Gateway) takeover(ctx context.Context, id, typ string, sessions []strin
 	}
 	for round := 0; round < rounds && ctx.Err() == nil; round++ {
 		if round > 0 {
-			from = g.homesElsewhere(id) // where the winner of a race has it now
+			from, _ = g.homesElsewhere(ctx, id) // where the winner of a race has it now
 		}
 		for _, node := range from {
 			st, status, err := g.release(ctx, node, id)
@@ -317,17 +322,19 @@ func (g *Gateway) takeover(ctx context.Context, id, typ string, sessions []strin
 				return g.giveBack(ctx, p, node, typ, sessions, err)
 			}
 		}
-		if attachedElsewhere || len(g.homesElsewhere(id)) == 0 {
+		if homes, err := g.homesElsewhere(ctx, id); attachedElsewhere || err == nil && len(homes) == 0 {
 			break
 		}
 	}
+	homes, err := g.homesElsewhere(ctx, id)
 	switch {
 	case attachedElsewhere: // it lives on both nodes, each with its own seq
 		g.hub.Install(p, nil)
 		return nil
-	case len(g.homesElsewhere(id)) > 0:
+	case err != nil || len(homes) > 0:
 		// Another node has it (a successor and a reconnect raced): every
-		// delivery buffered here reached it too.
+		// delivery buffered here reached it too. (Or the directory cannot
+		// say: never start afresh over a mailbox that may exist.)
 		g.hub.Abandon(p)
 		g.metrics.Handoffs.WithLabelValues("abandoned").Inc()
 		if forAttach {
@@ -490,15 +497,8 @@ func (g *Gateway) peerNames() []string {
 // successors orders the peers that may take a participant over by
 // rendezvous hashing: stable for a participant, spread evenly over peers.
 func successors(id string, peers []string) []string {
-	score := func(p string) uint64 {
-		h := fnv.New64a()
-		_, _ = h.Write([]byte(p))
-		_, _ = h.Write([]byte{0})
-		_, _ = h.Write([]byte(id))
-		return mix(h.Sum64())
-	}
 	out := slices.Clone(peers)
-	slices.SortFunc(out, func(a, b string) int { return cmp.Compare(score(b), score(a)) })
+	slices.SortFunc(out, func(a, b string) int { return cmp.Compare(membership.Score(b, id), membership.Score(a, id)) })
 	return out
 }
 
@@ -610,13 +610,14 @@ func (n *Node) handleTakeover(w http.ResponseWriter, r *http.Request) error {
 	if n.draining.Load() {
 		return newError(http.StatusServiceUnavailable, "draining", "", "this node is draining too; ask another")
 	}
-	var sessions []string
 	typ := "ai"
-	for _, e := range n.cluster.Directory().Participant(ref.ParticipantID) {
-		if e.Node == ref.From {
-			sessions, typ = e.Sessions, e.Type
+	entries, _ := n.cluster.Participant(r.Context(), ref.ParticipantID)
+	for _, e := range entries {
+		if e.Node == ref.From && e.Type != "" {
+			typ = e.Type
 		}
 	}
+	sessions, _ := n.cluster.HomeSessions(r.Context(), ref.From, ref.ParticipantID)
 	if err := n.gw.takeover(r.Context(), ref.ParticipantID, typ, sessions, []string{ref.From}, false); err != nil {
 		return err
 	}
@@ -637,14 +638,4 @@ func readParticipantRef(w http.ResponseWriter, r *http.Request) (participantRef,
 		return ref, err
 	}
 	return ref, nil
-}
-
-// mix is splitmix64's finalizer: FNV's high bits vary little between short
-// names, and rendezvous hashing compares whole values.
-func mix(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	return x ^ (x >> 31)
 }

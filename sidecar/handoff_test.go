@@ -41,7 +41,7 @@ func TestReconnectToAnotherNodeResumesFromTheOldMailbox(t *testing.T) {
 	require.NoError(t, bob.Conn.Close(websocket.StatusNormalClosure, ""))
 	// Wait until the cluster knows bob is offline (the takeover needs it).
 	require.Eventually(t, func() bool {
-		es := nodes[2].cluster.Directory().Participant("bob")
+		es := dirParticipant(nodes[2], "bob")
 		return len(es) == 1 && !es[0].Online
 	}, 5*time.Second, 5*time.Millisecond)
 
@@ -61,7 +61,7 @@ func TestReconnectToAnotherNodeResumesFromTheOldMailbox(t *testing.T) {
 	// The old home forgot him: the directory has node 3 only, and a new event
 	// arrives once.
 	require.Eventually(t, func() bool {
-		es := nodes[0].cluster.Directory().Participant("bob")
+		es := dirParticipant(nodes[0], "bob")
 		return len(es) == 1 && es[0].Node == "node-3"
 	}, 5*time.Second, 5*time.Millisecond)
 	r := submit(t, nodes[0], event("alice", "s1", "after"))
@@ -163,7 +163,7 @@ func TestDrainHandsParticipantsOver(t *testing.T) {
 
 	// carol was handed to a successor while offline: her events wait there.
 	require.Eventually(t, func() bool {
-		es := nodes[0].cluster.Directory().Participant("carol")
+		es := dirParticipant(nodes[0], "carol")
 		return len(es) == 1 && es[0].Node != "node-2"
 	}, 5*time.Second, 5*time.Millisecond)
 }
@@ -232,7 +232,7 @@ func readMissed(t *testing.T, c *client, n int, first uint64) {
 func waitHomedOn(t *testing.T, node *Node, id, home string) {
 	t.Helper()
 	require.Eventually(t, func() bool {
-		es := node.cluster.Directory().Participant(id)
+		es := dirParticipant(node, id)
 		return len(es) == 1 && es[0].Node == home && !es[0].Online
 	}, 10*time.Second, 5*time.Millisecond)
 }

@@ -118,8 +118,8 @@ func New(cfg Config) (*Node, error) {
 	} else {
 		gc := *cfg.Gossip
 		gc.NodeName, gc.URL, gc.Version, gc.Logger = cfg.NodeName, n.url, cfg.Version, n.log
-		gc.Push = n.pushDirectory
-		if n.gossip, err = membership.NewGossip(gc, membership.NewDirectory()); err != nil {
+		gc.Push, gc.Fetch = n.pushDirectory, n.fetchDirectory
+		if n.gossip, err = membership.NewGossip(gc); err != nil {
 			_ = ln.Close()
 			return nil, err
 		}
@@ -354,16 +354,50 @@ func (n *Node) pushDirectory(ctx context.Context, peerURL string, msg []byte, si
 	if n.cfg.ClusterKey != "" {
 		req.Header.Set("Authorization", "Bearer "+n.cfg.ClusterKey)
 	}
-	resp, err := n.peers.http.Do(req)
+	resp, err := n.peers.directory.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("peer answered %d: %s", resp.StatusCode, truncate(body))
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return nil
+	case http.StatusConflict:
+		if bytes.Contains(body, []byte(`"digest_mismatch"`)) { // the peer misses some of our records
+			return fmt.Errorf("peer answered %d: %w", resp.StatusCode, membership.ErrDigestMismatch)
+		}
+		return fmt.Errorf("peer answered %d: %w", resp.StatusCode, membership.ErrUnknownNode) // it has not heard of this node yet
 	}
-	return nil
+	return fmt.Errorf("peer answered %d: %s", resp.StatusCode, truncate(body))
+}
+
+// fetchDirectory asks a peer, with the cluster key, for directory
+// records it keeps (membership.Gossip.HandleLookup answers there).
+func (n *Node) fetchDirectory(ctx context.Context, peerURL string, body []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.PeerAttemptTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(peerURL, "/")+lookupPath, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if n.cfg.ClusterKey != "" {
+		req.Header.Set("Authorization", "Bearer "+n.cfg.ClusterKey)
+	}
+	resp, err := n.peers.directory.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	ans, err := io.ReadAll(io.LimitReader(resp.Body, maxDirectoryPushBytes))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("peer answered %d: %s", resp.StatusCode, truncate(ans))
+	}
+	return ans, nil
 }
 
 // leaveTimeout is how long a leave may wait for the message to spread: two
@@ -377,11 +411,17 @@ func leaveTimeout(ctx context.Context) time.Duration {
 }
 
 // directoryWriter copies this node's participants into the cluster's
-// directory.
+// directory, one change at a time.
 type directoryWriter struct{ cluster membership.Cluster }
 
 func (d directoryWriter) LocalParticipant(p ws.ParticipantInfo) {
-	d.cluster.PutLocal(membership.Entry{Participant: p.ID, Type: p.Type, Sessions: p.Sessions, Online: p.Online})
+	d.cluster.SetLocal(p.ID, p.Type, p.Online)
 }
+
+func (d directoryWriter) LocalSessionJoined(id, typ, session string) {
+	d.cluster.JoinLocal(id, typ, session)
+}
+
+func (d directoryWriter) LocalSessionLeft(id, session string) { d.cluster.LeaveLocal(id, session) }
 
 func (d directoryWriter) LocalParticipantGone(id string) { d.cluster.DeleteLocal(id) }

@@ -684,10 +684,16 @@ func TestOpenAPIConformance(t *testing.T) {
 		assert.Len(t, r.Body["members"], 2)
 
 		dir := nodes[0].URL() + directoryPath
-		s.post(t, http.StatusOK, docAccepts, dir, `u{"n":"stranger","ep":1,"ch":[]}`, ck)
+		s.post(t, http.StatusConflict, docAccepts, dir, `u{"n":"stranger","ep":1,"r":[]}`, ck)
 		s.post(t, http.StatusBadRequest, docAccepts, dir, `{"n":"stranger"}`, ck)
-		s.post(t, http.StatusForbidden, docAccepts, dir, `u{"n":"stranger","ep":1,"ch":[]}`, tok)
+		s.post(t, http.StatusForbidden, docAccepts, dir, `u{"n":"stranger","ep":1,"r":[]}`, tok)
 		s.post(t, http.StatusUnsupportedMediaType, docRejects, dir, `u{}`, withHeader(ck, "Content-Type", "text/plain"))
+
+		lookup := nodes[0].URL() + lookupPath
+		s.post(t, http.StatusOK, docAccepts, lookup, `{"keys":["s:nobody-here"],"sessions":["nobody"]}`, ck)
+		s.post(t, http.StatusBadRequest, docRejects, lookup, `["s:x"]`, ck)
+		s.post(t, http.StatusForbidden, docAccepts, lookup, `{"keys":["s:x"]}`, tok)
+		s.post(t, http.StatusUnsupportedMediaType, docRejects, lookup, `{}`, withHeader(ck, "Content-Type", "text/plain"))
 
 		// att attached on node 2, and a submit on node 1 reaching it there.
 		att := s.attach(t, nodes[1], http.StatusSwitchingProtocols, docAccepts, url.Values{"participant_id": {"att"}, "session_id": {"cs"}},

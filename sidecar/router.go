@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 
@@ -33,19 +32,33 @@ func (r *route) empty() bool {
 }
 
 // resolve finds ev's recipients across the cluster: every participant of its
-// session but the sender, or its recipient_id alone.
-func (g *Gateway) resolve(ev Event) route {
+// session but the sender, or its recipient_id alone. The members on other
+// nodes come from the directory's owners of the session (or of the
+// recipient); when none of them answers, the submit fails as if their
+// nodes were unreachable (errDirectory).
+func (g *Gateway) resolve(ctx context.Context, ev Event) (route, error) {
 	var r route
 	r.local = g.localTargets(ev)
-	var entries []membership.Entry
-	if ev.RecipientID != "" {
-		for _, e := range g.cluster.Directory().Participant(ev.RecipientID) {
-			if ev.SessionID == "" || slices.Contains(e.Sessions, ev.SessionID) {
+	var (
+		entries []membership.Entry
+		err     error
+	)
+	switch {
+	case ev.RecipientID != "" && ev.SessionID != "":
+		var members []membership.Entry
+		members, err = g.cluster.Session(ctx, ev.SessionID, "")
+		for _, e := range members {
+			if e.Participant == ev.RecipientID {
 				entries = append(entries, e)
 			}
 		}
-	} else {
-		entries = g.cluster.Directory().SessionExcept(ev.SessionID, g.self) // hosted here: r.local
+	case ev.RecipientID != "":
+		entries, err = g.cluster.Participant(ctx, ev.RecipientID)
+	default:
+		entries, err = g.cluster.Session(ctx, ev.SessionID, g.self) // hosted here: r.local
+	}
+	if err != nil {
+		return r, errDirectory(ev.RecipientID)
 	}
 	seenExternal := map[string]bool{}
 	for _, e := range entries {
@@ -64,7 +77,7 @@ func (g *Gateway) resolve(ev Event) route {
 			r.peers[e.Node] = append(r.peers[e.Node], e.Participant)
 		}
 	}
-	return r
+	return r, nil
 }
 
 // outcome tallies what happened to one event.
@@ -119,7 +132,7 @@ func (g *Gateway) dispatch(ctx context.Context, r route, ev Event, body json.Raw
 		// The mailboxes that took the event hold it now.
 		g.hub.Release(shared)
 		for _, id := range moved { // moved to another node between lookup and delivery
-			if node := g.homeElsewhere(id); node != "" && hops < maxHops {
+			if node := g.homeElsewhere(ctx, id); node != "" && hops < maxHops {
 				if r.peers == nil {
 					r.peers = map[string][]string{}
 				}
@@ -340,12 +353,15 @@ func dotSegments(p string) bool {
 // node when it is homed here or nowhere yet (it is then created offline
 // here), otherwise on the peers that host it.
 func (g *Gateway) addParticipant(ctx context.Context, id, typ, session string, hops int) error {
-	homes := g.homesElsewhere(id)
+	// Owners that did not answer leave what the others found: a PUT goes
+	// on with that, as an attach does, rather than fail while an owner is
+	// slow or its death not yet noticed.
+	homes, _ := g.homesElsewhere(ctx, id)
 	if g.hub.Lookup(id) != nil || len(homes) == 0 || hops >= maxHops {
 		if err := g.join(id, typ, session); err != nil {
 			return err
 		}
-		g.cluster.Sync(ctx) // answered once the peers route to it too
+		g.cluster.Sync(ctx) // answered once the session's owners have it
 		return nil
 	}
 	return g.forwardMembership(ctx, http.MethodPut, homes, id, session, hops)
@@ -360,7 +376,11 @@ func (g *Gateway) removeParticipant(ctx context.Context, id, session string, hop
 			removed = true
 		}
 	}
-	if homes := g.homesElsewhere(id); len(homes) > 0 && hops < maxHops {
+	homes, err := g.homesElsewhere(ctx, id)
+	if err != nil {
+		return err
+	}
+	if len(homes) > 0 && hops < maxHops {
 		if err := g.forwardMembership(ctx, http.MethodDelete, homes, id, session, hops); err == nil {
 			removed = true
 		} else if asError(err).Status != http.StatusNotFound {
@@ -373,15 +393,34 @@ func (g *Gateway) removeParticipant(ctx context.Context, id, session string, hop
 	return nil
 }
 
-// homesElsewhere lists the peers hosting participant id.
-func (g *Gateway) homesElsewhere(id string) []string {
+// homesElsewhere lists the peers hosting participant id, and
+// errDirectory with what was found when the lookup could not be answered
+// whole.
+func (g *Gateway) homesElsewhere(ctx context.Context, id string) ([]string, error) {
+	entries, err := g.cluster.Participant(ctx, id)
 	var nodes []string
-	for _, e := range g.cluster.Directory().Participant(id) {
+	for _, e := range entries {
 		if e.GatewayURL == "" && e.Node != g.self {
 			nodes = append(nodes, e.Node)
 		}
 	}
-	return nodes
+	if err != nil {
+		return nodes, errDirectory(id)
+	}
+	return nodes, nil
+}
+
+// errDirectory answers a request whose directory lookup no owner
+// answered as the path of an unreachable peer does (502
+// recipients_unreachable): the recipients may exist, this node cannot
+// tell where, and the client retries.
+func errDirectory(recipient string) *Error {
+	e := &Error{Status: http.StatusBadGateway, Code: "recipients_unreachable",
+		Detail: "the nodes that keep the directory's records for this could not be reached"}
+	if recipient != "" {
+		e.Failed = []string{recipient}
+	}
+	return e
 }
 
 // forwardMembership repeats a PUT or DELETE of a session participant on the

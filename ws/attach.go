@@ -151,7 +151,7 @@ func (c *conn) start(req AttachRequest) {
 		c.p, c.next, c.sentCum = p, start, p.box.total
 		c.ctrl = append(c.ctrl, mustJSON(welcomeFrame{
 			Type: "welcome", ParticipantID: p.id, Node: h.cfg.Node,
-			Sessions: nonNil(p.sessions), Seq: newest, Resumed: start <= newest,
+			Sessions: p.sortedSessionsLocked(), Seq: newest, Resumed: start <= newest,
 		}))
 		if joinErr != nil {
 			c.ctrl = append(c.ctrl, mustJSON(errorFrame{Type: "error", Code: "too_many_sessions",
@@ -162,13 +162,6 @@ func (c *conn) start(req AttachRequest) {
 		p.mu.Unlock()
 		return
 	}
-}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
 }
 
 // detach unbinds c from its participant; the participant's offline window

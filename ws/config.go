@@ -70,7 +70,7 @@ type Config struct {
 	// steady stream (--coalesce-window). Default 0: write at once.
 	CoalesceWindow time.Duration
 	// MaxSessionsPerParticipant bounds the sessions one participant joins.
-	// Default 128.
+	// Default 10,000.
 	MaxSessionsPerParticipant int
 	// MaxConnectionsPerParticipant bounds the connections one participant
 	// holds on this node at once (ErrTooManyParticipantConnections past
@@ -152,7 +152,7 @@ func (c Config) withDefaults() Config {
 		c.MaxBatchBytes = 64 << 10
 	}
 	if c.MaxSessionsPerParticipant <= 0 {
-		c.MaxSessionsPerParticipant = 128
+		c.MaxSessionsPerParticipant = 10000
 	}
 	if c.MaxConnectionsPerParticipant <= 0 {
 		c.MaxConnectionsPerParticipant = 8

@@ -72,7 +72,7 @@ func (h *Hub) Export(id string) (ParticipantState, ExportResult) {
 	case p.pending:
 		return ParticipantState{}, BeingMoved
 	}
-	st := ParticipantState{ID: p.id, Type: p.typ, Sessions: slices.Clone(p.sessions), NextSeq: p.box.nextSeq,
+	st := ParticipantState{ID: p.id, Type: p.typ, Sessions: p.sortedSessionsLocked(), NextSeq: p.box.nextSeq,
 		LastWritten: p.lastWritten, Acked: p.acked, Events: make([]EventState, 0, p.box.n)}
 	for seq := p.box.oldest(); seq <= p.box.newest() && p.box.n > 0; seq++ {
 		e := p.box.at(seq)

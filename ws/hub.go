@@ -4,6 +4,7 @@ import (
 	"context"
 	"hash/maphash"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -74,7 +75,7 @@ type Participant struct {
 
 	mu           sync.Mutex
 	typ          string
-	sessions     []string // sorted
+	sessions     map[string]struct{} // a set: a join or leave costs the same however many there are
 	box          mailbox
 	dedupe       dedupeIndex
 	conns        []*conn
@@ -116,9 +117,18 @@ func (p *Participant) ID() string { return p.id }
 
 // Listener hears of changes to this node's participants, in order per
 // participant. It is called with the participant's lock held, so it must be
-// quick and must not call back into the Hub.
+// quick and must not call back into the Hub. Joins and leaves come one
+// session at a time, so that what a change costs the listener does not
+// grow with the participant's other sessions.
 type Listener interface {
+	// LocalParticipant: p is new here, or its type or online state
+	// changed. p.Sessions is not set.
 	LocalParticipant(p ParticipantInfo)
+	// LocalSessionJoined: participant id (of type typ) joined session.
+	LocalSessionJoined(id, typ, session string)
+	// LocalSessionLeft: participant id left session.
+	LocalSessionLeft(id, session string)
+	// LocalParticipantGone: participant id is no longer here.
 	LocalParticipantGone(id string)
 }
 
@@ -206,7 +216,7 @@ func (h *Hub) Count() int {
 func (p *Participant) InSession(session string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	_, ok := slices.BinarySearch(p.sessions, session)
+	_, ok := p.sessions[session]
 	return ok
 }
 
@@ -218,7 +228,12 @@ func (p *Participant) Info() ParticipantInfo {
 }
 
 func (p *Participant) infoLocked() ParticipantInfo {
-	return ParticipantInfo{ID: p.id, Type: p.typ, Sessions: slices.Clone(p.sessions), Online: len(p.conns) > 0}
+	return ParticipantInfo{ID: p.id, Type: p.typ, Sessions: p.sortedSessionsLocked(), Online: len(p.conns) > 0}
+}
+
+// sortedSessionsLocked lists p's sessions in order (never nil).
+func (p *Participant) sortedSessionsLocked() []string {
+	return append(make([]string, 0, len(p.sessions)), slices.Sorted(maps.Keys(p.sessions))...)
 }
 
 // Delivery is what happened to one event for one participant.
@@ -300,21 +315,25 @@ func (h *Hub) Join(id, typ, session string) error {
 }
 
 func (h *Hub) joinLocked(p *Participant, session string) error {
-	i, found := slices.BinarySearch(p.sessions, session)
-	if found {
+	if _, in := p.sessions[session]; in {
 		return nil
 	}
 	if len(p.sessions) >= h.cfg.MaxSessionsPerParticipant {
 		return ErrTooManySessions
 	}
-	p.sessions = slices.Insert(p.sessions, i, session)
+	if p.sessions == nil {
+		p.sessions = map[string]struct{}{}
+	}
+	p.sessions[session] = struct{}{}
 	h.sessMu.Lock()
 	members := h.sessions[session]
 	next := make([]*Participant, len(members), len(members)+1)
 	copy(next, members)
 	h.sessions[session] = append(next, p)
 	h.sessMu.Unlock()
-	h.announceLocked(p)
+	if h.cfg.Listener != nil {
+		h.cfg.Listener.LocalSessionJoined(p.id, p.typ, session)
+	}
 	return nil
 }
 
@@ -329,13 +348,14 @@ func (h *Hub) Leave(id, session string) bool {
 	if p.gone {
 		return false
 	}
-	i, found := slices.BinarySearch(p.sessions, session)
-	if !found {
+	if _, in := p.sessions[session]; !in {
 		return false
 	}
-	p.sessions = slices.Delete(p.sessions, i, i+1)
+	delete(p.sessions, session)
 	h.dropFromSession(p, session)
-	h.announceLocked(p)
+	if h.cfg.Listener != nil {
+		h.cfg.Listener.LocalSessionLeft(p.id, session)
+	}
 	return true
 }
 
@@ -356,9 +376,10 @@ func (h *Hub) dropFromSession(p *Participant, session string) {
 	h.sessions[session] = append(next, members[i+1:]...)
 }
 
+// announceLocked tells the listener p's type and online state.
 func (h *Hub) announceLocked(p *Participant) {
 	if h.cfg.Listener != nil {
-		h.cfg.Listener.LocalParticipant(p.infoLocked())
+		h.cfg.Listener.LocalParticipant(ParticipantInfo{ID: p.id, Type: p.typ, Online: len(p.conns) > 0})
 	}
 }
 
@@ -464,7 +485,7 @@ func (h *Hub) cutStuckWrites(now time.Time) {
 func (h *Hub) removeLocked(s *shard, id string, p *Participant) {
 	delete(s.m, id)
 	p.gone = true
-	for _, session := range p.sessions {
+	for session := range p.sessions {
 		h.dropFromSession(p, session)
 	}
 	h.cfg.Metrics.MailboxEvents.Sub(float64(p.box.n))

@@ -99,8 +99,49 @@ type recListener struct {
 
 func (l *recListener) LocalParticipant(p ParticipantInfo) {
 	l.mu.Lock()
+	if p.Sessions != nil {
+		panic("the hub announced sessions with a participant: they come one at a time")
+	}
+	p.Sessions = l.withSessionLocked(p.ID, func(ss []string) []string { return ss }).Sessions
 	l.infos = append(l.infos, p)
 	l.mu.Unlock()
+}
+
+func (l *recListener) LocalSessionJoined(id, typ, session string) {
+	l.mu.Lock()
+	info := l.withSessionLocked(id, func(ss []string) []string {
+		if !slices.Contains(ss, session) {
+			ss = append(ss, session)
+			slices.Sort(ss)
+		}
+		return ss
+	})
+	info.Type = typ
+	l.infos = append(l.infos, info)
+	l.mu.Unlock()
+}
+
+func (l *recListener) LocalSessionLeft(id, session string) {
+	l.mu.Lock()
+	l.infos = append(l.infos, l.withSessionLocked(id, func(ss []string) []string {
+		return slices.DeleteFunc(ss, func(s string) bool { return s == session })
+	}))
+	l.mu.Unlock()
+}
+
+// withSessionLocked is the newest announcement about id with its sessions
+// changed by fn: the listener hears joins and leaves one at a time and
+// keeps the whole picture itself, as the directory does.
+func (l *recListener) withSessionLocked(id string, fn func([]string) []string) ParticipantInfo {
+	info := ParticipantInfo{ID: id}
+	for i := len(l.infos) - 1; i >= 0; i-- {
+		if l.infos[i].ID == id {
+			info = l.infos[i]
+			break
+		}
+	}
+	info.Sessions = fn(slices.Clone(info.Sessions))
+	return info
 }
 
 func (l *recListener) LocalParticipantGone(id string) {

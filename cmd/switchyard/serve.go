@@ -48,6 +48,8 @@ type serveFlags struct {
 	allowGateways               listFlag
 	forwardTimeout              time.Duration
 	rejoinInterval              time.Duration
+	directoryReplicas           int
+	directoryResync             time.Duration
 
 	maxExternals, maxExternalsPerCredential int
 	externalTTL, externalRetryAfter         time.Duration
@@ -80,7 +82,7 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.Int64Var(&f.maxBodyBytes, "max-body-bytes", 1<<20, "largest request body in bytes (413 past it)")
 	fs.IntVar(&f.maxMessageBytes, "max-message-bytes", 256<<10, "largest event message in bytes (422 past it)")
 	fs.IntVar(&f.maxMetadataKeys, "max-metadata-keys", 50, "most keys in an event's metadata (422 past it)")
-	fs.IntVar(&f.maxSessions, "max-sessions-per-participant", 128, "most sessions one participant joins (422 past it)")
+	fs.IntVar(&f.maxSessions, "max-sessions-per-participant", 10000, "most sessions one participant joins (422 past it)")
 	fs.Int64Var(&f.maxFrameBytes, "max-frame-bytes", 0, "largest WebSocket client frame, close 1009 past it (default: --max-body-bytes + 64 KiB)")
 	fs.IntVar(&f.mailboxSize, "mailbox-size", 1024, "events kept per participant for resumption")
 	fs.Int64Var(&f.maxMailboxBytes, "max-mailbox-bytes", 256<<20, "bytes all mailboxes on this node may hold, each event counted once; past it new events for participants here get 503 mailbox_budget_exhausted (-1: no budget)")
@@ -116,6 +118,8 @@ func newServeFlags() (*flag.FlagSet, *serveFlags) {
 	fs.IntVar(&f.externalFailureLimit, "external-failure-limit", 5, "failed deliveries in a row after which an external participant is dropped from its sessions")
 	fs.DurationVar(&f.externalRetryAfter, "external-retry-after", time.Minute, "how long a node skips another node's external participant after --external-failure-limit failed deliveries in a row, before probing it again")
 	fs.DurationVar(&f.rejoinInterval, "rejoin-interval", 30*time.Second, "how often --join is retried, so a node cut off comes back")
+	fs.IntVar(&f.directoryReplicas, "directory-replicas", membership.DefaultReplicas, "nodes that keep each directory record (who is in a session, where a participant lives); the same on every node")
+	fs.DurationVar(&f.directoryResync, "directory-resync-interval", membership.DefaultAntiEntropyInterval, "how often a node checks, by digest, that the nodes keeping its participants' directory records have them (a mismatch re-sends them)")
 	fs.StringVar(&f.tokenSecret, "token-secret", "", "secret that verifies participant tokens (HS256); prefer SWITCHYARD_TOKEN_SECRET or --token-secret-file")
 	fs.StringVar(&f.tokenSecretFile, "token-secret-file", "", "file holding the participant token secret")
 	fs.DurationVar(&f.tokenLeeway, "token-leeway", 30*time.Second, "clock skew allowed on a token's exp and nbf")
@@ -274,12 +278,14 @@ func (f *serveFlags) config(keys []string, logger *slog.Logger) (sidecar.Config,
 		MaxHandoffBytes:              f.maxHandoffBytes,
 		MaxMailboxBytes:              f.maxMailboxBytes,
 		Gossip: &membership.GossipConfig{
-			Bind:           f.gossipBind,
-			Advertise:      f.gossipAdvertise,
-			Join:           f.join,
-			Key:            gossipKey,
-			ExtraKeys:      gossipKeys[min(1, len(gossipKeys)):],
-			RejoinInterval: f.rejoinInterval,
+			Bind:                f.gossipBind,
+			Advertise:           f.gossipAdvertise,
+			Join:                f.join,
+			Key:                 gossipKey,
+			ExtraKeys:           gossipKeys[min(1, len(gossipKeys)):],
+			RejoinInterval:      f.rejoinInterval,
+			Replicas:            f.directoryReplicas,
+			AntiEntropyInterval: f.directoryResync,
 		},
 		Version: versionString(),
 		Logger:  logger,
