@@ -9,6 +9,10 @@
 // The submit path: the body is vetted by checkJSON (duplicate keys, invalid
 // UTF-8, one object), decoded, validated against SPEC's field table, given an
 // event_id, encoded once, and appended to each local recipient's mailbox.
+// Other nodes are reached only through the Peers interface (peers.go),
+// one typed method per node-to-node message, each with its own size limit;
+// httpPeers (peerhttp.go) carries it over HTTP.
+//
 // Errors are *Error values carrying status, code, detail and field, written
 // by one function (writeError) in the error body shape of SPEC section 2.
 package sidecar

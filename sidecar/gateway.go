@@ -25,10 +25,10 @@ type Gateway struct {
 	limits         Limits
 	hub            *ws.Hub
 	cluster        membership.Cluster
-	peers          *peerClient
-	clusterKey     string   // bearer for peers' deliveries endpoints
-	externalKey    string   // bearer for external gateways
-	allowGateways  []string // URL prefixes external gateways must match
+	peers          Peers       // the other nodes of the cluster
+	gateways       *peerClient // external gateways' deliveries endpoints
+	externalKey    string      // bearer for external gateways
+	allowGateways  []string    // URL prefixes external gateways must match
 	forwardTimeout time.Duration
 	externals      *externals
 	moved          movedTo

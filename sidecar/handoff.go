@@ -3,12 +3,9 @@ package sidecar
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -353,22 +350,11 @@ func (g *Gateway) takeover(ctx context.Context, id, typ string, sessions []strin
 // or nil and an error when no whole answer came (node unreachable, or the
 // answer cut, undecodable or too long): node may have let go of it then.
 func (g *Gateway) release(ctx context.Context, node, id string) (*ws.ParticipantState, int, error) {
-	base, ok := g.cluster.NodeURL(node)
-	if !ok {
+	ans, err := g.peers.Release(ctx, node, participantRef{ParticipantID: id, From: g.self})
+	if errors.Is(err, errNotMember) {
 		return nil, 0, nil // not a member: it holds nothing
 	}
-	req, _ := json.Marshal(participantRef{ParticipantID: id, From: g.self})
-	// A cut answer is a read error, which postUpTo retries: node answers
-	// the state it holds for this node again.
-	ans, err := g.peers.postUpTo(ctx, strings.TrimSuffix(base, "/")+releasePath, req, g.clusterKey, 0, g.stateLimit)
-	if err != nil || ans.Status != http.StatusOK {
-		return nil, ans.Status, err
-	}
-	var st ws.ParticipantState
-	if err := json.Unmarshal(ans.Body, &st); err != nil {
-		return nil, 0, fmt.Errorf("the released state does not decode: %w", err)
-	}
-	return &st, http.StatusOK, nil
+	return ans.State, ans.Status, err
 }
 
 // confirmRelease tells node that the participant's state is installed here,
@@ -376,12 +362,8 @@ func (g *Gateway) release(ctx context.Context, node, id string) (*ws.Participant
 func (g *Gateway) confirmRelease(ctx context.Context, node, id string) {
 	ctx, cancel := g.afterRelease(ctx)
 	defer cancel()
-	base, ok := g.cluster.NodeURL(node)
-	if !ok {
-		return
-	}
-	req, _ := json.Marshal(participantRef{ParticipantID: id, From: g.self, Confirm: true})
-	if _, err := g.peers.post(ctx, strings.TrimSuffix(base, "/")+releasePath, req, g.clusterKey, 0); err != nil {
+	err := g.peers.Confirm(ctx, node, participantRef{ParticipantID: id, From: g.self})
+	if err != nil && !errors.Is(err, errNotMember) {
 		g.log.Info("confirming a release failed; the old home's copy expires", "participant", id, "from", node, "err", err)
 	}
 }
@@ -398,16 +380,15 @@ func (g *Gateway) giveBack(ctx context.Context, p *ws.Participant, node, typ str
 	// From now on, what reaches this node for id goes to node.
 	g.moved.note(id, node, g.now())
 	buffered := g.hub.GiveBack(p)
-	body, _ := json.Marshal(restoreRequest{participantRef: participantRef{ParticipantID: id, From: g.self}, Events: buffered})
-	ans, err := g.postTo(ctx, node, restorePath, body)
-	if err == nil && ans.Status == http.StatusOK {
+	status, err := g.peers.Restore(ctx, node, restoreRequest{participantRef: participantRef{ParticipantID: id, From: g.self}, Events: buffered})
+	if err == nil && status == http.StatusOK {
 		g.log.Warn("taking a participant over failed; it stays on its old home", "participant", id, "from", node, "err", cause)
 		g.metrics.Handoffs.WithLabelValues("returned").Inc()
 		return errMoving
 	}
 	g.moved.forget(id)
 	g.log.Warn("taking a participant over failed and its old home cannot take it back; it starts afresh here",
-		"participant", id, "from", node, "err", cause, "restore_status", ans.Status, "restore_err", err)
+		"participant", id, "from", node, "err", cause, "restore_status", status, "restore_err", err)
 	g.metrics.Handoffs.WithLabelValues("failed").Inc()
 	g.hub.Restore(id, &ws.ParticipantState{ID: id, Type: typ, Sessions: sessions}, buffered)
 	return nil
@@ -418,16 +399,6 @@ func (g *Gateway) giveBack(ctx context.Context, p *ws.Participant, node, typ str
 // release's own deadline, and bounded by half the forward timeout.
 func (g *Gateway) afterRelease(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), g.forwardTimeout/2)
-}
-
-// postTo posts body to path on node, retrying within ctx, for an ordinary
-// (small) answer.
-func (g *Gateway) postTo(ctx context.Context, node, path string, body []byte) (peerAnswer, error) {
-	base, ok := g.cluster.NodeURL(node)
-	if !ok {
-		return peerAnswer{}, errors.New("not a member of the cluster")
-	}
-	return g.peers.postUpTo(ctx, strings.TrimSuffix(base, "/")+path, body, g.clusterKey, 0, peerAnswerLimit)
 }
 
 // handOff asks successors to take over every participant still here; a
@@ -464,20 +435,18 @@ func (g *Gateway) handOff(ctx context.Context) {
 }
 
 func (g *Gateway) askTakeover(ctx context.Context, node, id string) bool {
-	base, ok := g.cluster.NodeURL(node)
-	if !ok {
-		return false
-	}
-	req, _ := json.Marshal(participantRef{ParticipantID: id, From: g.self})
 	// One request, bounded: a successor that is dead, or draining too
 	// (503), leaves time for the next within the drain. The successor's
 	// takeover takes at most 3/4 of the forward timeout, and a give-back
 	// after a failed transfer half of it more.
 	ctx, cancel := context.WithTimeout(ctx, g.forwardTimeout*3/2)
 	defer cancel()
-	ans, err := g.peers.postOnce(ctx, strings.TrimSuffix(base, "/")+takeoverPath, req, g.clusterKey)
-	if err != nil || ans.Status != http.StatusOK {
-		g.log.Warn("handing a participant over failed", "participant", id, "successor", node, "status", ans.Status, "err", err)
+	status, err := g.peers.Takeover(ctx, node, participantRef{ParticipantID: id, From: g.self})
+	if errors.Is(err, errNotMember) {
+		return false
+	}
+	if err != nil || status != http.StatusOK {
+		g.log.Warn("handing a participant over failed", "participant", id, "successor", node, "status", status, "err", err)
 		return false
 	}
 	return true
@@ -626,7 +595,7 @@ func (n *Node) handleTakeover(w http.ResponseWriter, r *http.Request) error {
 }
 
 func readParticipantRef(w http.ResponseWriter, r *http.Request) (participantRef, error) {
-	body, err := readBody(w, r, 64<<10)
+	body, err := readBody(w, r, participantRefLimit)
 	if err != nil {
 		return participantRef{}, err
 	}

@@ -1,18 +1,15 @@
 package sidecar
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,25 +110,28 @@ func New(cfg Config) (*Node, error) {
 		n.auth.limit = newRateLimiter(cfg.RateLimit, cfg.RateBurst, time.Now)
 	}
 	n.peers = newPeerClient(cfg.PeerAttemptTimeout, roots) // before gossip starts: it pushes through it
+	// The node-to-node protocol; its cluster is set once there is one.
+	peers := &httpPeers{client: n.peers, clusterKey: cfg.ClusterKey, stateLimit: cfg.MaxHandoffBytes}
 	if cfg.Gossip == nil {
 		n.cluster = membership.NewLocal(cfg.NodeName, n.url)
 	} else {
 		gc := *cfg.Gossip
 		gc.NodeName, gc.URL, gc.Version, gc.Logger = cfg.NodeName, n.url, cfg.Version, n.log
-		gc.Push, gc.Fetch = n.pushDirectory, n.fetchDirectory
+		gc.Push, gc.Fetch = peers.PushDirectory, peers.FetchDirectory
 		if n.gossip, err = membership.NewGossip(gc); err != nil {
 			_ = ln.Close()
 			return nil, err
 		}
 		n.cluster = n.gossip
 	}
+	peers.cluster = n.cluster
 	n.watchers = newObservers(cfg.MaxObservers)
 	n.gw = &Gateway{
 		self:           cfg.NodeName,
 		limits:         Limits{MaxMessageBytes: cfg.MaxMessageBytes, MaxMetadataKeys: cfg.MaxMetadataKeys},
 		cluster:        n.cluster,
-		peers:          n.peers,
-		clusterKey:     cfg.ClusterKey,
+		peers:          peers,
+		gateways:       n.peers,
 		externalKey:    cfg.ExternalKey,
 		allowGateways:  cfg.AllowGateways,
 		forwardTimeout: cfg.ForwardTimeout,
@@ -334,70 +334,6 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		n.log.Info("stopped")
 	})
 	return n.shutdownErr
-}
-
-// signatureHeader carries a pushed directory message's signature by the
-// node it names (membership.Gossip.Sign).
-const signatureHeader = "Switchyard-Signature"
-
-// pushDirectory posts a directory message, signed by this node, to a peer
-// with the cluster key and returns once the peer applied it.
-func (n *Node) pushDirectory(ctx context.Context, peerURL string, msg []byte, sig string) error {
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.PeerAttemptTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(peerURL, "/")+directoryPath, bytes.NewReader(msg))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(signatureHeader, sig)
-	if n.cfg.ClusterKey != "" {
-		req.Header.Set("Authorization", "Bearer "+n.cfg.ClusterKey)
-	}
-	resp, err := n.peers.directory.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-	switch resp.StatusCode {
-	case http.StatusOK:
-		return nil
-	case http.StatusConflict:
-		if bytes.Contains(body, []byte(`"digest_mismatch"`)) { // the peer misses some of our records
-			return fmt.Errorf("peer answered %d: %w", resp.StatusCode, membership.ErrDigestMismatch)
-		}
-		return fmt.Errorf("peer answered %d: %w", resp.StatusCode, membership.ErrUnknownNode) // it has not heard of this node yet
-	}
-	return fmt.Errorf("peer answered %d: %s", resp.StatusCode, truncate(body))
-}
-
-// fetchDirectory asks a peer, with the cluster key, for directory
-// records it keeps (membership.Gossip.HandleLookup answers there).
-func (n *Node) fetchDirectory(ctx context.Context, peerURL string, body []byte) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.PeerAttemptTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(peerURL, "/")+lookupPath, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if n.cfg.ClusterKey != "" {
-		req.Header.Set("Authorization", "Bearer "+n.cfg.ClusterKey)
-	}
-	resp, err := n.peers.directory.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	ans, err := io.ReadAll(io.LimitReader(resp.Body, maxDirectoryPushBytes))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("peer answered %d: %s", resp.StatusCode, truncate(ans))
-	}
-	return ans, nil
 }
 
 // leaveTimeout is how long a leave may wait for the message to spread: two

@@ -130,18 +130,6 @@ func (pc *peerClient) postUpTo(ctx context.Context, url string, body []byte, bea
 	}
 }
 
-// postOnce sends body to url once, bounded by ctx alone (no attempt
-// timeout, no retry): for calls that take a while and must not be repeated
-// against a peer that refused.
-func (pc *peerClient) postOnce(ctx context.Context, url string, body []byte, bearer string) (peerAnswer, error) {
-	return pc.sendWithin(ctx, http.MethodPost, url, body, bearer, 0, peerAnswerLimit)
-}
-
-// do sends one bodiless request (PUT or DELETE of a session participant).
-func (pc *peerClient) do(ctx context.Context, method, url, bearer string, hops int) (peerAnswer, error) {
-	return pc.send(ctx, method, url, nil, bearer, hops, peerAnswerLimit)
-}
-
 func (pc *peerClient) send(ctx context.Context, method, url string, body []byte, bearer string, hops int, limit int64) (peerAnswer, error) {
 	ctx, cancel := context.WithTimeout(ctx, pc.attemptTimeout)
 	defer cancel()

@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"encoding/json"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -115,11 +114,10 @@ func TestARetriedReleaseBetweenExportAndHoldGetsTheHeldState(t *testing.T) {
 // which node 2 would start bob afresh.
 func TestAGiveBackBetweenExportAndHoldRestoresTheHeldState(t *testing.T) {
 	r := startReleaseRace(t)
-	body, err := json.Marshal(restoreRequest{participantRef: participantRef{ParticipantID: "bob", From: r.nodes[1].Name()}})
-	require.NoError(t, err)
+	req := restoreRequest{participantRef: participantRef{ParticipantID: "bob", From: r.nodes[1].Name()}}
 	_, restore := meanwhile(t, r, func() releaseAnswer {
-		ans, err := r.nodes[1].gw.postTo(t.Context(), r.nodes[0].Name(), restorePath, body)
-		return releaseAnswer{status: ans.Status, err: err}
+		status, err := r.nodes[1].gw.peers.Restore(t.Context(), r.nodes[0].Name(), req)
+		return releaseAnswer{status: status, err: err}
 	})
 
 	require.NoError(t, restore.err)

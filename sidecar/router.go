@@ -215,25 +215,20 @@ type peerDelivery struct {
 // forwardToPeer posts one delivery carrying all of ids to node. It returns
 // how the recipients got the event and which could not be reached.
 func (g *Gateway) forwardToPeer(ctx context.Context, node string, ids []string, ev Event, body json.RawMessage, hops int) (deliveryCounts, []string) {
-	url, ok := g.cluster.NodeURL(node)
-	if !ok {
+	ans, err := g.peers.Deliver(ctx, node, peerDelivery{RecipientIDs: ids, SessionID: ev.SessionID, Event: body}, hops)
+	switch {
+	case errors.Is(err, errNotMember):
 		g.log.Warn("no URL for a peer in the directory", "peer", node)
 		return deliveryCounts{}, ids
-	}
-	req, _ := json.Marshal(peerDelivery{RecipientIDs: ids, SessionID: ev.SessionID, Event: body})
-	ans, err := g.peers.post(ctx, deliveriesURL(url), req, g.clusterKey, hops)
-	switch {
 	case err != nil:
 		g.log.Warn("a peer could not be reached", append(traceAttrs(ctx, traceparentFrom(ctx)), "peer", node, "recipients", len(ids), "err", err)...)
 		return deliveryCounts{}, ids
 	case ans.Status == http.StatusOK:
-		var res DeliveryResult
-		_ = json.Unmarshal(ans.Body, &res)
-		return res.deliveryCounts, res.Failed
+		return ans.Result.deliveryCounts, ans.Result.Failed
 	case ans.Status == http.StatusNotFound:
 		return deliveryCounts{}, nil // the directory was stale: nobody there any more
 	default:
-		g.log.Warn("a peer refused a delivery", append(traceAttrs(ctx, traceparentFrom(ctx)), "peer", node, "status", ans.Status, "answer", truncate(ans.Body))...)
+		g.log.Warn("a peer refused a delivery", append(traceAttrs(ctx, traceparentFrom(ctx)), "peer", node, "status", ans.Status, "answer", truncate(ans.Refusal))...)
 		return deliveryCounts{}, ids
 	}
 }
@@ -257,7 +252,7 @@ func (g *Gateway) forwardToGateway(ctx context.Context, e membership.Entry, ev E
 	}
 	req, _ := json.Marshal(externalDelivery{RecipientID: e.Participant, SessionID: ev.SessionID,
 		RecipientGatewayURL: e.GatewayURL, Event: body})
-	ans, err := g.peers.post(ctx, deliveriesURL(e.GatewayURL), req, g.externalKey, 0)
+	ans, err := g.gateways.post(ctx, deliveriesURL(e.GatewayURL), req, g.externalKey, 0)
 	switch {
 	case err != nil:
 		g.log.Warn("an external gateway could not be reached", append(traceAttrs(ctx, traceparentFrom(ctx)), "participant", e.Participant, "err", err)...)
@@ -430,24 +425,16 @@ func (g *Gateway) forwardMembership(ctx context.Context, method string, nodes []
 	defer cancel()
 	var last error = errNoRecipient
 	for _, node := range nodes {
-		base, ok := g.cluster.NodeURL(node)
-		if !ok {
-			continue
-		}
-		u := strings.TrimSuffix(base, "/") + "/v1/gateway/sessions/" + pathEscape(session) + "/participants/" + pathEscape(id)
-		ans, err := g.peers.do(ctx, method, u, g.clusterKey, hops+1)
+		ans, err := g.peers.Membership(ctx, node, method, id, session, hops+1)
 		switch {
+		case errors.Is(err, errNotMember):
 		case err != nil:
 			last = &Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", Failed: []string{id},
 				Detail: "the participant's node could not be reached"}
 		case ans.Status == http.StatusOK:
 			return nil
-		default:
-			var e Error
-			if json.Unmarshal(ans.Body, &e) == nil && e.Code != "" {
-				e.Status = ans.Status
-				last = &e
-			}
+		case ans.Err != nil:
+			last = ans.Err
 		}
 	}
 	return last

@@ -1,0 +1,184 @@
+package sidecar
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/switchyard-gw/switchyard/membership"
+	"github.com/switchyard-gw/switchyard/ws"
+)
+
+// httpPeers carries the node-to-node protocol (Peers) over HTTP: each
+// message a POST to its endpoint with the cluster key as bearer, through
+// the node's pooled peer connections.
+type httpPeers struct {
+	client     *peerClient
+	cluster    membership.Cluster // node names to URLs
+	clusterKey string
+	stateLimit int64 // --max-handoff-bytes: a release's answer
+}
+
+var _ Peers = (*httpPeers)(nil)
+
+// url is path on node, or errNotMember.
+func (h *httpPeers) url(node, path string) (string, error) {
+	base, ok := h.cluster.NodeURL(node)
+	if !ok {
+		return "", errNotMember
+	}
+	return strings.TrimSuffix(base, "/") + path, nil
+}
+
+func (h *httpPeers) Deliver(ctx context.Context, node string, req peerDelivery, hops int) (deliverReply, error) {
+	base, ok := h.cluster.NodeURL(node)
+	if !ok {
+		return deliverReply{}, errNotMember
+	}
+	body, _ := json.Marshal(req)
+	ans, err := h.client.postUpTo(ctx, deliveriesURL(base), body, h.clusterKey, hops, deliverAnswerLimit)
+	if err != nil {
+		return deliverReply{Status: ans.Status}, err
+	}
+	if ans.Status != http.StatusOK {
+		return deliverReply{Status: ans.Status, Refusal: ans.Body}, nil
+	}
+	var res DeliveryResult
+	_ = json.Unmarshal(ans.Body, &res)
+	return deliverReply{Status: ans.Status, Result: res}, nil
+}
+
+func (h *httpPeers) Release(ctx context.Context, node string, ref participantRef) (releaseReply, error) {
+	u, err := h.url(node, releasePath)
+	if err != nil {
+		return releaseReply{}, err
+	}
+	body, _ := json.Marshal(ref)
+	// A cut answer is a read error, which postUpTo retries: node answers
+	// the state it holds for this node again.
+	ans, err := h.client.postUpTo(ctx, u, body, h.clusterKey, 0, h.stateLimit)
+	if err != nil || ans.Status != http.StatusOK {
+		return releaseReply{Status: ans.Status}, err
+	}
+	var st ws.ParticipantState
+	if err := json.Unmarshal(ans.Body, &st); err != nil {
+		return releaseReply{}, fmt.Errorf("the released state does not decode: %w", err)
+	}
+	return releaseReply{Status: http.StatusOK, State: &st}, nil
+}
+
+func (h *httpPeers) Confirm(ctx context.Context, node string, ref participantRef) error {
+	u, err := h.url(node, releasePath)
+	if err != nil {
+		return err
+	}
+	ref.Confirm = true
+	body, _ := json.Marshal(ref)
+	_, err = h.client.postUpTo(ctx, u, body, h.clusterKey, 0, statusAnswerLimit)
+	return err
+}
+
+func (h *httpPeers) Restore(ctx context.Context, node string, req restoreRequest) (int, error) {
+	u, err := h.url(node, restorePath)
+	if err != nil {
+		return 0, err
+	}
+	body, _ := json.Marshal(req)
+	ans, err := h.client.postUpTo(ctx, u, body, h.clusterKey, 0, statusAnswerLimit)
+	return ans.Status, err
+}
+
+func (h *httpPeers) Takeover(ctx context.Context, node string, ref participantRef) (int, error) {
+	u, err := h.url(node, takeoverPath)
+	if err != nil {
+		return 0, err
+	}
+	body, _ := json.Marshal(ref)
+	ans, err := h.client.sendWithin(ctx, http.MethodPost, u, body, h.clusterKey, 0, statusAnswerLimit)
+	return ans.Status, err
+}
+
+func (h *httpPeers) Membership(ctx context.Context, node, method, id, session string, hops int) (membershipReply, error) {
+	u, err := h.url(node, "/v1/gateway/sessions/"+pathEscape(session)+"/participants/"+pathEscape(id))
+	if err != nil {
+		return membershipReply{}, err
+	}
+	ans, err := h.client.send(ctx, method, u, nil, h.clusterKey, hops, statusAnswerLimit)
+	if err != nil || ans.Status == http.StatusOK {
+		return membershipReply{Status: ans.Status}, err
+	}
+	var e Error
+	if json.Unmarshal(ans.Body, &e) == nil && e.Code != "" {
+		e.Status = ans.Status
+		return membershipReply{Status: ans.Status, Err: &e}, nil
+	}
+	return membershipReply{Status: ans.Status}, nil
+}
+
+// signatureHeader carries a pushed directory message's signature by the
+// node it names (membership.Gossip.Sign).
+const signatureHeader = "Switchyard-Signature"
+
+// PushDirectory posts a directory message, signed by this node, to a peer
+// with the cluster key and returns once the peer applied it.
+func (h *httpPeers) PushDirectory(ctx context.Context, peerURL string, msg []byte, sig string) error {
+	ctx, cancel := context.WithTimeout(ctx, h.client.attemptTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(peerURL, "/")+directoryPath, bytes.NewReader(msg))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(signatureHeader, sig)
+	if h.clusterKey != "" {
+		req.Header.Set("Authorization", "Bearer "+h.clusterKey)
+	}
+	resp, err := h.client.directory.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, directoryPushAnswerLimit))
+	switch resp.StatusCode {
+	case http.StatusOK:
+		return nil
+	case http.StatusConflict:
+		if bytes.Contains(body, []byte(`"digest_mismatch"`)) { // the peer misses some of our records
+			return fmt.Errorf("peer answered %d: %w", resp.StatusCode, membership.ErrDigestMismatch)
+		}
+		return fmt.Errorf("peer answered %d: %w", resp.StatusCode, membership.ErrUnknownNode) // it has not heard of this node yet
+	}
+	return fmt.Errorf("peer answered %d: %s", resp.StatusCode, truncate(body))
+}
+
+// FetchDirectory asks a peer, with the cluster key, for directory
+// records it keeps (membership.Gossip.HandleLookup answers there).
+func (h *httpPeers) FetchDirectory(ctx context.Context, peerURL string, body []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.client.attemptTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(peerURL, "/")+lookupPath, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if h.clusterKey != "" {
+		req.Header.Set("Authorization", "Bearer "+h.clusterKey)
+	}
+	resp, err := h.client.directory.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	ans, err := io.ReadAll(io.LimitReader(resp.Body, lookupAnswerLimit))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("peer answered %d: %s", resp.StatusCode, truncate(ans))
+	}
+	return ans, nil
+}

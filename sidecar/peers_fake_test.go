@@ -1,0 +1,232 @@
+package sidecar
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/switchyard-gw/switchyard/ws"
+)
+
+// fakePeers is an in-process transport for the node-to-node protocol: each
+// peer is a set of answers the test chooses, and every message sent is
+// recorded. It holds answers to the same size limits the HTTP transport
+// does (an answer past its limit is errAnswerTooLarge), so the core's
+// handling of a refused answer can be tested without sockets.
+type fakePeers struct {
+	stateLimit int64 // a release's answer, as --max-handoff-bytes
+
+	mu       sync.Mutex
+	peers    map[string]*fakePeer
+	sent     []string // "message node participant…", in order
+	restored []restoreRequest
+}
+
+// fakePeer answers one node's messages; a nil function answers as a node
+// that cannot be reached.
+type fakePeer struct {
+	deliver func(peerDelivery) (DeliveryResult, int)
+	release func(participantRef) (*ws.ParticipantState, int)
+	restore func(restoreRequest) int
+}
+
+var _ Peers = (*fakePeers)(nil)
+
+var errUnreachable = errors.New("fake peer: unreachable")
+
+func newFakePeers(stateLimit int64) *fakePeers {
+	return &fakePeers{stateLimit: stateLimit, peers: map[string]*fakePeer{}}
+}
+
+// peer is node's answers, or nil when node is not a member.
+func (f *fakePeers) peer(node, message string, detail ...any) *fakePeer {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.sent = append(f.sent, strings.TrimSuffix(fmt.Sprintln(append([]any{message, node}, detail...)...), "\n"))
+	return f.peers[node]
+}
+
+// withinLimit is v's answer when its JSON encoding fits limit.
+func withinLimit(v any, limit int64) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if int64(len(b)) > limit {
+		return fmt.Errorf("fake answer of %d bytes: %w", len(b), errAnswerTooLarge)
+	}
+	return nil
+}
+
+func (f *fakePeers) Deliver(_ context.Context, node string, req peerDelivery, _ int) (deliverReply, error) {
+	p := f.peer(node, "deliver", req.RecipientIDs)
+	switch {
+	case p == nil:
+		return deliverReply{}, errNotMember
+	case p.deliver == nil:
+		return deliverReply{}, errUnreachable
+	}
+	res, status := p.deliver(req)
+	if err := withinLimit(res, deliverAnswerLimit); err != nil {
+		return deliverReply{Status: status}, err
+	}
+	return deliverReply{Status: status, Result: res}, nil
+}
+
+func (f *fakePeers) Release(_ context.Context, node string, ref participantRef) (releaseReply, error) {
+	p := f.peer(node, "release", ref.ParticipantID)
+	switch {
+	case p == nil:
+		return releaseReply{}, errNotMember
+	case p.release == nil:
+		return releaseReply{}, errUnreachable
+	}
+	st, status := p.release(ref)
+	if err := withinLimit(st, f.stateLimit); err != nil {
+		return releaseReply{Status: status}, err
+	}
+	return releaseReply{Status: status, State: st}, nil
+}
+
+func (f *fakePeers) Confirm(_ context.Context, node string, ref participantRef) error {
+	if f.peer(node, "confirm", ref.ParticipantID) == nil {
+		return errNotMember
+	}
+	return nil
+}
+
+func (f *fakePeers) Restore(_ context.Context, node string, req restoreRequest) (int, error) {
+	p := f.peer(node, "restore", req.ParticipantID)
+	switch {
+	case p == nil:
+		return 0, errNotMember
+	case p.restore == nil:
+		return 0, errUnreachable
+	}
+	f.mu.Lock()
+	f.restored = append(f.restored, req)
+	f.mu.Unlock()
+	return p.restore(req), nil
+}
+
+func (f *fakePeers) Takeover(_ context.Context, node string, ref participantRef) (int, error) {
+	if f.peer(node, "takeover", ref.ParticipantID) == nil {
+		return 0, errNotMember
+	}
+	return 0, errUnreachable
+}
+
+func (f *fakePeers) Membership(_ context.Context, node, method, id, _ string, _ int) (membershipReply, error) {
+	if f.peer(node, "membership", method, id) == nil {
+		return membershipReply{}, errNotMember
+	}
+	return membershipReply{}, errUnreachable
+}
+
+func (f *fakePeers) PushDirectory(context.Context, string, []byte, string) error {
+	return errUnreachable
+}
+
+func (f *fakePeers) FetchDirectory(context.Context, string, []byte) ([]byte, error) {
+	return nil, errUnreachable
+}
+
+// gatewayWithFakePeers is a running single node's gateway whose peers are
+// fake: the core under test, the transport chosen by the test.
+func gatewayWithFakePeers(t *testing.T) (*Gateway, *fakePeers) {
+	t.Helper()
+	n := startNode(t, Config{MaxHandoffBytes: 4 << 10})
+	fake := newFakePeers(n.gw.stateLimit)
+	n.gw.peers = fake
+	return n.gw, fake
+}
+
+// TestDispatchReportsTheRecipientsOfAFailedPeer: an event for recipients on
+// two peers, one of which cannot be reached: the other's recipients count,
+// the unreachable one's are reported failed, each peer got one delivery
+// with its own recipients.
+func TestDispatchReportsTheRecipientsOfAFailedPeer(t *testing.T) {
+	g, fake := gatewayWithFakePeers(t)
+	var got peerDelivery
+	fake.peers["node-a"] = &fakePeer{deliver: func(req peerDelivery) (DeliveryResult, int) {
+		got = req
+		return DeliveryResult{Status: "ok", Recipients: 1, deliveryCounts: deliveryCounts{Live: 1}}, http.StatusOK
+	}}
+	fake.peers["node-b"] = &fakePeer{} // unreachable
+
+	ev := Event{EventID: "e1", SessionID: "s1", SenderID: "alice", Message: "hi"}
+	r := route{peers: map[string][]string{"node-a": {"ann"}, "node-b": {"bea", "ben"}}}
+	out, err := g.dispatch(t.Context(), r, ev, json.RawMessage(`{"event_id":"e1"}`), 0)
+
+	require.NoError(t, err)
+	assert.Equal(t, deliveryCounts{Live: 1}, out.counts)
+	assert.ElementsMatch(t, []string{"bea", "ben"}, out.failed)
+	assert.Equal(t, []string{"ann"}, got.RecipientIDs)
+	assert.Equal(t, "s1", got.SessionID)
+	assert.JSONEq(t, `{"event_id":"e1"}`, string(got.Event))
+}
+
+// TestDispatchToAPeerThatIsNoMemberFails: a peer gone from the cluster
+// between lookup and delivery cannot be reached: its recipients fail.
+func TestDispatchToAPeerThatIsNoMemberFails(t *testing.T) {
+	g, _ := gatewayWithFakePeers(t)
+	r := route{peers: map[string][]string{"gone": {"gil"}}}
+	out, err := g.dispatch(t.Context(), r, Event{EventID: "e1", SessionID: "s1"}, json.RawMessage(`{}`), 0)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"gil"}, out.failed)
+	assert.Zero(t, out.counts.total())
+}
+
+// TestATakeoverWhoseReleaseIsTooLargeGivesTheParticipantBack: the old
+// home's release answer is past the hand-off limit, so it is refused as a
+// failed transfer: the participant goes back to the old home (a restore
+// from this node), the attaching client is told to retry, and this node
+// does not start the participant afresh.
+func TestATakeoverWhoseReleaseIsTooLargeGivesTheParticipantBack(t *testing.T) {
+	g, fake := gatewayWithFakePeers(t)
+	big := make([]ws.EventState, 0, 64)
+	for i := range 64 {
+		big = append(big, ws.EventState{ID: fmt.Sprint("event-", i), Tail: make([]byte, 256)})
+	}
+	fake.peers["old"] = &fakePeer{
+		release: func(ref participantRef) (*ws.ParticipantState, int) {
+			return &ws.ParticipantState{ID: ref.ParticipantID, Type: "ai", Events: big}, http.StatusOK
+		},
+		restore: func(restoreRequest) int { return http.StatusOK },
+	}
+
+	err := g.takeover(t.Context(), "bob", "ai", []string{"s1"}, []string{"old"}, true)
+
+	require.ErrorIs(t, err, errMoving)
+	require.Len(t, fake.restored, 1)
+	assert.Equal(t, "bob", fake.restored[0].ParticipantID)
+	assert.Equal(t, g.self, fake.restored[0].From)
+	assert.Nil(t, g.hub.Lookup("bob"), "not started afresh here")
+	assert.Equal(t, "old", g.moved.lookup("bob", g.now()), "what reaches this node for bob goes to the old home")
+	assert.NotContains(t, fake.sent, "confirm old bob")
+}
+
+// TestATakeoverWithinTheLimitInstallsAndConfirms: the same takeover with a
+// state that fits is installed here and confirmed to the old home.
+func TestATakeoverWithinTheLimitInstallsAndConfirms(t *testing.T) {
+	g, fake := gatewayWithFakePeers(t)
+	fake.peers["old"] = &fakePeer{release: func(ref participantRef) (*ws.ParticipantState, int) {
+		return &ws.ParticipantState{ID: ref.ParticipantID, Type: "ai", Sessions: []string{"s1"}}, http.StatusOK
+	}}
+
+	require.NoError(t, g.takeover(t.Context(), "bob", "ai", []string{"s1"}, []string{"old"}, true))
+
+	p := g.hub.Lookup("bob")
+	require.NotNil(t, p)
+	assert.True(t, p.InSession("s1"))
+	assert.Equal(t, []string{"release old bob", "confirm old bob"}, fake.sent)
+	assert.Empty(t, fake.restored)
+}
