@@ -23,8 +23,12 @@ done
 [ -n "$url" ] || { echo "serve did not start"; cat "$work/serve.log"; exit 1; }
 curl -fsS "$url/readyz"
 # --ui: the console's page and script come from the binary.
-curl -fsS "$url/ui" | grep -q '<title>Switchyard console</title>'
-curl -fsS "$url/ui/app.js" | grep -q 'observe'
+# Each fetched whole before grep -q reads it: with pipefail, grep -q leaving
+# at its first match can fail curl with "Failed writing body" (23).
+page=$(curl -fsS "$url/ui")
+grep -q '<title>Switchyard console</title>' <<<"$page"
+script=$(curl -fsS "$url/ui/app.js")
+grep -q 'observe' <<<"$script"
 
 "$bin" listen --url "$url" --participant-id bob --session-id s1 --count 2 >"$work/bob.out" 2>"$work/bob.err" &
 listen_pid=$!
