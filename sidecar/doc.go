@@ -13,6 +13,12 @@
 // one typed method per node-to-node message, each with its own size limit;
 // httpPeers (peerhttp.go) carries it over HTTP.
 //
+// Files keep the core apart from the bindings, a step towards the core's
+// own package (issue 15): gateway.go, router.go, handoff.go and
+// externals.go are the core; api.go (REST), binding.go (decoding and
+// authorising a submit, answering WebSocket frames), handoff_http.go (the
+// hand-off's cluster endpoints) and observe.go are the bindings.
+//
 // Errors are *Error values carrying status, code, detail and field, written
 // by one function (writeError) in the error body shape of SPEC section 2.
 package sidecar
