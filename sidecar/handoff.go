@@ -305,6 +305,9 @@ func (g *Gateway) takeover(ctx context.Context, id, typ string, sessions []strin
 			from, _ = g.homesElsewhere(ctx, id) // where the winner of a race has it now
 		}
 		for _, node := range from {
+			if round > 0 { // a home found since the caller looked up the sessions
+				g.joinHomeSessions(ctx, p, typ, node)
+			}
 			st, status, err := g.release(ctx, node, id)
 			attachedElsewhere = attachedElsewhere || status == http.StatusConflict
 			switch {
@@ -342,6 +345,30 @@ func (g *Gateway) takeover(ctx context.Context, id, typ string, sessions []strin
 	g.metrics.Handoffs.WithLabelValues("failed").Inc()
 	g.hub.Install(p, nil)
 	return nil
+}
+
+// joinHomeSessions joins prepared participant p to the sessions node has
+// it in, and waits for the directory's owners to have them, before node is
+// asked to release it. From the moment node lets go, the directory must
+// route those sessions here: otherwise an event submitted meanwhile finds
+// no member (node no longer has it, this node is not listed yet) and is
+// answered 200 without reaching the participant. A session node joins it
+// to between this look and the release is routed here once the state is
+// installed.
+func (g *Gateway) joinHomeSessions(ctx context.Context, p *ws.Participant, typ, node string) {
+	sessions, err := g.cluster.HomeSessions(ctx, node, p.ID())
+	if err != nil {
+		return // the release finds out whether node can be reached
+	}
+	joined := false
+	for _, s := range sessions {
+		if !p.InSession(s) && g.hub.Join(p.ID(), typ, s) == nil {
+			joined = true
+		}
+	}
+	if joined {
+		g.cluster.Sync(ctx)
+	}
 }
 
 // release asks node to hand participant id over. It returns the state; or

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -81,14 +82,18 @@ func TestDrainHandsParticipantsOver(t *testing.T) {
 
 	const total = 200
 	sent := make(chan error, 1)
+	// answers[i] is every answer submit i got, read once sent has a value.
+	answers := make([][]string, total+1)
 	go func() {
 		for i := 1; i <= total; i++ {
 			// A sender retries a 502 with the same event_id, as SPEC says.
 			ev := event("alice", "s1", strconv.Itoa(i))
 			ev["event_id"] = fmt.Sprint("drain-", i)
 			r := postJSON(t, nodes[0].URL()+"/v1/gateway/events", ev, nil)
+			answers[i] = append(answers[i], fmt.Sprint(time.Now().Format("15:04:05.000"), " ", r.Status, " ", string(r.Raw)))
 			for try := 0; r.Status == 502 && try < 20; try++ {
 				r = postJSON(t, nodes[0].URL()+"/v1/gateway/events", ev, nil)
+				answers[i] = append(answers[i], fmt.Sprint(time.Now().Format("15:04:05.000"), " ", r.Status, " ", string(r.Raw)))
 			}
 			if r.Status != 200 {
 				sent <- fmt.Errorf("submit %d answered %d: %s", i, r.Status, r.Raw)
@@ -113,6 +118,7 @@ func TestDrainHandsParticipantsOver(t *testing.T) {
 		got[n] = true
 		lastSeq = seq
 	}
+	t.Logf("%s: node 2 drains; bob read event %v last", time.Now().Format("15:04:05.000"), lastSeq)
 	drained := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -150,7 +156,9 @@ func TestDrainHandsParticipantsOver(t *testing.T) {
 					missing = append(missing, i)
 				}
 			}
-			t.Logf("still missing %v", missing)
+			for _, i := range missing {
+				t.Logf("still missing %d; its submits were answered %q", i, answers[i])
+			}
 		}
 		n, seq := readOne(back)
 		require.False(t, got[n], "event %d twice", n)
@@ -158,7 +166,7 @@ func TestDrainHandsParticipantsOver(t *testing.T) {
 		got[n], lastSeq = true, seq
 	}
 	for i := 1; i <= total; i++ {
-		require.True(t, got[i], "event %d lost", i)
+		require.True(t, got[i], "event %d lost; its submits were answered %q", i, answers[i])
 	}
 
 	// carol was handed to a successor while offline: her events wait there.
@@ -166,6 +174,47 @@ func TestDrainHandsParticipantsOver(t *testing.T) {
 		es := dirParticipant(nodes[0], "carol")
 		return len(es) == 1 && es[0].Node != "node-2"
 	}, 5*time.Second, 5*time.Millisecond)
+}
+
+// TestATakeoverJoinsTheSessionsOfAHomeFoundLate: node 3 takes bob over
+// for an attach after a first home it was told of (node 2) has nothing of
+// him; it finds him on node 1 and must be routed in his sessions before
+// node 1 lets him go. An event submitted on node 1 the moment it has
+// exported bob, and before node 3 installed him, reaches him on node 3:
+// it is not answered 404, nor 200 without him (the drain test once lost an
+// event so).
+func TestATakeoverJoinsTheSessionsOfAHomeFoundLate(t *testing.T) {
+	nodes := startCluster(t, 3, Config{})
+	require.NoError(t, nodes[0].gw.join("bob", "ai", "s1"))
+	waitHomedOn(t, nodes[2], "bob", "node-1")
+	queueMissed(t, nodes[0], 1)
+
+	var (
+		meanwhile    SubmitResult
+		meanwhileErr error
+		once         atomic.Bool
+	)
+	submitOnExport := func(string) { // runs on node 1, in its release
+		if once.CompareAndSwap(false, true) {
+			meanwhile, meanwhileErr = nodes[0].gw.Submit(context.Background(), Event{SenderID: "alice",
+				SenderType: "ai", EventType: "message", SessionID: "s1", Message: "2 meanwhile"})
+		}
+	}
+	nodes[0].gw.held.exported.Store(&submitOnExport)
+
+	// No sessions known, and a first home that has nothing: as an attach
+	// whose look at the directory came while bob moved between nodes.
+	require.NoError(t, nodes[2].gw.takeover(t.Context(), "bob", "ai", nil, []string{"node-2"}, true))
+
+	require.True(t, once.Load(), "node 1 released bob")
+	require.NoError(t, meanwhileErr, "the event submitted while bob moved")
+	assert.Equal(t, 1, meanwhile.Recipients, "bob got the event submitted while he moved")
+	back, _ := attach(t, nodes[2], "bob", url.Values{"resume_from": {"0"}}, nil)
+	for i := 1; i <= 2; i++ {
+		f := back.Next()
+		require.Equal(t, uint64(i), seqOf(f))
+		assert.True(t, strings.HasPrefix(f["event"].(map[string]any)["message"].(string), strconv.Itoa(i)+" "))
+	}
 }
 
 // BenchmarkResumeElsewhere measures how long a participant that reconnects
