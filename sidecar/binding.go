@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"net/http"
 
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
@@ -16,8 +17,8 @@ import (
 // who, when set, supplies sender_id and sender_type that the body leaves
 // out.
 func (g *Gateway) submitJSON(ctx context.Context, raw []byte, cred Credential, who *ws.Identity) (SubmitResult, error) {
-	var w wireEvent
-	if err := decodeEvent(raw, &w); err != nil {
+	var w wire.DecodedEvent
+	if err := wire.DecodeEvent(raw, &w); err != nil {
 		return SubmitResult{}, err
 	}
 	if who != nil {
@@ -28,7 +29,7 @@ func (g *Gateway) submitJSON(ctx context.Context, raw []byte, cred Credential, w
 			w.SenderType = &who.ParticipantType
 		}
 	}
-	ev, verr := w.validate("", g.limits)
+	ev, verr := w.Validate("", g.limits)
 	if verr != nil {
 		return SubmitResult{}, verr
 	}
@@ -42,7 +43,7 @@ func (g *Gateway) submitJSON(ctx context.Context, raw []byte, cred Credential, w
 // participant, to its sessions, and registers no external gateway (that
 // takes an API key, as on the PUT endpoint); a direct message without a
 // session needs a token without a sessions claim.
-func authorizeSubmit(cred Credential, ev Event) *Error {
+func authorizeSubmit(cred Credential, ev wire.Event) *wire.Error {
 	if err := cred.actAs(ev.SenderID, "sender_id"); err != nil {
 		return err
 	}
@@ -83,7 +84,7 @@ type wsBackend struct {
 // connection's credential: the one its attach and the credential's REST
 // requests draw from. Past the limit it answers 429 rate_limited, with the
 // wait in retry_after, and the frame is not executed.
-func (b wsBackend) allowFrame(who ws.Identity) *Error {
+func (b wsBackend) allowFrame(who ws.Identity) *wire.Error {
 	if b.limit == nil {
 		return nil
 	}
@@ -149,6 +150,6 @@ func replyOK(v any) ws.Reply {
 // 500 that says it has been logged, and logged here with its cause.
 func (g *Gateway) replyError(ctx context.Context, who ws.Identity, frame string, err error) ws.Reply {
 	logIfUnexpected(ctx, g.log, err, "frame", frame, "participant", who.ParticipantID)
-	e := asError(err)
-	return ws.Reply{Status: e.Status, Body: errorBody(e), Code: e.Code, Detail: e.Detail}
+	e := wire.AsError(err)
+	return ws.Reply{Status: e.Status, Body: wire.ErrorBody(e), Code: e.Code, Detail: e.Detail}
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
 )
 
@@ -81,26 +82,26 @@ type externalRequest struct {
 
 // admit checks, without changing anything, that req could be registered
 // now: a submit validates before it delivers and registers after.
-func (x *externals) admit(req externalRequest) *Error {
+func (x *externals) admit(req externalRequest) *wire.Error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	return x.admitLocked(req)
 }
 
-func (x *externals) admitLocked(req externalRequest) *Error {
+func (x *externals) admitLocked(req externalRequest) *wire.Error {
 	if p, ok := x.byID[req.id]; ok {
 		if _, in := p.sessions[req.session]; req.session != "" && !in && len(p.sessions) >= x.limits.sessions {
-			return fieldError("too_many_sessions", "session_id",
+			return wire.FieldError("too_many_sessions", "session_id",
 				"the external participant is already in the maximum number of sessions (--max-sessions-per-participant)")
 		}
 		return nil
 	}
 	if len(x.byID) >= x.limits.max {
-		return newError(http.StatusServiceUnavailable, "too_many_external_participants", req.field,
+		return wire.NewError(http.StatusServiceUnavailable, "too_many_external_participants", req.field,
 			"this node holds its maximum of external participants (--max-external-participants); retry later or on another node")
 	}
 	if req.owner != "" && x.perOwner[req.owner] >= x.limits.perCredential {
-		return newError(http.StatusServiceUnavailable, "too_many_external_participants", req.field,
+		return wire.NewError(http.StatusServiceUnavailable, "too_many_external_participants", req.field,
 			"this credential has registered its maximum of external participants on this node "+
 				"(--max-externals-per-credential); they expire when idle (--external-ttl)")
 	}
@@ -110,7 +111,7 @@ func (x *externals) admitLocked(req externalRequest) *Error {
 // register adds req (or refreshes it) at time now. A registration that
 // changes nothing (same gateway, session already held) only refreshes the
 // idle clock: it costs O(1) and publishes nothing.
-func (x *externals) register(req externalRequest, now time.Time) *Error {
+func (x *externals) register(req externalRequest, now time.Time) *wire.Error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if err := x.admitLocked(req); err != nil {
@@ -261,9 +262,9 @@ func (g *Gateway) expireExternals(now time.Time) {
 // checkGatewayTarget checks a gateway URL (field: sender_gateway_url or
 // gateway_url) before anything is delivered or registered: it is not a
 // member of this cluster, and an allow-list prefix admits it.
-func (g *Gateway) checkGatewayTarget(raw, field string) *Error {
+func (g *Gateway) checkGatewayTarget(raw, field string) *wire.Error {
 	if g.pointsAtMember(raw) { // first: whatever the allow-list says
-		return fieldError("gateway_url_not_allowed", field, field+
+		return wire.FieldError("gateway_url_not_allowed", field, field+
 			" points at a node of this cluster; give the participant's own gateway, or attach the participant to a node")
 	}
 	if !g.gatewayAllowed(raw) {
@@ -341,7 +342,7 @@ func gatewayBase(raw string) (*url.URL, bool) {
 
 // registerExternal registers req now (after checkGatewayTarget and, for a
 // submit, admitSender and the submit's acceptance).
-func (g *Gateway) registerExternal(req externalRequest) *Error {
+func (g *Gateway) registerExternal(req externalRequest) *wire.Error {
 	return g.externals.register(req, g.now())
 }
 

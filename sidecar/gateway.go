@@ -12,6 +12,7 @@ import (
 
 	"github.com/switchyard-gw/switchyard/internal/ident"
 	"github.com/switchyard-gw/switchyard/internal/jsonw"
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/ws"
 )
@@ -22,7 +23,7 @@ import (
 // WebSocket submit frame both call it.
 type Gateway struct {
 	self           string
-	limits         Limits
+	limits         wire.Limits
 	hub            *ws.Hub
 	cluster        membership.Cluster
 	peers          Peers       // the other nodes of the cluster
@@ -82,34 +83,34 @@ func (r *SubmitResult) appendJSON(dst []byte) []byte {
 // the sender, or its recipient_id alone, wherever in the cluster they live.
 // When some recipient's node or gateway cannot be reached it answers 502
 // naming them; the others did get the event.
-func (g *Gateway) Submit(ctx context.Context, ev Event) (SubmitResult, error) {
+func (g *Gateway) Submit(ctx context.Context, ev wire.Event) (SubmitResult, error) {
 	return g.submit(ctx, ev, "")
 }
 
 // submit is Submit on behalf of owner, the credential an external sender
 // registered by ev counts against ("": none).
-func (g *Gateway) submit(ctx context.Context, ev Event, owner string) (SubmitResult, error) {
+func (g *Gateway) submit(ctx context.Context, ev wire.Event, owner string) (SubmitResult, error) {
 	if g.closed.Load() {
-		return SubmitResult{}, newError(http.StatusServiceUnavailable, "draining", "",
+		return SubmitResult{}, wire.NewError(http.StatusServiceUnavailable, "draining", "",
 			"this node is shutting down; submit to another node (with the same event_id)")
 	}
 	if !g.cluster.Settled() {
-		return SubmitResult{}, newError(http.StatusServiceUnavailable, "not_ready", "",
+		return SubmitResult{}, wire.NewError(http.StatusServiceUnavailable, "not_ready", "",
 			"this node is still learning the cluster; submit to another node or retry in a moment")
 	}
 	if ev.SessionID == "" && ev.RecipientID == "" {
-		return SubmitResult{}, fieldError(codeMissingField, "session_id", "session_id or recipient_id is required")
+		return SubmitResult{}, wire.FieldError(wire.CodeMissingField, "session_id", "session_id or recipient_id is required")
 	}
 	var sender *externalRequest // registered once the submit is accepted
 	if ev.SenderGatewayURL != "" {
-		var err *Error
+		var err *wire.Error
 		if sender, err = g.admitSender(ev, owner); err != nil {
 			return SubmitResult{}, err
 		}
 	}
 	freshID := ev.EventID == ""
 	if freshID {
-		ev.EventID = newEventID()
+		ev.EventID = wire.NewEventID()
 	}
 	r, err := g.resolve(ctx, ev)
 	if err != nil {
@@ -123,7 +124,7 @@ func (g *Gateway) submit(ctx context.Context, ev Event, owner string) (SubmitRes
 	// being handed over to this node is in both places for a moment).
 	r.freshID = freshID && len(r.peers) == 0 && len(r.external) == 0
 	// The one encoding, shared by every recipient and peer.
-	body, err := ev.appendJSON(make([]byte, 0, len(ev.Message)+len(ev.SenderID)+len(ev.SessionID)+len(ev.EventID)+128))
+	body, err := ev.AppendJSON(make([]byte, 0, len(ev.Message)+len(ev.SenderID)+len(ev.SessionID)+len(ev.EventID)+128))
 	if err != nil {
 		return SubmitResult{}, err
 	}
@@ -139,7 +140,7 @@ func (g *Gateway) submit(ctx context.Context, ev Event, owner string) (SubmitRes
 	}
 	if len(out.failed) > 0 {
 		slices.Sort(out.failed)
-		return SubmitResult{}, &Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", EventID: ev.EventID,
+		return SubmitResult{}, &wire.Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", EventID: ev.EventID,
 			Failed: out.failed, Detail: "some recipients' nodes or gateways could not be reached; the others got the event. " +
 				"Retry with the same event_id to reach those that missed it"}
 	}
@@ -153,7 +154,7 @@ func (g *Gateway) submit(ctx context.Context, ev Event, owner string) (SubmitRes
 // and returns the registration to make once the submit is accepted (nil:
 // none, as the event has no session or its sender is attached here, where
 // local wins).
-func (g *Gateway) admitSender(ev Event, owner string) (*externalRequest, *Error) {
+func (g *Gateway) admitSender(ev wire.Event, owner string) (*externalRequest, *wire.Error) {
 	req := externalRequest{id: ev.SenderID, typ: ev.SenderType, url: ev.SenderGatewayURL,
 		session: ev.SessionID, owner: owner, field: "sender_gateway_url"}
 	if err := g.checkGatewayTarget(req.url, req.field); err != nil {
@@ -180,7 +181,7 @@ func (g *Gateway) registerSender(req externalRequest) {
 }
 
 // localTargets resolves the recipients of ev homed on this node.
-func (g *Gateway) localTargets(ev Event) []*ws.Participant {
+func (g *Gateway) localTargets(ev wire.Event) []*ws.Participant {
 	if ev.RecipientID != "" {
 		p := g.hub.Lookup(ev.RecipientID)
 		if p == nil || (ev.SessionID != "" && !p.InSession(ev.SessionID)) {
@@ -199,14 +200,6 @@ func (g *Gateway) localTargets(ev Event) []*ws.Participant {
 	return members
 }
 
-// DeliveryRequest is the body of POST /v1/gateway/deliveries.
-type DeliveryRequest struct {
-	RecipientIDs        []string
-	SessionID           string
-	RecipientGatewayURL string
-	Event               Event
-}
-
 // DeliveryResult is the answer to a delivery: ok, with the recipients that
 // are not here when a batch named several and only some were found.
 type DeliveryResult struct {
@@ -220,13 +213,13 @@ type DeliveryResult struct {
 // Deliver puts an event into the mailboxes of the named participants homed
 // here. A recipient homed on a peer (the sender's view was stale) is
 // forwarded there once, while hops (forwards so far) is below maxHops.
-func (g *Gateway) Deliver(ctx context.Context, req DeliveryRequest, hops int) (DeliveryResult, error) {
+func (g *Gateway) Deliver(ctx context.Context, req wire.DeliveryRequest, hops int) (DeliveryResult, error) {
 	ev := req.Event
 	if ev.SenderGatewayURL != "" && !g.gatewayAllowed(ev.SenderGatewayURL) {
 		return DeliveryResult{}, errGatewayNotAllowed("event.sender_gateway_url")
 	}
 	if ev.EventID == "" {
-		ev.EventID = newEventID()
+		ev.EventID = wire.NewEventID()
 	}
 	if req.SessionID != "" {
 		ev.SessionID = req.SessionID
@@ -270,7 +263,7 @@ func (g *Gateway) Deliver(ctx context.Context, req DeliveryRequest, hops int) (D
 		return DeliveryResult{}, errNoRecipient
 	}
 	if res.Recipients == 0 {
-		return DeliveryResult{}, &Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", EventID: ev.EventID,
+		return DeliveryResult{}, &wire.Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", EventID: ev.EventID,
 			Failed: out.failed, Detail: "the recipients' node could not be reached"}
 	}
 	return res, nil
@@ -295,21 +288,21 @@ func (g *Gateway) homeElsewhere(ctx context.Context, id string) string {
 
 // Join adds a participant of this node to a session.
 func (g *Gateway) join(participantID, participantType, sessionID string) error {
-	if err := checkID(sessionID, "session_id", ident.MaxSessionID); err != nil {
+	if err := wire.CheckID(sessionID, "session_id", ident.MaxSessionID); err != nil {
 		return err
 	}
 	if err := g.hub.Join(participantID, participantType, sessionID); err != nil {
-		return fieldError("too_many_sessions", "session_id", "the participant is already in the maximum number of sessions")
+		return wire.FieldError("too_many_sessions", "session_id", "the participant is already in the maximum number of sessions")
 	}
 	return nil
 }
 
 func (g *Gateway) leave(participantID, sessionID string) error {
-	if err := checkID(sessionID, "session_id", ident.MaxSessionID); err != nil {
+	if err := wire.CheckID(sessionID, "session_id", ident.MaxSessionID); err != nil {
 		return err
 	}
 	if !g.hub.Leave(participantID, sessionID) {
-		return newError(http.StatusNotFound, "participant_not_found", "", "the participant is not in that session on this node")
+		return wire.NewError(http.StatusNotFound, "participant_not_found", "", "the participant is not in that session on this node")
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/switchyard-gw/switchyard/internal/tasks"
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/ws"
 )
@@ -268,7 +269,7 @@ func (g *Gateway) otherHomes(ctx context.Context, id string) (nodes []string, se
 // errMoving answers an attach whose participant is being moved between
 // other nodes right now; the client retries (the Go client does) and finds
 // it settled.
-var errMoving = newError(http.StatusServiceUnavailable, "participant_moving", "",
+var errMoving = wire.NewError(http.StatusServiceUnavailable, "participant_moving", "",
 	"the participant is moving between nodes; attach again in a moment")
 
 // takeover moves participant id here from the nodes in from (tried in
@@ -494,11 +495,11 @@ func (g *Gateway) releaseHere(ref participantRef) (*ws.ParticipantState, error) 
 	}
 	switch res {
 	case ws.NotHere:
-		return nil, newError(http.StatusNotFound, "participant_not_found", "", "the participant is not on this node")
+		return nil, wire.NewError(http.StatusNotFound, "participant_not_found", "", "the participant is not on this node")
 	case ws.Attached:
-		return nil, newError(http.StatusConflict, "participant_attached", "", "the participant is attached here; it is not moved")
+		return nil, wire.NewError(http.StatusConflict, "participant_attached", "", "the participant is attached here; it is not moved")
 	case ws.BeingMoved: // a 503 is retried by the asking peer, with backoff
-		return nil, newError(http.StatusServiceUnavailable, "participant_moving", "", "this node is taking the participant over; ask again")
+		return nil, wire.NewError(http.StatusServiceUnavailable, "participant_moving", "", "this node is taking the participant over; ask again")
 	}
 	if hook := g.held.exported.Load(); hook != nil {
 		(*hook)(ref.ParticipantID)

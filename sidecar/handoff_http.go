@@ -9,6 +9,7 @@ import (
 	"net/http"
 
 	"github.com/switchyard-gw/switchyard/internal/ident"
+	"github.com/switchyard-gw/switchyard/internal/wire"
 )
 
 // handleRelease hands a participant's state to the peer taking it over,
@@ -22,7 +23,7 @@ func (n *Node) handleRelease(w http.ResponseWriter, r *http.Request) error {
 	}
 	if ref.Confirm {
 		n.gw.held.take(ref.ParticipantID, ref.From)
-		writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
+		wire.WriteJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
 		return nil
 	}
 	st, err := n.gw.releaseHere(ref)
@@ -42,14 +43,14 @@ func (n *Node) handleRestore(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var req restoreRequest
-	if err := decodeJSON(body, &req); err != nil {
+	if err := wire.DecodeJSON(body, &req); err != nil {
 		return err
 	}
-	if err := checkID(req.ParticipantID, "participant_id", ident.MaxParticipantID); err != nil {
+	if err := wire.CheckID(req.ParticipantID, "participant_id", ident.MaxParticipantID); err != nil {
 		return err
 	}
 	if req.From == "" {
-		return fieldError(codeMissingField, "from", "from names the node that gives the participant back")
+		return wire.FieldError(wire.CodeMissingField, "from", "from names the node that gives the participant back")
 	}
 	// Under the release lock: a give-back that overtakes the release it
 	// follows (cut on its way, still running here) waits for its hold,
@@ -59,12 +60,12 @@ func (n *Node) handleRestore(w http.ResponseWriter, r *http.Request) error {
 	restored := n.hub.Restore(req.ParticipantID, st, req.Events)
 	unlock()
 	if !restored {
-		return newError(http.StatusNotFound, "participant_not_found", "", "this node holds nothing of the participant")
+		return wire.NewError(http.StatusNotFound, "participant_not_found", "", "this node holds nothing of the participant")
 	}
 	n.gw.moved.forget(req.ParticipantID)
 	n.log.Info("took a participant back after a failed hand-off", "participant", req.ParticipantID, "from", req.From,
 		"held", st != nil, "buffered", len(req.Events))
-	writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
+	wire.WriteJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
 	return nil
 }
 
@@ -77,10 +78,10 @@ func (n *Node) handleTakeover(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if ref.From == "" {
-		return fieldError(codeMissingField, "from", "from names the node to take the participant from")
+		return wire.FieldError(wire.CodeMissingField, "from", "from names the node to take the participant from")
 	}
 	if n.draining.Load() {
-		return newError(http.StatusServiceUnavailable, "draining", "", "this node is draining too; ask another")
+		return wire.NewError(http.StatusServiceUnavailable, "draining", "", "this node is draining too; ask another")
 	}
 	typ := "ai"
 	entries, _ := n.cluster.Participant(r.Context(), ref.ParticipantID)
@@ -93,7 +94,7 @@ func (n *Node) handleTakeover(w http.ResponseWriter, r *http.Request) error {
 	if err := n.gw.takeover(r.Context(), ref.ParticipantID, typ, sessions, []string{ref.From}, false); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
+	wire.WriteJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
 	return nil
 }
 
@@ -103,10 +104,10 @@ func readParticipantRef(w http.ResponseWriter, r *http.Request) (participantRef,
 		return participantRef{}, err
 	}
 	var ref participantRef
-	if err := decodeJSON(body, &ref); err != nil {
+	if err := wire.DecodeJSON(body, &ref); err != nil {
 		return ref, err
 	}
-	if err := checkID(ref.ParticipantID, "participant_id", ident.MaxParticipantID); err != nil {
+	if err := wire.CheckID(ref.ParticipantID, "participant_id", ident.MaxParticipantID); err != nil {
 		return ref, err
 	}
 	return ref, nil

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/switchyard-gw/switchyard/internal/tasks"
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
@@ -180,7 +181,7 @@ func BenchmarkResumeElsewhere(b *testing.B) {
 		id := fmt.Sprint("p", i)
 		require.NoError(b, nodes[0].gw.join(id, "ai", "s"+id))
 		for j := 1; j <= missed; j++ {
-			ev := Event{SenderID: "src", SenderType: "ai", EventType: "message", SessionID: "s" + id, Message: strconv.Itoa(j)}
+			ev := wire.Event{SenderID: "src", SenderType: "ai", EventType: "message", SessionID: "s" + id, Message: strconv.Itoa(j)}
 			_, err := nodes[0].gw.Submit(context.Background(), ev)
 			require.NoError(b, err)
 		}
@@ -206,7 +207,7 @@ func queueNumbered(t *testing.T, node *Node, from, to int) {
 	t.Helper()
 	filler := strings.Repeat("x", 1024)
 	for i := from; i <= to; i++ {
-		ev := Event{SenderID: "alice", SenderType: "ai", EventType: "message", SessionID: "s1",
+		ev := wire.Event{SenderID: "alice", SenderType: "ai", EventType: "message", SessionID: "s1",
 			Message: fmt.Sprintf("%d %s", i, filler)}
 		res, err := node.gw.Submit(context.Background(), ev)
 		require.NoError(t, err)

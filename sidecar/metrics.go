@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
@@ -87,7 +88,7 @@ func (m *Metrics) recordSubmit(err error) {
 		m.submitsOK.Inc()
 		return
 	}
-	m.Submits.WithLabelValues(asError(err).Code).Inc()
+	m.Submits.WithLabelValues(wire.AsError(err).Code).Inc()
 }
 
 // watchExternals exports count, the external participants registered on

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/switchyard-gw/switchyard/internal/tasks"
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/ws"
 )
@@ -128,7 +129,7 @@ func New(cfg Config) (*Node, error) {
 	n.watchers = newObservers(cfg.MaxObservers)
 	n.gw = &Gateway{
 		self:           cfg.NodeName,
-		limits:         Limits{MaxMessageBytes: cfg.MaxMessageBytes, MaxMetadataKeys: cfg.MaxMetadataKeys},
+		limits:         wire.Limits{MaxMessageBytes: cfg.MaxMessageBytes, MaxMetadataKeys: cfg.MaxMetadataKeys},
 		cluster:        n.cluster,
 		peers:          peers,
 		gateways:       n.peers,

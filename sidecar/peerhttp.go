@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/ws"
 )
@@ -111,7 +112,7 @@ func (h *httpPeers) Membership(ctx context.Context, node, method, id, session st
 	if err != nil || ans.Status == http.StatusOK {
 		return membershipReply{Status: ans.Status}, err
 	}
-	var e Error
+	var e wire.Error
 	if json.Unmarshal(ans.Body, &e) == nil && e.Code != "" {
 		e.Status = ans.Status
 		return membershipReply{Status: ans.Status, Err: &e}, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
@@ -88,5 +89,5 @@ type releaseReply struct {
 // answered 200 or no error body).
 type membershipReply struct {
 	Status int
-	Err    *Error
+	Err    *wire.Error
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
@@ -162,7 +163,7 @@ func TestDispatchReportsTheRecipientsOfAFailedPeer(t *testing.T) {
 	}}
 	fake.peers["node-b"] = &fakePeer{} // unreachable
 
-	ev := Event{EventID: "e1", SessionID: "s1", SenderID: "alice", Message: "hi"}
+	ev := wire.Event{EventID: "e1", SessionID: "s1", SenderID: "alice", Message: "hi"}
 	r := route{peers: map[string][]string{"node-a": {"ann"}, "node-b": {"bea", "ben"}}}
 	out, err := g.dispatch(t.Context(), r, ev, json.RawMessage(`{"event_id":"e1"}`), 0)
 
@@ -179,7 +180,7 @@ func TestDispatchReportsTheRecipientsOfAFailedPeer(t *testing.T) {
 func TestDispatchToAPeerThatIsNoMemberFails(t *testing.T) {
 	g, _ := gatewayWithFakePeers(t)
 	r := route{peers: map[string][]string{"gone": {"gil"}}}
-	out, err := g.dispatch(t.Context(), r, Event{EventID: "e1", SessionID: "s1"}, json.RawMessage(`{}`), 0)
+	out, err := g.dispatch(t.Context(), r, wire.Event{EventID: "e1", SessionID: "s1"}, json.RawMessage(`{}`), 0)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"gil"}, out.failed)
 	assert.Zero(t, out.counts.total())

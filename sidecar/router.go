@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/ws"
 )
@@ -36,7 +37,7 @@ func (r *route) empty() bool {
 // nodes come from the directory's owners of the session (or of the
 // recipient); when none of them answers, the submit fails as if their
 // nodes were unreachable (errDirectory).
-func (g *Gateway) resolve(ctx context.Context, ev Event) (route, error) {
+func (g *Gateway) resolve(ctx context.Context, ev wire.Event) (route, error) {
 	var r route
 	r.local = g.localTargets(ev)
 	var (
@@ -113,7 +114,7 @@ func (o *outcome) add(c deliveryCounts, failed []string) {
 // request per recipient, all in parallel within the forward deadline. When
 // this node's mailboxes have no room for the event (--max-mailbox-bytes) it
 // refuses it with errMailboxBudget before handing it to anyone.
-func (g *Gateway) dispatch(ctx context.Context, r route, ev Event, body json.RawMessage, hops int) (outcome, error) {
+func (g *Gateway) dispatch(ctx context.Context, r route, ev wire.Event, body json.RawMessage, hops int) (outcome, error) {
 	var out outcome
 	tp := traceparentFrom(ctx)
 	if tp == "" {
@@ -170,7 +171,7 @@ func (g *Gateway) deliverLocal(local []*ws.Participant, shared *ws.Event) (c del
 
 // dispatchRemote forwards ev to r's peers and external gateways in
 // parallel, within the forward deadline.
-func (g *Gateway) dispatchRemote(ctx context.Context, r route, ev Event, body json.RawMessage, tp string, hops int) outcome {
+func (g *Gateway) dispatchRemote(ctx context.Context, r route, ev wire.Event, body json.RawMessage, tp string, hops int) outcome {
 	var (
 		mu  sync.Mutex
 		out outcome
@@ -214,7 +215,7 @@ type peerDelivery struct {
 
 // forwardToPeer posts one delivery carrying all of ids to node. It returns
 // how the recipients got the event and which could not be reached.
-func (g *Gateway) forwardToPeer(ctx context.Context, node string, ids []string, ev Event, body json.RawMessage, hops int) (deliveryCounts, []string) {
+func (g *Gateway) forwardToPeer(ctx context.Context, node string, ids []string, ev wire.Event, body json.RawMessage, hops int) (deliveryCounts, []string) {
 	ans, err := g.peers.Deliver(ctx, node, peerDelivery{RecipientIDs: ids, SessionID: ev.SessionID, Event: body}, hops)
 	switch {
 	case errors.Is(err, errNotMember):
@@ -245,7 +246,7 @@ type externalDelivery struct {
 // forwardToGateway posts one delivery for external participant e to its
 // gateway, and feeds the outcome to the circuit breaker (see
 // externals.delivered).
-func (g *Gateway) forwardToGateway(ctx context.Context, e membership.Entry, ev Event, body json.RawMessage) (deliveryCounts, []string) {
+func (g *Gateway) forwardToGateway(ctx context.Context, e membership.Entry, ev wire.Event, body json.RawMessage) (deliveryCounts, []string) {
 	if !g.gatewayAllowed(e.GatewayURL) { // the allow-list may have shrunk since it was registered
 		g.recordExternalDelivery(e, false)
 		return deliveryCounts{}, []string{e.Participant}
@@ -307,7 +308,7 @@ func (g *Gateway) gatewayAllowed(raw string) bool {
 func urlUnder(raw, prefix string) bool {
 	u, err1 := url.Parse(raw)
 	p, err2 := url.Parse(prefix)
-	if err1 != nil || err2 != nil || u.User != nil || dotSegments(u.Path) {
+	if err1 != nil || err2 != nil || u.User != nil || wire.DotSegments(u.Path) {
 		return false
 	}
 	if !strings.EqualFold(u.Scheme, p.Scheme) || !strings.EqualFold(u.Host, p.Host) {
@@ -315,33 +316,6 @@ func urlUnder(raw, prefix string) bool {
 	}
 	base := strings.TrimSuffix(p.Path, "/")
 	return u.Path == base || strings.HasPrefix(u.Path, base+"/") || base == ""
-}
-
-// dotSegments reports whether a decoded URL path has a segment that some
-// server may resolve as "." or "..": the segment itself, its further
-// percent-decodings ("%2e" once decoded from "%252e"), with a ";params"
-// suffix ("..;" in Java servers), or any backslash (a separator to some).
-func dotSegments(p string) bool {
-	if strings.Contains(p, "\\") {
-		return true
-	}
-	for _, seg := range strings.Split(p, "/") {
-		for range 3 { // decode up to three more times
-			name, _, _ := strings.Cut(seg, ";")
-			if name == "." || name == ".." {
-				return true
-			}
-			dec, err := url.PathUnescape(seg)
-			if err != nil || dec == seg {
-				break
-			}
-			if strings.ContainsAny(dec, "/\\") {
-				return true // an encoded separator inside a segment
-			}
-			seg = dec
-		}
-	}
-	return false
 }
 
 // addParticipant adds participant id to session where it lives: on this
@@ -378,12 +352,12 @@ func (g *Gateway) removeParticipant(ctx context.Context, id, session string, hop
 	if len(homes) > 0 && hops < maxHops {
 		if err := g.forwardMembership(ctx, http.MethodDelete, homes, id, session, hops); err == nil {
 			removed = true
-		} else if asError(err).Status != http.StatusNotFound {
+		} else if wire.AsError(err).Status != http.StatusNotFound {
 			return err
 		}
 	}
 	if !removed {
-		return newError(http.StatusNotFound, "participant_not_found", "", "the participant is not in that session")
+		return wire.NewError(http.StatusNotFound, "participant_not_found", "", "the participant is not in that session")
 	}
 	return nil
 }
@@ -409,8 +383,8 @@ func (g *Gateway) homesElsewhere(ctx context.Context, id string) ([]string, erro
 // answered as the path of an unreachable peer does (502
 // recipients_unreachable): the recipients may exist, this node cannot
 // tell where, and the client retries.
-func errDirectory(recipient string) *Error {
-	e := &Error{Status: http.StatusBadGateway, Code: "recipients_unreachable",
+func errDirectory(recipient string) *wire.Error {
+	e := &wire.Error{Status: http.StatusBadGateway, Code: "recipients_unreachable",
 		Detail: "the nodes that keep the directory's records for this could not be reached"}
 	if recipient != "" {
 		e.Failed = []string{recipient}
@@ -429,7 +403,7 @@ func (g *Gateway) forwardMembership(ctx context.Context, method string, nodes []
 		switch {
 		case errors.Is(err, errNotMember):
 		case err != nil:
-			last = &Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", Failed: []string{id},
+			last = &wire.Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", Failed: []string{id},
 				Detail: "the participant's node could not be reached"}
 		case ans.Status == http.StatusOK:
 			return nil
