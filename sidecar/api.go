@@ -294,7 +294,7 @@ func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 	body, err := readBody(w, r, n.cfg.MaxBodyBytes)
 	if err == nil {
 		var res SubmitResult
-		res, err = n.gw.submitJSON(r.Context(), body, credentialFrom(r.Context()), nil)
+		res, err = submitJSON(r.Context(), n.gw, body, credentialFrom(r.Context()), nil)
 		if err == nil {
 			n.metrics.recordSubmit(nil)
 			wire.WriteJSON(w, http.StatusOK, res.appendJSON(make([]byte, 0, 160)))

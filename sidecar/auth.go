@@ -263,7 +263,7 @@ func (a *authenticator) authenticate(next http.Handler) http.Handler {
 		info := requestInfoFrom(r.Context())
 		if info == nil { // not behind withRequestID
 			info = &requestInfo{}
-			r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
+			r = r.WithContext(wire.WithRequest(r.Context(), info))
 		}
 		info.cred = cred
 		next.ServeHTTP(w, r)
@@ -323,4 +323,17 @@ func MintToken(secret []byte, participant string, sessions []string, ttl time.Du
 	claims := tokenClaims{Sessions: sessions, RegisteredClaims: jwt.RegisteredClaims{
 		Subject: participant, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(ttl))}}
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
+}
+
+// externalOwner names the credential external participants it registers
+// count against: an API key by a digest prefix (never the key), a token by
+// its subject; "" when authentication is off (only the node's cap applies).
+func (c Credential) externalOwner() string {
+	switch c.Kind {
+	case credAPIKey, credCluster: // the cluster key may be the first API key (no gossip key)
+		return c.KeyID
+	case credToken:
+		return "token:" + c.Subject
+	}
+	return ""
 }

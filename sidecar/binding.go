@@ -7,16 +7,18 @@ package sidecar
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 
 	"github.com/switchyard-gw/switchyard/internal/wire"
+	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
 // submitJSON decodes, validates, authorises and submits one event body.
 // who, when set, supplies sender_id and sender_type that the body leaves
 // out.
-func (g *Gateway) submitJSON(ctx context.Context, raw []byte, cred Credential, who *ws.Identity) (SubmitResult, error) {
+func submitJSON(ctx context.Context, g *Gateway, raw []byte, cred Credential, who *ws.Identity) (SubmitResult, error) {
 	var w wire.DecodedEvent
 	if err := wire.DecodeEvent(raw, &w); err != nil {
 		return SubmitResult{}, err
@@ -64,27 +66,30 @@ func authorizeSubmit(cred Credential, ev wire.Event) *wire.Error {
 
 // Submit handles a submit frame; sender_id and sender_type default to the
 // connection's participant.
-func (g *Gateway) wsSubmit(ctx context.Context, who ws.Identity, raw json.RawMessage) ws.Reply {
-	res, err := g.submitJSON(ctx, raw, credOf(who), &who)
-	g.metrics.recordSubmit(err)
+func (b *wsBackend) wsSubmit(ctx context.Context, who ws.Identity, raw json.RawMessage) ws.Reply {
+	res, err := submitJSON(ctx, b.g, raw, credOf(who), &who)
+	b.metrics.recordSubmit(err)
 	if err != nil {
-		return g.replyError(ctx, who, "submit", err)
+		return b.replyError(ctx, who, "submit", err)
 	}
 	return ws.Reply{Status: http.StatusOK, Body: res.appendJSON(make([]byte, 0, 160))}
 }
 
-// wsBackend answers client frames. Submit, join and leave frames draw from
+// wsBackend answers client frames (it is the hub's ws.Backend). Submit, join and leave frames draw from
 // the rate limit (limit, nil: none) like their REST twins.
 type wsBackend struct {
-	g     *Gateway
-	limit *rateLimiter
+	g       *Gateway // set once the gateway is made: the hub it needs is made with this backend
+	cluster membership.Cluster
+	limit   *rateLimiter
+	metrics *Metrics
+	log     *slog.Logger
 }
 
 // allowFrame takes a token for one client frame from the bucket of the
 // connection's credential: the one its attach and the credential's REST
 // requests draw from. Past the limit it answers 429 rate_limited, with the
 // wait in retry_after, and the frame is not executed.
-func (b wsBackend) allowFrame(who ws.Identity) *wire.Error {
+func (b *wsBackend) allowFrame(who ws.Identity) *wire.Error {
 	if b.limit == nil {
 		return nil
 	}
@@ -95,35 +100,35 @@ func (b wsBackend) allowFrame(who ws.Identity) *wire.Error {
 	return nil
 }
 
-func (b wsBackend) Submit(ctx context.Context, who ws.Identity, raw json.RawMessage) ws.Reply {
+func (b *wsBackend) Submit(ctx context.Context, who ws.Identity, raw json.RawMessage) ws.Reply {
 	if err := b.allowFrame(who); err != nil {
-		return b.g.replyError(ctx, who, "submit", err)
+		return b.replyError(ctx, who, "submit", err)
 	}
-	return b.g.wsSubmit(ctx, who, raw)
+	return b.wsSubmit(ctx, who, raw)
 }
 
-func (b wsBackend) Join(ctx context.Context, who ws.Identity, session string) ws.Reply {
+func (b *wsBackend) Join(ctx context.Context, who ws.Identity, session string) ws.Reply {
 	if err := b.allowFrame(who); err != nil {
-		return b.g.replyError(ctx, who, "join", err)
+		return b.replyError(ctx, who, "join", err)
 	}
 	if err := credOf(who).useSession(session); err != nil {
-		return b.g.replyError(ctx, who, "join", err)
+		return b.replyError(ctx, who, "join", err)
 	}
 	if err := b.g.join(who.ParticipantID, who.ParticipantType, session); err != nil {
-		return b.g.replyError(ctx, who, "join", err)
+		return b.replyError(ctx, who, "join", err)
 	}
-	b.g.cluster.Sync(ctx) // answered once the session's owners have it: a submit anywhere then finds it
+	b.cluster.Sync(ctx) // answered once the session's owners have it: a submit anywhere then finds it
 	return replyOK(sessionChange{Status: "ok", SessionID: session})
 }
 
-func (b wsBackend) Leave(ctx context.Context, who ws.Identity, session string) ws.Reply {
+func (b *wsBackend) Leave(ctx context.Context, who ws.Identity, session string) ws.Reply {
 	if err := b.allowFrame(who); err != nil {
-		return b.g.replyError(ctx, who, "leave", err)
+		return b.replyError(ctx, who, "leave", err)
 	}
 	if err := b.g.leave(who.ParticipantID, session); err != nil {
-		return b.g.replyError(ctx, who, "leave", err)
+		return b.replyError(ctx, who, "leave", err)
 	}
-	b.g.cluster.Sync(ctx)
+	b.cluster.Sync(ctx)
 	return replyOK(sessionChange{Status: "ok", SessionID: session})
 }
 
@@ -148,8 +153,8 @@ func replyOK(v any) ws.Reply {
 // replyError answers a client frame's failure as its REST twin would
 // (Node.serve): an error that is not an *Error is a defect, answered as a
 // 500 that says it has been logged, and logged here with its cause.
-func (g *Gateway) replyError(ctx context.Context, who ws.Identity, frame string, err error) ws.Reply {
-	logIfUnexpected(ctx, g.log, err, "frame", frame, "participant", who.ParticipantID)
+func (b *wsBackend) replyError(ctx context.Context, who ws.Identity, frame string, err error) ws.Reply {
+	logIfUnexpected(ctx, b.log, err, "frame", frame, "participant", who.ParticipantID)
 	e := wire.AsError(err)
 	return ws.Reply{Status: e.Status, Body: wire.ErrorBody(e), Code: e.Code, Detail: e.Detail}
 }

@@ -35,5 +35,5 @@ func logIfUnexpected(ctx context.Context, log *slog.Logger, err error, attrs ...
 	if errors.As(err, &known) {
 		return
 	}
-	log.Error("a request failed unexpectedly", append(append(traceAttrs(ctx, ""), attrs...), "err", err)...)
+	log.Error("a request failed unexpectedly", append(append(wire.TraceAttrs(ctx, ""), attrs...), "err", err)...)
 }

@@ -254,7 +254,7 @@ func (g *Gateway) sweepExternals(ctx context.Context) {
 // expireExternals drops the external participants idle at now.
 func (g *Gateway) expireExternals(now time.Time) {
 	if n := g.externals.expire(now); n > 0 {
-		g.metrics.externalsDropped.WithLabelValues("expired").Add(float64(n))
+		g.metrics.ExternalsDropped.WithLabelValues("expired").Add(float64(n))
 		g.log.Debug("external participants expired", "count", n)
 	}
 }
@@ -284,19 +284,6 @@ func (g *Gateway) addExternal(id, typ, url, session, owner string) error {
 		return err
 	}
 	return nil
-}
-
-// externalOwner names the credential external participants it registers
-// count against: an API key by a digest prefix (never the key), a token by
-// its subject; "" when authentication is off (only the node's cap applies).
-func (c Credential) externalOwner() string {
-	switch c.Kind {
-	case credAPIKey, credCluster: // the cluster key may be the first API key (no gossip key)
-		return c.KeyID
-	case credToken:
-		return "token:" + c.Subject
-	}
-	return ""
 }
 
 // pointsAtMember reports whether raw is on a cluster member's origin (the
@@ -352,7 +339,7 @@ func (g *Gateway) registerExternal(req externalRequest) *wire.Error {
 func (g *Gateway) recordExternalDelivery(e membership.Entry, ok bool) {
 	if e.Node != g.self {
 		if g.externals.others.record(e, ok, g.now()) {
-			g.metrics.externalsDropped.WithLabelValues("suspended").Inc()
+			g.metrics.ExternalsDropped.WithLabelValues("suspended").Inc()
 			g.log.Warn("an external participant of another node keeps failing; not routed to from this node for a while",
 				"participant", e.Participant, "owner", e.Node, "failures", g.externals.limits.failureLimit,
 				"retry_after", g.externals.limits.retryAfter)
@@ -360,7 +347,7 @@ func (g *Gateway) recordExternalDelivery(e membership.Entry, ok bool) {
 		return
 	}
 	if g.externals.delivered(e.Participant, e.GatewayURL, ok, g.now()) {
-		g.metrics.externalsDropped.WithLabelValues("failing").Inc()
+		g.metrics.ExternalsDropped.WithLabelValues("failing").Inc()
 		g.log.Warn("an external participant was dropped: its gateway kept failing",
 			"participant", e.Participant, "failures", g.externals.limits.failureLimit)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/switchyard-gw/switchyard/internal/ident"
 	"github.com/switchyard-gw/switchyard/internal/jsonw"
+	"github.com/switchyard-gw/switchyard/internal/tasks"
 	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/ws"
@@ -26,10 +27,9 @@ type Gateway struct {
 	limits         wire.Limits
 	hub            *ws.Hub
 	cluster        membership.Cluster
-	peers          Peers       // the other nodes of the cluster
-	gateways       *peerClient // external gateways' deliveries endpoints
-	externalKey    string      // bearer for external gateways
-	allowGateways  []string    // URL prefixes external gateways must match
+	peers          Peers            // the other nodes of the cluster
+	gateways       ExternalGateways // gateways outside the cluster
+	allowGateways  []string         // URL prefixes external gateways must match
 	forwardTimeout time.Duration
 	externals      *externals
 	moved          movedTo
@@ -38,14 +38,60 @@ type Gateway struct {
 	stateLimit     int64         // the largest participant state a hand-off carries
 	// closed is set when the node starts draining: it takes no more
 	// submits (its directory stops being kept up to date once it leaves).
-	closed   atomic.Bool
-	watchers *observers // read-only watchers of sessions (observe=1)
-	metrics  *Metrics
-	log      *slog.Logger
-	now      func() time.Time
+	closed atomic.Bool
+	// published, when set, is told of every event someone got, with its
+	// JSON (the node's read-only watchers of sessions, observe=1).
+	published func(session, eventID string, eventJSON []byte)
+	metrics   GatewayMetrics
+	log       *slog.Logger
+	now       func() time.Time
 }
 
-var _ ws.Backend = wsBackend{}
+// GatewayConfig is what the core needs, given explicitly: the node's name
+// and limits, its hub of local participants, the cluster view, the ways to
+// other nodes and to external gateways, and the node's task group,
+// metrics and log.
+type GatewayConfig struct {
+	Self           string // this node's name in the cluster
+	Limits         wire.Limits
+	Hub            *ws.Hub
+	Cluster        membership.Cluster
+	Peers          Peers
+	Gateways       ExternalGateways
+	AllowGateways  []string      // URL prefixes external gateways must match (--allow-gateway)
+	ForwardTimeout time.Duration // the deadline of a delivery to peers and gateways
+	Externals      externalLimits
+	StateLimit     int64        // the largest participant state a hand-off carries (--max-handoff-bytes)
+	Tasks          *tasks.Group // owns the expiry timers of released states
+	// Published, when set, is told of every event someone got, with its
+	// JSON.
+	Published func(session, eventID string, eventJSON []byte)
+	Metrics   GatewayMetrics
+	Logger    *slog.Logger
+}
+
+// NewGateway makes the core of a node. A released state is held as long as
+// the hub keeps an offline participant (its OfflineTTL).
+func NewGateway(c GatewayConfig) *Gateway {
+	return &Gateway{
+		self:           c.Self,
+		limits:         c.Limits,
+		hub:            c.Hub,
+		cluster:        c.Cluster,
+		peers:          c.Peers,
+		gateways:       c.Gateways,
+		allowGateways:  c.AllowGateways,
+		forwardTimeout: c.ForwardTimeout,
+		externals:      newExternals(c.Externals, c.Cluster),
+		held:           heldStates{timers: c.Tasks},
+		holdFor:        c.Hub.Settings().OfflineTTL,
+		stateLimit:     c.StateLimit,
+		published:      c.Published,
+		metrics:        c.Metrics,
+		log:            c.Logger,
+		now:            time.Now,
+	}
+}
 
 // Members lists the cluster as this node sees it.
 func (g *Gateway) Members() []membership.Member { return g.cluster.Members() }
@@ -136,7 +182,7 @@ func (g *Gateway) submit(ctx context.Context, ev wire.Event, owner string) (Subm
 		if sender != nil { // someone got it and may answer
 			g.registerSender(*sender)
 		}
-		g.watchers.publish(ev.SessionID, ev.EventID, body)
+		g.publish(ev.SessionID, ev.EventID, body)
 	}
 	if len(out.failed) > 0 {
 		slices.Sort(out.failed)
@@ -257,7 +303,7 @@ func (g *Gateway) Deliver(ctx context.Context, req wire.DeliveryRequest, hops in
 	}
 	res.Recipients, res.deliveryCounts, res.Failed = out.counts.total(), out.counts, out.failed
 	if len(r.local) > 0 && res.Recipients > 0 {
-		g.watchers.publish(ev.SessionID, ev.EventID, body)
+		g.publish(ev.SessionID, ev.EventID, body)
 	}
 	if res.Recipients == 0 && len(out.failed) == 0 {
 		return DeliveryResult{}, errNoRecipient
@@ -305,4 +351,11 @@ func (g *Gateway) leave(participantID, sessionID string) error {
 		return wire.NewError(http.StatusNotFound, "participant_not_found", "", "the participant is not in that session on this node")
 	}
 	return nil
+}
+
+// publish tells published, when set, of an event someone got.
+func (g *Gateway) publish(session, eventID string, eventJSON []byte) {
+	if g.published != nil {
+		g.published(session, eventID, eventJSON)
+	}
 }

@@ -17,16 +17,25 @@ type Metrics struct {
 	Submits         *prometheus.CounterVec
 	Deliveries      *prometheus.CounterVec
 	RequestDuration *prometheus.HistogramVec
-	Handoffs        *prometheus.CounterVec
-	// externalsDropped counts external participants dropped by reason:
+	// Gateway are the collectors the routing core counts into.
+	Gateway GatewayMetrics
+
+	submitsOK prometheus.Counter // the child every accepted submit touches, looked up once
+}
+
+// GatewayMetrics are what the routing core (Gateway) counts: the node's
+// Metrics make and register them, the core only adds to them.
+type GatewayMetrics struct {
+	// Handoffs counts participants taken over from another node, by
+	// result.
+	Handoffs *prometheus.CounterVec
+	// ExternalsDropped counts external participants dropped by reason:
 	// expired (idle past --external-ttl), failing (the circuit breaker) or
 	// suspended (another node's, skipped here for a while).
-	externalsDropped *prometheus.CounterVec
-
-	// Children of the vectors above that every submit touches, looked up
-	// once.
-	submitsOK                                        prometheus.Counter
-	deliveredLocal, deliveredPeer, deliveredExternal prometheus.Counter
+	ExternalsDropped *prometheus.CounterVec
+	// Children of switchyard_deliveries_total that every delivery
+	// touches, looked up once.
+	DeliveredLocal, DeliveredPeer, DeliveredExternal prometheus.Counter
 }
 
 // newMetrics makes the collectors; version is the node's (Config.Version),
@@ -44,21 +53,23 @@ func newMetrics(version string) *Metrics {
 			Name: "switchyard_deliveries_total",
 			Help: "Events handed to recipients, by path: local (a mailbox on this node), peer (accepted by the node hosting the recipient) or external (accepted by an external gateway).",
 		}, []string{"path"}),
-		Handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "switchyard_handoffs_total",
-			Help: "Participants taken over from another node, by result: taken, abandoned (another node had it), returned (the transfer failed; given back to the old home), or failed (started afresh).",
-		}, []string{"result"}),
-		externalsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "switchyard_external_participants_dropped_total",
-			Help: "External participants this node dropped, by reason: expired (idle past --external-ttl), failing (their gateway failed --external-failure-limit deliveries in a row), or suspended (another node's, not routed to from here for --external-retry-after after as many failures).",
-		}, []string{"reason"}),
+		Gateway: GatewayMetrics{
+			Handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "switchyard_handoffs_total",
+				Help: "Participants taken over from another node, by result: taken, abandoned (another node had it), returned (the transfer failed; given back to the old home), or failed (started afresh).",
+			}, []string{"result"}),
+			ExternalsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "switchyard_external_participants_dropped_total",
+				Help: "External participants this node dropped, by reason: expired (idle past --external-ttl), failing (their gateway failed --external-failure-limit deliveries in a row), or suspended (another node's, not routed to from here for --external-retry-after after as many failures).",
+			}, []string{"reason"}),
+		},
 		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "switchyard_http_request_duration_seconds",
 			Help:    "Latency of REST requests by route, method and status (WebSocket attaches excluded).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"route", "method", "status"}),
 	}
-	m.Registry.MustRegister(m.Submits, m.Deliveries, m.RequestDuration, m.Handoffs, m.externalsDropped,
+	m.Registry.MustRegister(m.Submits, m.Deliveries, m.RequestDuration, m.Gateway.Handoffs, m.Gateway.ExternalsDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Registry.MustRegister(m.Hub.Collectors()...)
 	build := ReadBuildInfo()
@@ -73,12 +84,12 @@ func newMetrics(version string) *Metrics {
 	buildInfo.WithLabelValues(version, revision, build.GoVersion).Set(1)
 	m.Registry.MustRegister(buildInfo)
 	for _, reason := range []string{"expired", "failing", "suspended"} {
-		m.externalsDropped.WithLabelValues(reason) // exported at 0 from the start
+		m.Gateway.ExternalsDropped.WithLabelValues(reason) // exported at 0 from the start
 	}
 	m.submitsOK = m.Submits.WithLabelValues("ok")
-	m.deliveredLocal = m.Deliveries.WithLabelValues("local")
-	m.deliveredPeer = m.Deliveries.WithLabelValues("peer")
-	m.deliveredExternal = m.Deliveries.WithLabelValues("external")
+	m.Gateway.DeliveredLocal = m.Deliveries.WithLabelValues("local")
+	m.Gateway.DeliveredPeer = m.Deliveries.WithLabelValues("peer")
+	m.Gateway.DeliveredExternal = m.Deliveries.WithLabelValues("external")
 	return m
 }
 

@@ -34,6 +34,7 @@ type Node struct {
 	peers     *peerClient
 	hub       *ws.Hub
 	gw        *Gateway
+	backend   *wsBackend // answers the hub's client frames
 	watchers  *observers // observe=1 attaches
 
 	ln       net.Listener
@@ -127,22 +128,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	peers.cluster = n.cluster
 	n.watchers = newObservers(cfg.MaxObservers)
-	n.gw = &Gateway{
-		self:           cfg.NodeName,
-		limits:         wire.Limits{MaxMessageBytes: cfg.MaxMessageBytes, MaxMetadataKeys: cfg.MaxMetadataKeys},
-		cluster:        n.cluster,
-		peers:          peers,
-		gateways:       n.peers,
-		externalKey:    cfg.ExternalKey,
-		allowGateways:  cfg.AllowGateways,
-		forwardTimeout: cfg.ForwardTimeout,
-		externals:      newExternals(externalLimitsOf(cfg), n.cluster),
-		held:           heldStates{timers: n.tasks},
-		watchers:       n.watchers,
-		metrics:        n.metrics,
-		log:            n.log,
-		now:            time.Now,
-	}
+	backend := &wsBackend{cluster: n.cluster, limit: n.auth.limit, metrics: n.metrics, log: n.log} // its gateway comes next
 	n.hub = ws.NewHub(ws.Config{
 		Node:                      cfg.NodeName,
 		MailboxSize:               cfg.MailboxSize,
@@ -159,7 +145,7 @@ func New(cfg Config) (*Node, error) {
 		MaxFrameBytes:             cfg.MaxFrameBytes,
 		MaxSessionsPerParticipant: cfg.MaxSessionsPerParticipant,
 		DrainSpread:               cfg.DrainTimeout / 4,
-		Backend:                   wsBackend{n.gw, n.auth.limit},
+		Backend:                   backend,
 		Listener:                  directoryWriter{n.cluster},
 		BeforeWelcome:             func(ctx context.Context) { n.cluster.Sync(ctx) },
 		Metrics:                   n.metrics.Hub,
@@ -168,10 +154,25 @@ func New(cfg Config) (*Node, error) {
 		MaxConnectionsPerParticipant: cfg.MaxConnectionsPerParticipant,
 		MaxConnectionsPerCredential:  cfg.MaxConnectionsPerCredential,
 	})
-	n.gw.hub = n.hub
+	n.gw = NewGateway(GatewayConfig{
+		Self:           cfg.NodeName,
+		Limits:         wire.Limits{MaxMessageBytes: cfg.MaxMessageBytes, MaxMetadataKeys: cfg.MaxMetadataKeys},
+		Hub:            n.hub,
+		Cluster:        n.cluster,
+		Peers:          peers,
+		Gateways:       httpGateways{client: n.peers, externalKey: cfg.ExternalKey},
+		AllowGateways:  cfg.AllowGateways,
+		ForwardTimeout: cfg.ForwardTimeout,
+		Externals:      externalLimitsOf(cfg),
+		StateLimit:     cfg.MaxHandoffBytes,
+		Tasks:          n.tasks,
+		Published:      n.watchers.publish,
+		Metrics:        n.metrics.Gateway,
+		Logger:         n.log,
+	})
+	backend.g = n.gw
+	n.backend = backend
 	n.metrics.watchExternals(n.gw.externals.count)
-	n.gw.holdFor = n.hub.Settings().OfflineTTL
-	n.gw.stateLimit = cfg.MaxHandoffBytes
 	n.newConns = map[net.Conn]struct{}{}
 	n.srv = &http.Server{
 		ConnState:         n.trackConn,

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/switchyard-gw/switchyard/internal/wire"
 )
 
 // hopsHeader counts how many times a delivery has been forwarded. A node
@@ -155,7 +157,7 @@ func (pc *peerClient) sendWithin(ctx context.Context, method, url string, body [
 	if hops > 0 {
 		req.Header.Set(hopsHeader, strconv.Itoa(hops))
 	}
-	if tp := traceparentFrom(ctx); tp != "" {
+	if tp := wire.TraceparentFrom(ctx); tp != "" {
 		req.Header.Set(traceparentHeader, tp)
 	}
 	resp, err := pc.http.Do(req)

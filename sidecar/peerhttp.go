@@ -183,3 +183,18 @@ func (h *httpPeers) FetchDirectory(ctx context.Context, peerURL string, body []b
 	}
 	return ans, nil
 }
+
+// httpGateways carries deliveries to external gateways (ExternalGateways)
+// over HTTP, with the external key as bearer, through the node's pooled
+// peer connections.
+type httpGateways struct {
+	client      *peerClient
+	externalKey string
+}
+
+var _ ExternalGateways = httpGateways{}
+
+func (h httpGateways) Deliver(ctx context.Context, gatewayURL string, body []byte) (int, error) {
+	ans, err := h.client.post(ctx, deliveriesURL(gatewayURL), body, h.externalKey, 0)
+	return ans.Status, err
+}

@@ -42,6 +42,13 @@ type Peers interface {
 	FetchDirectory(ctx context.Context, peerURL string, body []byte) ([]byte, error)
 }
 
+// ExternalGateways carries deliveries to gateways outside the cluster: a
+// delivery's body, shaped as the API reference shapes it, posted to the
+// deliveries endpoint under a gateway's base URL; the answer is its status.
+type ExternalGateways interface {
+	Deliver(ctx context.Context, gatewayURL string, body []byte) (status int, err error)
+}
+
 // The size limits of the node-to-node messages, request and answer, each
 // with its reason. A delivery's request is bounded by the body limit
 // (--max-body-bytes, as any submit), a release's answer and a restore's

@@ -116,9 +116,9 @@ func (o *outcome) add(c deliveryCounts, failed []string) {
 // refuses it with errMailboxBudget before handing it to anyone.
 func (g *Gateway) dispatch(ctx context.Context, r route, ev wire.Event, body json.RawMessage, hops int) (outcome, error) {
 	var out outcome
-	tp := traceparentFrom(ctx)
+	tp := wire.TraceparentFrom(ctx)
 	if tp == "" {
-		tp = newTraceparent()
+		tp = wire.NewTraceparent()
 	}
 	if len(r.local) > 0 {
 		shared := ws.NewTracedEvent(ev.EventID, ev.SessionID, tp, body, g.now()).WithSender(ev.SenderID)
@@ -142,7 +142,7 @@ func (g *Gateway) dispatch(ctx context.Context, r route, ev wire.Event, body jso
 				out.failed = append(out.failed, id) // reported as failed: the sender retries
 			}
 		}
-		g.metrics.deliveredLocal.Add(float64(out.counts.Live + out.counts.Queued))
+		g.metrics.DeliveredLocal.Add(float64(out.counts.Live + out.counts.Queued))
 	}
 	if len(r.peers) > 0 || len(r.external) > 0 {
 		remote := g.dispatchRemote(ctx, r, ev, body, tp, hops)
@@ -185,13 +185,13 @@ func (g *Gateway) dispatchRemote(ctx context.Context, r route, ev wire.Event, bo
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.forwardTimeout)
 	defer cancel()
-	ctx = context.WithValue(ctx, traceKey{}, childTraceparent(tp)) // the hop's span
+	ctx = wire.WithTraceparent(ctx, wire.ChildTraceparent(tp)) // the hop's span
 	for node, ids := range r.peers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			c, failed := g.forwardToPeer(ctx, node, ids, ev, body, hops+1)
-			record(c, failed, g.metrics.deliveredPeer, c.Live+c.Queued)
+			record(c, failed, g.metrics.DeliveredPeer, c.Live+c.Queued)
 		}()
 	}
 	for _, e := range r.external {
@@ -199,7 +199,7 @@ func (g *Gateway) dispatchRemote(ctx context.Context, r route, ev wire.Event, bo
 		go func() {
 			defer wg.Done()
 			c, failed := g.forwardToGateway(ctx, e, ev, body)
-			record(c, failed, g.metrics.deliveredExternal, c.Live)
+			record(c, failed, g.metrics.DeliveredExternal, c.Live)
 		}()
 	}
 	wg.Wait()
@@ -222,14 +222,14 @@ func (g *Gateway) forwardToPeer(ctx context.Context, node string, ids []string, 
 		g.log.Warn("no URL for a peer in the directory", "peer", node)
 		return deliveryCounts{}, ids
 	case err != nil:
-		g.log.Warn("a peer could not be reached", append(traceAttrs(ctx, traceparentFrom(ctx)), "peer", node, "recipients", len(ids), "err", err)...)
+		g.log.Warn("a peer could not be reached", append(wire.TraceAttrs(ctx, wire.TraceparentFrom(ctx)), "peer", node, "recipients", len(ids), "err", err)...)
 		return deliveryCounts{}, ids
 	case ans.Status == http.StatusOK:
 		return ans.Result.deliveryCounts, ans.Result.Failed
 	case ans.Status == http.StatusNotFound:
 		return deliveryCounts{}, nil // the directory was stale: nobody there any more
 	default:
-		g.log.Warn("a peer refused a delivery", append(traceAttrs(ctx, traceparentFrom(ctx)), "peer", node, "status", ans.Status, "answer", truncate(ans.Refusal))...)
+		g.log.Warn("a peer refused a delivery", append(wire.TraceAttrs(ctx, wire.TraceparentFrom(ctx)), "peer", node, "status", ans.Status, "answer", truncate(ans.Refusal))...)
 		return deliveryCounts{}, ids
 	}
 }
@@ -253,21 +253,21 @@ func (g *Gateway) forwardToGateway(ctx context.Context, e membership.Entry, ev w
 	}
 	req, _ := json.Marshal(externalDelivery{RecipientID: e.Participant, SessionID: ev.SessionID,
 		RecipientGatewayURL: e.GatewayURL, Event: body})
-	ans, err := g.gateways.post(ctx, deliveriesURL(e.GatewayURL), req, g.externalKey, 0)
+	status, err := g.gateways.Deliver(ctx, e.GatewayURL, req)
 	switch {
 	case err != nil:
-		g.log.Warn("an external gateway could not be reached", append(traceAttrs(ctx, traceparentFrom(ctx)), "participant", e.Participant, "err", err)...)
+		g.log.Warn("an external gateway could not be reached", append(wire.TraceAttrs(ctx, wire.TraceparentFrom(ctx)), "participant", e.Participant, "err", err)...)
 		if !errors.Is(ctx.Err(), context.Canceled) { // the submitter gave up: no fault of the gateway
 			g.recordExternalDelivery(e, false)
 		}
 		return deliveryCounts{}, []string{e.Participant}
-	case ans.Status == http.StatusOK:
+	case status == http.StatusOK:
 		g.recordExternalDelivery(e, true)
 		return deliveryCounts{Live: 1}, nil // handed over: what it does next is its gateway's business
-	case ans.Status == http.StatusNotFound:
+	case status == http.StatusNotFound:
 		return deliveryCounts{}, nil
 	default:
-		g.log.Warn("an external gateway refused a delivery", append(traceAttrs(ctx, traceparentFrom(ctx)), "participant", e.Participant, "status", ans.Status)...)
+		g.log.Warn("an external gateway refused a delivery", append(wire.TraceAttrs(ctx, wire.TraceparentFrom(ctx)), "participant", e.Participant, "status", status)...)
 		g.recordExternalDelivery(e, false)
 		return deliveryCounts{}, []string{e.Participant}
 	}

@@ -99,14 +99,14 @@ func TestUnexpectedFrameErrorsAreLoggedWithTheirCause(t *testing.T) {
 	n := startNode(t, Config{Logger: slog.New(logs)})
 	bob := ws.Identity{ParticipantID: "bob", ParticipantType: "ai"}
 
-	reply := n.gw.replyError(t.Context(), bob, "join", errors.New("reading the disk: on fire"))
+	reply := n.backend.replyError(t.Context(), bob, "join", errors.New("reading the disk: on fire"))
 	require.Equal(t, http.StatusInternalServerError, reply.Status)
 	assert.Equal(t, "internal", reply.Code)
 	assert.NotContains(t, string(reply.Body), "on fire", "the cause stays in the log")
 	assert.Contains(t, reply.Detail, "it has been logged")
 	assert.Contains(t, logs.lines(), "a request failed unexpectedly: reading the disk: on fire")
 
-	reply = n.gw.replyError(t.Context(), bob, "submit", errNoRecipient)
+	reply = n.backend.replyError(t.Context(), bob, "submit", errNoRecipient)
 	require.Equal(t, http.StatusNotFound, reply.Status)
 	assert.Equal(t, 1, countPrefixed(logs.lines(), "a request failed unexpectedly"),
 		"an expected answer is not logged as a failure: %q", logs.lines())
