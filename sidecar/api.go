@@ -24,6 +24,7 @@ import (
 	"github.com/switchyard-gw/switchyard/internal/readinto"
 	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
+	"github.com/switchyard-gw/switchyard/routing"
 	"github.com/switchyard-gw/switchyard/ui"
 	"github.com/switchyard-gw/switchyard/ws"
 )
@@ -293,11 +294,11 @@ func respond(w http.ResponseWriter, v any) error {
 func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 	body, err := readBody(w, r, n.cfg.MaxBodyBytes)
 	if err == nil {
-		var res SubmitResult
+		var res routing.SubmitResult
 		res, err = submitJSON(r.Context(), n.gw, body, credentialFrom(r.Context()), nil)
 		if err == nil {
 			n.metrics.recordSubmit(nil)
-			wire.WriteJSON(w, http.StatusOK, res.appendJSON(make([]byte, 0, 160)))
+			wire.WriteJSON(w, http.StatusOK, res.AppendJSON(make([]byte, 0, 160)))
 			return nil
 		}
 	}
@@ -314,7 +315,7 @@ func (n *Node) handleDeliver(w http.ResponseWriter, r *http.Request) error {
 	if derr := wire.DecodeDelivery(body, &wd); derr != nil {
 		return derr
 	}
-	req, verr := wd.Validate(n.gw.limits)
+	req, verr := wd.Validate(n.gw.Limits())
 	if verr != nil {
 		return verr
 	}
@@ -323,13 +324,6 @@ func (n *Node) handleDeliver(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return respond(w, res)
-}
-
-// errGatewayNotAllowed answers a gateway URL that no --allow-gateway prefix
-// (nor a cluster member's URL) admits.
-func errGatewayNotAllowed(field string) *wire.Error {
-	return wire.FieldError("gateway_url_not_allowed", field,
-		field+" is not on this cluster's list of allowed gateways (--allow-gateway)")
 }
 
 // pathID reads and checks an id from the URL path. chi matches against the
@@ -392,10 +386,10 @@ func (n *Node) handlePutParticipant(w http.ResponseWriter, r *http.Request) erro
 		if err := cred.fullRights(); err != nil {
 			return err
 		}
-		if err := n.gw.addExternal(participantID, ptype, *pb.GatewayURL, sessionID, cred.externalOwner()); err != nil {
+		if err := n.gw.AddExternal(participantID, ptype, *pb.GatewayURL, sessionID, cred.externalOwner()); err != nil {
 			return err
 		}
-	} else if err := n.gw.addParticipant(r.Context(), participantID, ptype, sessionID, hopsOf(r)); err != nil {
+	} else if err := n.gw.AddParticipant(r.Context(), participantID, ptype, sessionID, hopsOf(r)); err != nil {
 		return err
 	}
 	return respond(w, map[string]string{"status": "ok", "session_id": sessionID, "participant_id": participantID})
@@ -414,7 +408,7 @@ func (n *Node) handleDeleteParticipant(w http.ResponseWriter, r *http.Request) e
 	if err := firstError(cred.actAs(participantID, "participant_id"), cred.useSession(sessionID)); err != nil {
 		return err
 	}
-	if err := n.gw.removeParticipant(r.Context(), participantID, sessionID, hopsOf(r)); err != nil {
+	if err := n.gw.RemoveParticipant(r.Context(), participantID, sessionID, hopsOf(r)); err != nil {
 		return err
 	}
 	return respond(w, map[string]string{"status": "ok", "session_id": sessionID, "participant_id": participantID})
@@ -443,7 +437,7 @@ func (n *Node) handleGetSession(w http.ResponseWriter, r *http.Request) error {
 	}
 	entries, err := n.cluster.Session(r.Context(), sessionID, "")
 	if err != nil {
-		return errDirectory("")
+		return routing.ErrDirectory("")
 	}
 	if len(entries) == 0 {
 		return wire.NewError(http.StatusNotFound, "session_not_found", "", "the session has no participant")
@@ -452,7 +446,7 @@ func (n *Node) handleGetSession(w http.ResponseWriter, r *http.Request) error {
 	// is online is in its participant record, kept current by its home.
 	online, err := n.onlineOf(r.Context(), entries)
 	if err != nil {
-		return errDirectory("")
+		return routing.ErrDirectory("")
 	}
 	view := sessionView{SessionID: sessionID, Participants: make([]participantView, 0, len(entries))}
 	for _, e := range entries {
@@ -617,11 +611,11 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 		return wire.NewError(http.StatusServiceUnavailable, "draining", "", "this node is shutting down; attach to another node")
 	}
 	if n.hub.Lookup(req.ParticipantID) == nil {
-		if homes, sessions, typ := n.gw.otherHomes(r.Context(), req.ParticipantID); len(homes) > 0 {
+		if homes, sessions, typ := n.gw.OtherHomes(r.Context(), req.ParticipantID); len(homes) > 0 {
 			if typ == "" {
 				typ = req.ParticipantType
 			}
-			if err := n.gw.takeover(r.Context(), req.ParticipantID, typ, sessions, homes, true); err != nil {
+			if err := n.gw.Takeover(r.Context(), req.ParticipantID, typ, sessions, homes, true); err != nil {
 				return err
 			}
 		}
@@ -631,7 +625,7 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 	case errors.Is(err, ws.ErrDraining):
 		return wire.NewError(http.StatusServiceUnavailable, "draining", "", "this node is shutting down; attach to another node")
 	case errors.Is(err, ws.ErrParticipantMoved): // the takeover it waited for gave the participant back
-		return errMoving
+		return routing.ErrMoving
 	case errors.Is(err, ws.ErrTooManyConnections):
 		return wire.NewError(http.StatusServiceUnavailable, "too_many_connections", "", "this node holds its maximum of connections; try another node")
 	case errors.Is(err, ws.ErrTooManyParticipantConnections):

@@ -37,7 +37,7 @@ func BenchmarkSubmitToMailboxes(b *testing.B) {
 		b.Run("recipients="+strconv.Itoa(subs), func(b *testing.B) {
 			n := startNode(b, Config{})
 			for i := range subs {
-				require.NoError(b, n.gw.join(fmt.Sprint("p", i), "ai", "s"))
+				require.NoError(b, n.gw.Join(fmt.Sprint("p", i), "ai", "s"))
 			}
 			ev := benchEvent("s")
 			ctx := context.Background()
@@ -147,7 +147,7 @@ func BenchmarkSubmitHandler(b *testing.B) {
 		b.Run(fmt.Sprintf("api_keys=%d", len(keys)), func(b *testing.B) {
 			n := startNode(b, Config{RateLimit: -1, APIKeys: keys})
 			for _, p := range []string{"p1", "p2"} {
-				require.NoError(b, n.gw.join(p, "ai", "s"))
+				require.NoError(b, n.gw.Join(p, "ai", "s"))
 			}
 			h := n.routes()
 			body := []byte(testkit.SubmitBody)
@@ -196,7 +196,7 @@ func (w *discardWriter) Write(p []byte) (int, error) {
 func BenchmarkSubmitREST(b *testing.B) {
 	n := startNode(b, Config{RateLimit: -1})
 	for _, p := range []string{"p1", "p2"} {
-		require.NoError(b, n.gw.join(p, "ai", "s"))
+		require.NoError(b, n.gw.Join(p, "ai", "s"))
 	}
 	hc := &http.Client{}
 	defer hc.CloseIdleConnections()

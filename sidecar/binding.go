@@ -12,16 +12,17 @@ import (
 
 	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
+	"github.com/switchyard-gw/switchyard/routing"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
 // submitJSON decodes, validates, authorises and submits one event body.
 // who, when set, supplies sender_id and sender_type that the body leaves
 // out.
-func submitJSON(ctx context.Context, g *Gateway, raw []byte, cred Credential, who *ws.Identity) (SubmitResult, error) {
+func submitJSON(ctx context.Context, g *routing.Gateway, raw []byte, cred Credential, who *ws.Identity) (routing.SubmitResult, error) {
 	var w wire.DecodedEvent
 	if err := wire.DecodeEvent(raw, &w); err != nil {
-		return SubmitResult{}, err
+		return routing.SubmitResult{}, err
 	}
 	if who != nil {
 		if w.SenderID == nil {
@@ -31,14 +32,14 @@ func submitJSON(ctx context.Context, g *Gateway, raw []byte, cred Credential, wh
 			w.SenderType = &who.ParticipantType
 		}
 	}
-	ev, verr := w.Validate("", g.limits)
+	ev, verr := w.Validate("", g.Limits())
 	if verr != nil {
-		return SubmitResult{}, verr
+		return routing.SubmitResult{}, verr
 	}
 	if err := authorizeSubmit(cred, ev); err != nil {
-		return SubmitResult{}, err
+		return routing.SubmitResult{}, err
 	}
-	return g.submit(ctx, ev, cred.externalOwner())
+	return g.SubmitAs(ctx, ev, cred.externalOwner())
 }
 
 // authorizeSubmit checks that a participant token submits only as its own
@@ -72,13 +73,13 @@ func (b *wsBackend) wsSubmit(ctx context.Context, who ws.Identity, raw json.RawM
 	if err != nil {
 		return b.replyError(ctx, who, "submit", err)
 	}
-	return ws.Reply{Status: http.StatusOK, Body: res.appendJSON(make([]byte, 0, 160))}
+	return ws.Reply{Status: http.StatusOK, Body: res.AppendJSON(make([]byte, 0, 160))}
 }
 
 // wsBackend answers client frames (it is the hub's ws.Backend). Submit, join and leave frames draw from
 // the rate limit (limit, nil: none) like their REST twins.
 type wsBackend struct {
-	g       *Gateway // set once the gateway is made: the hub it needs is made with this backend
+	g       *routing.Gateway // set once the gateway is made: the hub it needs is made with this backend
 	cluster membership.Cluster
 	limit   *rateLimiter
 	metrics *Metrics
@@ -114,7 +115,7 @@ func (b *wsBackend) Join(ctx context.Context, who ws.Identity, session string) w
 	if err := credOf(who).useSession(session); err != nil {
 		return b.replyError(ctx, who, "join", err)
 	}
-	if err := b.g.join(who.ParticipantID, who.ParticipantType, session); err != nil {
+	if err := b.g.Join(who.ParticipantID, who.ParticipantType, session); err != nil {
 		return b.replyError(ctx, who, "join", err)
 	}
 	b.cluster.Sync(ctx) // answered once the session's owners have it: a submit anywhere then finds it
@@ -125,7 +126,7 @@ func (b *wsBackend) Leave(ctx context.Context, who ws.Identity, session string) 
 	if err := b.allowFrame(who); err != nil {
 		return b.replyError(ctx, who, "leave", err)
 	}
-	if err := b.g.leave(who.ParticipantID, session); err != nil {
+	if err := b.g.Leave(who.ParticipantID, session); err != nil {
 		return b.replyError(ctx, who, "leave", err)
 	}
 	b.cluster.Sync(ctx)

@@ -5,6 +5,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/switchyard-gw/switchyard/internal/wire"
+	"github.com/switchyard-gw/switchyard/routing"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
@@ -18,24 +19,9 @@ type Metrics struct {
 	Deliveries      *prometheus.CounterVec
 	RequestDuration *prometheus.HistogramVec
 	// Gateway are the collectors the routing core counts into.
-	Gateway GatewayMetrics
+	Gateway routing.Metrics
 
 	submitsOK prometheus.Counter // the child every accepted submit touches, looked up once
-}
-
-// GatewayMetrics are what the routing core (Gateway) counts: the node's
-// Metrics make and register them, the core only adds to them.
-type GatewayMetrics struct {
-	// Handoffs counts participants taken over from another node, by
-	// result.
-	Handoffs *prometheus.CounterVec
-	// ExternalsDropped counts external participants dropped by reason:
-	// expired (idle past --external-ttl), failing (the circuit breaker) or
-	// suspended (another node's, skipped here for a while).
-	ExternalsDropped *prometheus.CounterVec
-	// Children of switchyard_deliveries_total that every delivery
-	// touches, looked up once.
-	DeliveredLocal, DeliveredPeer, DeliveredExternal prometheus.Counter
 }
 
 // newMetrics makes the collectors; version is the node's (Config.Version),
@@ -53,7 +39,7 @@ func newMetrics(version string) *Metrics {
 			Name: "switchyard_deliveries_total",
 			Help: "Events handed to recipients, by path: local (a mailbox on this node), peer (accepted by the node hosting the recipient) or external (accepted by an external gateway).",
 		}, []string{"path"}),
-		Gateway: GatewayMetrics{
+		Gateway: routing.Metrics{
 			Handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
 				Name: "switchyard_handoffs_total",
 				Help: "Participants taken over from another node, by result: taken, abandoned (another node had it), returned (the transfer failed; given back to the old home), or failed (started afresh).",

@@ -17,6 +17,7 @@ import (
 	"github.com/switchyard-gw/switchyard/internal/tasks"
 	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
+	"github.com/switchyard-gw/switchyard/routing"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
@@ -33,7 +34,7 @@ type Node struct {
 	gossip    *membership.Gossip // nil for a one-node cluster
 	peers     *peerClient
 	hub       *ws.Hub
-	gw        *Gateway
+	gw        *routing.Gateway
 	backend   *wsBackend // answers the hub's client frames
 	watchers  *observers // observe=1 attaches
 
@@ -154,7 +155,7 @@ func New(cfg Config) (*Node, error) {
 		MaxConnectionsPerParticipant: cfg.MaxConnectionsPerParticipant,
 		MaxConnectionsPerCredential:  cfg.MaxConnectionsPerCredential,
 	})
-	n.gw = NewGateway(GatewayConfig{
+	n.gw = routing.NewGateway(routing.Config{
 		Self:           cfg.NodeName,
 		Limits:         wire.Limits{MaxMessageBytes: cfg.MaxMessageBytes, MaxMetadataKeys: cfg.MaxMetadataKeys},
 		Hub:            n.hub,
@@ -172,7 +173,7 @@ func New(cfg Config) (*Node, error) {
 	})
 	backend.g = n.gw
 	n.backend = backend
-	n.metrics.watchExternals(n.gw.externals.count)
+	n.metrics.watchExternals(n.gw.ExternalCount)
 	n.newConns = map[net.Conn]struct{}{}
 	n.srv = &http.Server{
 		ConnState:         n.trackConn,
@@ -246,7 +247,7 @@ func (n *Node) GossipAddr() string {
 }
 
 // Gateway is the node's core, for callers that submit without HTTP.
-func (n *Node) Gateway() *Gateway { return n.gw }
+func (n *Node) Gateway() *routing.Gateway { return n.gw }
 
 // Start serves the listener, and sweeps idle external participants, in
 // goroutines the node owns until Shutdown. After Shutdown it does nothing.
@@ -258,7 +259,7 @@ func (n *Node) Start() {
 		_ = n.ln.Close() // Shutdown came first
 		return
 	}
-	_ = n.tasks.Go(n.gw.sweepExternals) // refused only when Shutdown began meanwhile: no sweep is wanted then
+	_ = n.tasks.Go(n.gw.SweepExternals) // refused only when Shutdown began meanwhile: no sweep is wanted then
 	n.log.Info("serving", "url", n.url, "listen", n.ln.Addr().String(), "version", n.cfg.Version,
 		"auth", n.auth.enabled())
 }
@@ -292,7 +293,7 @@ func (n *Node) Run(ctx context.Context) error {
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.shutdownOnce.Do(func() {
 		n.draining.Store(true)
-		n.gw.closed.Store(true)
+		n.gw.StartDraining()
 		// Nothing new starts in the background; the externals' sweeper
 		// stops (external participants stay as they are while the node
 		// drains). The serve loop keeps serving until the server stops.
@@ -301,7 +302,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		n.watchers.closeAll() // observers hold no state: 1001 at once
 		n.hub.Drain()         // 1001 to every client, spread over a quarter of the drain
 		if n.gossip != nil {  // before leaving: what is here moves to successors
-			n.gw.handOff(ctx)
+			n.gw.HandOff(ctx)
 		}
 		hubErr := n.hub.Shutdown(ctx)
 		obsErr := n.watchers.wait(ctx) // their close handshakes, begun before the hub's drain
@@ -331,7 +332,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			_ = n.gossip.Shutdown()
 		}
 		n.peers.close()
-		n.gw.held.clear() // no confirm or restore can come any more
+		n.gw.DropHeld() // no confirm or restore can come any more
 		n.shutdownErr = errors.Join(hubErr, obsErr, srvErr)
 		n.log.Info("stopped")
 	})

@@ -1,4 +1,4 @@
-package sidecar
+package routing
 
 import (
 	"context"
@@ -20,8 +20,8 @@ import (
 
 // Gateway is the core of a node, callable without HTTP: it validates events,
 // resolves their recipients across the cluster and hands them over: to local
-// mailboxes, to peers, to external gateways. The REST handlers and the
-// WebSocket submit frame both call it.
+// mailboxes, to peers, to external gateways. The bindings (package
+// sidecar: the REST handlers and the WebSocket submit frame) call it.
 type Gateway struct {
 	self           string
 	limits         wire.Limits
@@ -42,16 +42,16 @@ type Gateway struct {
 	// published, when set, is told of every event someone got, with its
 	// JSON (the node's read-only watchers of sessions, observe=1).
 	published func(session, eventID string, eventJSON []byte)
-	metrics   GatewayMetrics
+	metrics   Metrics
 	log       *slog.Logger
 	now       func() time.Time
 }
 
-// GatewayConfig is what the core needs, given explicitly: the node's name
+// Config is what the core needs, given explicitly: the node's name
 // and limits, its hub of local participants, the cluster view, the ways to
 // other nodes and to external gateways, and the node's task group,
 // metrics and log.
-type GatewayConfig struct {
+type Config struct {
 	Self           string // this node's name in the cluster
 	Limits         wire.Limits
 	Hub            *ws.Hub
@@ -60,19 +60,19 @@ type GatewayConfig struct {
 	Gateways       ExternalGateways
 	AllowGateways  []string      // URL prefixes external gateways must match (--allow-gateway)
 	ForwardTimeout time.Duration // the deadline of a delivery to peers and gateways
-	Externals      externalLimits
+	Externals      ExternalLimits
 	StateLimit     int64        // the largest participant state a hand-off carries (--max-handoff-bytes)
 	Tasks          *tasks.Group // owns the expiry timers of released states
 	// Published, when set, is told of every event someone got, with its
 	// JSON.
 	Published func(session, eventID string, eventJSON []byte)
-	Metrics   GatewayMetrics
+	Metrics   Metrics
 	Logger    *slog.Logger
 }
 
 // NewGateway makes the core of a node. A released state is held as long as
 // the hub keeps an offline participant (its OfflineTTL).
-func NewGateway(c GatewayConfig) *Gateway {
+func NewGateway(c Config) *Gateway {
 	return &Gateway{
 		self:           c.Self,
 		limits:         c.Limits,
@@ -106,9 +106,9 @@ type SubmitResult struct {
 	deliveryCounts
 }
 
-// appendJSON appends r's JSON form, what json.Marshal(r) gives
+// AppendJSON appends r's JSON form, what json.Marshal(r) gives
 // (TestSubmitResultAppendJSON compares them), for the answer of every submit.
-func (r *SubmitResult) appendJSON(dst []byte) []byte {
+func (r *SubmitResult) AppendJSON(dst []byte) []byte {
 	dst = append(dst, `{"status":`...)
 	dst = jsonw.AppendString(dst, r.Status)
 	dst = append(dst, `,"event_id":`...)
@@ -130,12 +130,12 @@ func (r *SubmitResult) appendJSON(dst []byte) []byte {
 // When some recipient's node or gateway cannot be reached it answers 502
 // naming them; the others did get the event.
 func (g *Gateway) Submit(ctx context.Context, ev wire.Event) (SubmitResult, error) {
-	return g.submit(ctx, ev, "")
+	return g.SubmitAs(ctx, ev, "")
 }
 
-// submit is Submit on behalf of owner, the credential an external sender
+// SubmitAs is Submit on behalf of owner, the credential an external sender
 // registered by ev counts against ("": none).
-func (g *Gateway) submit(ctx context.Context, ev wire.Event, owner string) (SubmitResult, error) {
+func (g *Gateway) SubmitAs(ctx context.Context, ev wire.Event, owner string) (SubmitResult, error) {
 	if g.closed.Load() {
 		return SubmitResult{}, wire.NewError(http.StatusServiceUnavailable, "draining", "",
 			"this node is shutting down; submit to another node (with the same event_id)")
@@ -163,7 +163,7 @@ func (g *Gateway) submit(ctx context.Context, ev wire.Event, owner string) (Subm
 		return SubmitResult{}, err
 	}
 	if r.empty() {
-		return SubmitResult{}, errNoRecipient
+		return SubmitResult{}, ErrNoRecipient
 	}
 	// Only a submit that stays on this node can skip the lookup: one that
 	// also goes to a peer may come back here through it (a participant
@@ -191,7 +191,7 @@ func (g *Gateway) submit(ctx context.Context, ev wire.Event, owner string) (Subm
 				"Retry with the same event_id to reach those that missed it"}
 	}
 	if out.counts.total() == 0 { // every target went away between lookup and delivery
-		return SubmitResult{}, errNoRecipient
+		return SubmitResult{}, ErrNoRecipient
 	}
 	return SubmitResult{Status: "ok", EventID: ev.EventID, Recipients: out.counts.total(), deliveryCounts: out.counts}, nil
 }
@@ -258,11 +258,11 @@ type DeliveryResult struct {
 
 // Deliver puts an event into the mailboxes of the named participants homed
 // here. A recipient homed on a peer (the sender's view was stale) is
-// forwarded there once, while hops (forwards so far) is below maxHops.
+// forwarded there once, while hops (forwards so far) is below MaxHops.
 func (g *Gateway) Deliver(ctx context.Context, req wire.DeliveryRequest, hops int) (DeliveryResult, error) {
 	ev := req.Event
 	if ev.SenderGatewayURL != "" && !g.gatewayAllowed(ev.SenderGatewayURL) {
-		return DeliveryResult{}, errGatewayNotAllowed("event.sender_gateway_url")
+		return DeliveryResult{}, ErrGatewayNotAllowed("event.sender_gateway_url")
 	}
 	if ev.EventID == "" {
 		ev.EventID = wire.NewEventID()
@@ -278,7 +278,7 @@ func (g *Gateway) Deliver(ctx context.Context, req wire.DeliveryRequest, hops in
 			continue
 		}
 		node := ""
-		if hops < maxHops {
+		if hops < MaxHops {
 			node = g.homeElsewhere(ctx, id)
 		}
 		if node == "" {
@@ -291,7 +291,7 @@ func (g *Gateway) Deliver(ctx context.Context, req wire.DeliveryRequest, hops in
 		r.peers[node] = append(r.peers[node], id)
 	}
 	if r.empty() {
-		return DeliveryResult{}, errNoRecipient
+		return DeliveryResult{}, ErrNoRecipient
 	}
 	body, err := json.Marshal(ev)
 	if err != nil {
@@ -306,7 +306,7 @@ func (g *Gateway) Deliver(ctx context.Context, req wire.DeliveryRequest, hops in
 		g.publish(ev.SessionID, ev.EventID, body)
 	}
 	if res.Recipients == 0 && len(out.failed) == 0 {
-		return DeliveryResult{}, errNoRecipient
+		return DeliveryResult{}, ErrNoRecipient
 	}
 	if res.Recipients == 0 {
 		return DeliveryResult{}, &wire.Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", EventID: ev.EventID,
@@ -333,7 +333,7 @@ func (g *Gateway) homeElsewhere(ctx context.Context, id string) string {
 }
 
 // Join adds a participant of this node to a session.
-func (g *Gateway) join(participantID, participantType, sessionID string) error {
+func (g *Gateway) Join(participantID, participantType, sessionID string) error {
 	if err := wire.CheckID(sessionID, "session_id", ident.MaxSessionID); err != nil {
 		return err
 	}
@@ -343,7 +343,7 @@ func (g *Gateway) join(participantID, participantType, sessionID string) error {
 	return nil
 }
 
-func (g *Gateway) leave(participantID, sessionID string) error {
+func (g *Gateway) Leave(participantID, sessionID string) error {
 	if err := wire.CheckID(sessionID, "session_id", ident.MaxSessionID); err != nil {
 		return err
 	}

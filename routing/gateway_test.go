@@ -1,4 +1,4 @@
-package sidecar
+package routing
 
 import (
 	"encoding/json"
@@ -14,6 +14,6 @@ func TestSubmitResultAppendJSON(t *testing.T) {
 	} {
 		want, err := json.Marshal(r)
 		require.NoError(t, err)
-		require.Equal(t, string(want), string(r.appendJSON(nil)))
+		require.Equal(t, string(want), string(r.AppendJSON(nil)))
 	}
 }

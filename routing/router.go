@@ -1,4 +1,4 @@
-package sidecar
+package routing
 
 import (
 	"context"
@@ -15,6 +15,11 @@ import (
 	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/ws"
 )
+
+// MaxHops bounds forwarding: a node forwards a delivery for a participant
+// homed elsewhere only while its hops are below it, so no event travels
+// more than two hops.
+const MaxHops = 2
 
 // route is where one event goes: participants homed here, participants
 // homed on peers (by node), and external participants behind gateways.
@@ -36,7 +41,7 @@ func (r *route) empty() bool {
 // session but the sender, or its recipient_id alone. The members on other
 // nodes come from the directory's owners of the session (or of the
 // recipient); when none of them answers, the submit fails as if their
-// nodes were unreachable (errDirectory).
+// nodes were unreachable (ErrDirectory).
 func (g *Gateway) resolve(ctx context.Context, ev wire.Event) (route, error) {
 	var r route
 	r.local = g.localTargets(ev)
@@ -59,7 +64,7 @@ func (g *Gateway) resolve(ctx context.Context, ev wire.Event) (route, error) {
 		entries, err = g.cluster.Session(ctx, ev.SessionID, g.self) // hosted here: r.local
 	}
 	if err != nil {
-		return r, errDirectory(ev.RecipientID)
+		return r, ErrDirectory(ev.RecipientID)
 	}
 	seenExternal := map[string]bool{}
 	for _, e := range entries {
@@ -133,7 +138,7 @@ func (g *Gateway) dispatch(ctx context.Context, r route, ev wire.Event, body jso
 		// The mailboxes that took the event hold it now.
 		g.hub.Release(shared)
 		for _, id := range moved { // moved to another node between lookup and delivery
-			if node := g.homeElsewhere(ctx, id); node != "" && hops < maxHops {
+			if node := g.homeElsewhere(ctx, id); node != "" && hops < MaxHops {
 				if r.peers == nil {
 					r.peers = map[string][]string{}
 				}
@@ -206,8 +211,8 @@ func (g *Gateway) dispatchRemote(ctx context.Context, r route, ev wire.Event, bo
 	return out
 }
 
-// peerDelivery is the body of a delivery between Switchyard nodes.
-type peerDelivery struct {
+// PeerDelivery is the body of a delivery between Switchyard nodes.
+type PeerDelivery struct {
 	RecipientIDs []string        `json:"recipient_ids"`
 	SessionID    string          `json:"session_id,omitempty"`
 	Event        json.RawMessage `json:"event"`
@@ -216,9 +221,9 @@ type peerDelivery struct {
 // forwardToPeer posts one delivery carrying all of ids to node. It returns
 // how the recipients got the event and which could not be reached.
 func (g *Gateway) forwardToPeer(ctx context.Context, node string, ids []string, ev wire.Event, body json.RawMessage, hops int) (deliveryCounts, []string) {
-	ans, err := g.peers.Deliver(ctx, node, peerDelivery{RecipientIDs: ids, SessionID: ev.SessionID, Event: body}, hops)
+	ans, err := g.peers.Deliver(ctx, node, PeerDelivery{RecipientIDs: ids, SessionID: ev.SessionID, Event: body}, hops)
 	switch {
-	case errors.Is(err, errNotMember):
+	case errors.Is(err, ErrNotMember):
 		g.log.Warn("no URL for a peer in the directory", "peer", node)
 		return deliveryCounts{}, ids
 	case err != nil:
@@ -229,7 +234,7 @@ func (g *Gateway) forwardToPeer(ctx context.Context, node string, ids []string, 
 	case ans.Status == http.StatusNotFound:
 		return deliveryCounts{}, nil // the directory was stale: nobody there any more
 	default:
-		g.log.Warn("a peer refused a delivery", append(wire.TraceAttrs(ctx, wire.TraceparentFrom(ctx)), "peer", node, "status", ans.Status, "answer", truncate(ans.Refusal))...)
+		g.log.Warn("a peer refused a delivery", append(wire.TraceAttrs(ctx, wire.TraceparentFrom(ctx)), "peer", node, "status", ans.Status, "answer", wire.Truncate(ans.Refusal))...)
 		return deliveryCounts{}, ids
 	}
 }
@@ -273,13 +278,6 @@ func (g *Gateway) forwardToGateway(ctx context.Context, e membership.Entry, ev w
 	}
 }
 
-func truncate(b []byte) string {
-	if len(b) > 200 {
-		return string(b[:200]) + "…"
-	}
-	return string(b)
-}
-
 // gatewayAllowed reports whether url may be followed: it starts with an
 // --allow-gateway prefix, or is a cluster member's own URL.
 func (g *Gateway) gatewayAllowed(raw string) bool {
@@ -318,16 +316,16 @@ func urlUnder(raw, prefix string) bool {
 	return u.Path == base || strings.HasPrefix(u.Path, base+"/") || base == ""
 }
 
-// addParticipant adds participant id to session where it lives: on this
+// AddParticipant adds participant id to session where it lives: on this
 // node when it is homed here or nowhere yet (it is then created offline
 // here), otherwise on the peers that host it.
-func (g *Gateway) addParticipant(ctx context.Context, id, typ, session string, hops int) error {
+func (g *Gateway) AddParticipant(ctx context.Context, id, typ, session string, hops int) error {
 	// Owners that did not answer leave what the others found: a PUT goes
 	// on with that, as an attach does, rather than fail while an owner is
 	// slow or its death not yet noticed.
 	homes, _ := g.homesElsewhere(ctx, id)
-	if g.hub.Lookup(id) != nil || len(homes) == 0 || hops >= maxHops {
-		if err := g.join(id, typ, session); err != nil {
+	if g.hub.Lookup(id) != nil || len(homes) == 0 || hops >= MaxHops {
+		if err := g.Join(id, typ, session); err != nil {
 			return err
 		}
 		g.cluster.Sync(ctx) // answered once the session's owners have it
@@ -336,12 +334,12 @@ func (g *Gateway) addParticipant(ctx context.Context, id, typ, session string, h
 	return g.forwardMembership(ctx, http.MethodPut, homes, id, session, hops)
 }
 
-// removeParticipant takes participant id out of session here, on the peers
+// RemoveParticipant takes participant id out of session here, on the peers
 // that host it, and from this node's external participants.
-func (g *Gateway) removeParticipant(ctx context.Context, id, session string, hops int) error {
+func (g *Gateway) RemoveParticipant(ctx context.Context, id, session string, hops int) error {
 	removed := g.externals.remove(id, session)
 	if g.hub.Lookup(id) != nil {
-		if err := g.leave(id, session); err == nil {
+		if err := g.Leave(id, session); err == nil {
 			removed = true
 		}
 	}
@@ -349,7 +347,7 @@ func (g *Gateway) removeParticipant(ctx context.Context, id, session string, hop
 	if err != nil {
 		return err
 	}
-	if len(homes) > 0 && hops < maxHops {
+	if len(homes) > 0 && hops < MaxHops {
 		if err := g.forwardMembership(ctx, http.MethodDelete, homes, id, session, hops); err == nil {
 			removed = true
 		} else if wire.AsError(err).Status != http.StatusNotFound {
@@ -363,7 +361,7 @@ func (g *Gateway) removeParticipant(ctx context.Context, id, session string, hop
 }
 
 // homesElsewhere lists the peers hosting participant id, and
-// errDirectory with what was found when the lookup could not be answered
+// ErrDirectory with what was found when the lookup could not be answered
 // whole.
 func (g *Gateway) homesElsewhere(ctx context.Context, id string) ([]string, error) {
 	entries, err := g.cluster.Participant(ctx, id)
@@ -374,16 +372,16 @@ func (g *Gateway) homesElsewhere(ctx context.Context, id string) ([]string, erro
 		}
 	}
 	if err != nil {
-		return nodes, errDirectory(id)
+		return nodes, ErrDirectory(id)
 	}
 	return nodes, nil
 }
 
-// errDirectory answers a request whose directory lookup no owner
+// ErrDirectory answers a request whose directory lookup no owner
 // answered as the path of an unreachable peer does (502
 // recipients_unreachable): the recipients may exist, this node cannot
 // tell where, and the client retries.
-func errDirectory(recipient string) *wire.Error {
+func ErrDirectory(recipient string) *wire.Error {
 	e := &wire.Error{Status: http.StatusBadGateway, Code: "recipients_unreachable",
 		Detail: "the nodes that keep the directory's records for this could not be reached"}
 	if recipient != "" {
@@ -397,11 +395,11 @@ func errDirectory(recipient string) *wire.Error {
 func (g *Gateway) forwardMembership(ctx context.Context, method string, nodes []string, id, session string, hops int) error {
 	ctx, cancel := context.WithTimeout(ctx, g.forwardTimeout)
 	defer cancel()
-	var last error = errNoRecipient
+	var last error = ErrNoRecipient
 	for _, node := range nodes {
 		ans, err := g.peers.Membership(ctx, node, method, id, session, hops+1)
 		switch {
-		case errors.Is(err, errNotMember):
+		case errors.Is(err, ErrNotMember):
 		case err != nil:
 			last = &wire.Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", Failed: []string{id},
 				Detail: "the participant's node could not be reached"}
