@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,7 +22,9 @@ import (
 
 	"github.com/switchyard-gw/switchyard/internal/ident"
 	"github.com/switchyard-gw/switchyard/internal/readinto"
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
+	"github.com/switchyard-gw/switchyard/routing"
 	"github.com/switchyard-gw/switchyard/ui"
 	"github.com/switchyard-gw/switchyard/ws"
 )
@@ -55,7 +56,7 @@ func (n *Node) serve(fn handlerFunc) http.HandlerFunc {
 			return
 		}
 		logIfUnexpected(r.Context(), n.log, err, "method", r.Method, "path", r.URL.Path)
-		writeError(w, err)
+		wire.WriteError(w, err)
 	}
 }
 
@@ -74,7 +75,7 @@ func (n *Node) recoverPanic(w http.ResponseWriter, r *http.Request) {
 	}
 	logIfUnexpected(r.Context(), n.log, fmt.Errorf("panic: %v", p),
 		"method", r.Method, "path", r.URL.Path, "stack", string(debug.Stack()))
-	writeError(w, errors.New("the handler panicked")) // a 500 that hides the cause
+	wire.WriteError(w, errors.New("the handler panicked")) // a 500 that hides the cause
 }
 
 func (n *Node) routes() http.Handler {
@@ -82,12 +83,12 @@ func (n *Node) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(withRequestID, n.measure)
 	r.NotFound(serve(func(http.ResponseWriter, *http.Request) error {
-		return newError(http.StatusNotFound, "not_found", "", "no such endpoint; see the API reference")
+		return wire.NewError(http.StatusNotFound, "not_found", "", "no such endpoint; see the API reference")
 	}))
 	r.MethodNotAllowed(serve(func(http.ResponseWriter, *http.Request) error {
-		return newError(http.StatusMethodNotAllowed, "method_not_allowed", "", "this endpoint does not take that method")
+		return wire.NewError(http.StatusMethodNotAllowed, "method_not_allowed", "", "this endpoint does not take that method")
 	}))
-	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, []byte(`{"status":"ok"}`)) })
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { wire.WriteJSON(w, 200, []byte(`{"status":"ok"}`)) })
 	r.Get("/openapi.json", n.handleOpenAPI)
 	r.Get("/readyz", n.handleReady)
 	r.Handle("/metrics", promhttp.HandlerFor(n.metrics.Registry, promhttp.HandlerOpts{}))
@@ -128,7 +129,7 @@ func (n *Node) routes() http.Handler {
 func needFullRights(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := credentialFrom(r.Context()).fullRights(); err != nil {
-			writeError(w, err)
+			wire.WriteError(w, err)
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -145,7 +146,7 @@ func clusterOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if underCluster(r.URL.Path) || underCluster(r.URL.RawPath) {
 			if err := credentialFrom(r.Context()).clusterRights(); err != nil {
-				writeError(w, err)
+				wire.WriteError(w, err)
 				return
 			}
 		}
@@ -230,10 +231,10 @@ func (s *statusWriter) WriteHeader(code int) {
 
 func (n *Node) handleReady(w http.ResponseWriter, _ *http.Request) {
 	if n.draining.Load() || !n.started.Load() || !n.cluster.Settled() {
-		writeJSON(w, http.StatusServiceUnavailable, []byte(`{"status":"draining"}`))
+		wire.WriteJSON(w, http.StatusServiceUnavailable, []byte(`{"status":"draining"}`))
 		return
 	}
-	writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
+	wire.WriteJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
 }
 
 // readBody reads a JSON request body of at most limit bytes.
@@ -241,12 +242,12 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != "application/json" && !(len(mt) > 5 && mt[len(mt)-5:] == "+json")) {
-			return nil, newError(http.StatusUnsupportedMediaType, "unsupported_media_type", "",
+			return nil, wire.NewError(http.StatusUnsupportedMediaType, "unsupported_media_type", "",
 				"send the body as application/json")
 		}
 	}
 	tooLarge := func() error {
-		return newError(http.StatusRequestEntityTooLarge, "body_too_large", "",
+		return wire.NewError(http.StatusRequestEntityTooLarge, "body_too_large", "",
 			"the body is larger than the limit of "+strconv.FormatInt(limit, 10)+" bytes")
 	}
 	if r.ContentLength > limit {
@@ -262,7 +263,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 			w.Header().Set("Connection", "close")
 			return nil, tooLarge()
 		}
-		return nil, newError(http.StatusBadRequest, "bad_request", "", "the body could not be read")
+		return nil, wire.NewError(http.StatusBadRequest, "bad_request", "", "the body could not be read")
 	}
 	return body, nil
 }
@@ -286,18 +287,18 @@ func respond(w http.ResponseWriter, v any) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, b)
+	wire.WriteJSON(w, http.StatusOK, b)
 	return nil
 }
 
 func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 	body, err := readBody(w, r, n.cfg.MaxBodyBytes)
 	if err == nil {
-		var res SubmitResult
-		res, err = n.gw.submitJSON(r.Context(), body, credentialFrom(r.Context()), nil)
+		var res routing.SubmitResult
+		res, err = submitJSON(r.Context(), n.gw, body, credentialFrom(r.Context()), nil)
 		if err == nil {
 			n.metrics.recordSubmit(nil)
-			writeJSON(w, http.StatusOK, res.appendJSON(make([]byte, 0, 160)))
+			wire.WriteJSON(w, http.StatusOK, res.AppendJSON(make([]byte, 0, 160)))
 			return nil
 		}
 	}
@@ -305,155 +306,16 @@ func (n *Node) handleSubmit(w http.ResponseWriter, r *http.Request) error {
 	return err
 }
 
-// wireDelivery is the body of POST /v1/gateway/deliveries, decoded by
-// decodeDelivery: pointers tell absent fields from empty ones.
-type wireDelivery struct {
-	RecipientID         *string    `json:"recipient_id"`
-	RecipientIDs        []string   `json:"recipient_ids"`
-	SessionID           *string    `json:"session_id"`
-	RecipientGatewayURL *string    `json:"recipient_gateway_url"`
-	Event               *wireEvent `json:"event"`
-
-	values [3]string // what the string fields point at (see wireEvent)
-}
-
-// decodeDelivery vets and decodes a delivery body into w in one pass, as
-// decodeEvent does a submit's; the event's fields are named under
-// "event.". FuzzDeliveryDecoding holds it to checkJSON + encoding/json.
-func decodeDelivery(body []byte, w *wireDelivery) *Error {
-	return decodeTopLevel(body, w)
-}
-
-func (w *wireDelivery) decodeField(s *jsonChecker, key, raw []byte) {
-	switch string(key) {
-	case "recipient_id":
-		s.decodeString(key, raw, &w.RecipientID, &w.values[0])
-	case "session_id":
-		s.decodeString(key, raw, &w.SessionID, &w.values[1])
-	case "recipient_gateway_url":
-		s.decodeString(key, raw, &w.RecipientGatewayURL, &w.values[2])
-	case "recipient_ids":
-		w.RecipientIDs = nil
-		switch raw[0] {
-		case 'n':
-		case '[':
-			w.RecipientIDs = decodeStrings(s, "recipient_ids", raw)
-		default:
-			s.wrongType("recipient_ids", "array")
-		}
-	case "event":
-		switch raw[0] {
-		case 'n':
-			w.Event = nil
-		case '{':
-			w.Event = new(wireEvent)
-			if err := decodeEvent(raw, w.Event); err != nil && s.typeErr == nil {
-				err.Field = "event." + err.Field // only a type error: the body passed the checker
-				s.typeErr = err
-			}
-		default:
-			s.wrongType("event", "object")
-		}
-	}
-}
-
-// decodeStrings decodes a checked JSON array of strings, as encoding/json
-// does into a []string: null elements are "", other types a type error
-// naming field. The strings share one allocation: a delivery names up to
-// thousands of recipients.
-func decodeStrings(s *jsonChecker, field string, raw []byte) []string {
-	var text []byte                     // every element's decoded text, back to back
-	var ends []int                      // where each element's text ends in text
-	e := jsonChecker{data: raw, pos: 1} // past '['
-	for {
-		e.space()
-		if e.data[e.pos] == ']' {
-			break
-		}
-		start := e.pos
-		_ = e.value()
-		switch v := e.data[start:e.pos]; v[0] {
-		case '"':
-			if bytes.IndexByte(v, '\\') < 0 {
-				text = append(text, v[1:len(v)-1]...)
-			} else {
-				decoded, _ := unquote(v)
-				text = append(text, decoded...)
-			}
-		case 'n': // null: the zero string
-		default:
-			s.wrongType(field, "string")
-		}
-		ends = append(ends, len(text))
-		e.space()
-		if e.data[e.pos] == ',' {
-			e.pos++
-		}
-	}
-	all := string(text)
-	out := make([]string, len(ends))
-	begin := 0
-	for i, end := range ends {
-		out[i], begin = all[begin:end], end
-	}
-	return out
-}
-
-func (w *wireDelivery) validate(lim Limits) (DeliveryRequest, *Error) {
-	var req DeliveryRequest
-	switch {
-	case w.RecipientID != nil:
-		if err := checkID(*w.RecipientID, "recipient_id", ident.MaxParticipantID); err != nil {
-			return req, err
-		}
-		req.RecipientIDs = []string{*w.RecipientID}
-	case len(w.RecipientIDs) > 0:
-		seen := make(map[string]bool, len(w.RecipientIDs))
-		for _, id := range w.RecipientIDs {
-			if err := checkID(id, "recipient_ids", ident.MaxParticipantID); err != nil {
-				return req, err
-			}
-			if !seen[id] { // a recipient named twice still gets the event once
-				seen[id] = true
-				req.RecipientIDs = append(req.RecipientIDs, id)
-			}
-		}
-	default:
-		return req, fieldError(codeMissingField, "recipient_id", "recipient_id is required")
-	}
-	if w.SessionID != nil {
-		if err := checkID(*w.SessionID, "session_id", ident.MaxSessionID); err != nil {
-			return req, err
-		}
-		req.SessionID = *w.SessionID
-	}
-	if w.RecipientGatewayURL != nil {
-		if err := checkGatewayURL(*w.RecipientGatewayURL, "recipient_gateway_url"); err != nil {
-			return req, err
-		}
-		req.RecipientGatewayURL = *w.RecipientGatewayURL
-	}
-	if w.Event == nil {
-		return req, fieldError(codeMissingField, "event", "event is required")
-	}
-	ev, err := w.Event.validate("event.", lim)
-	if err != nil {
-		return req, err
-	}
-	req.Event = ev
-	return req, nil
-}
-
 func (n *Node) handleDeliver(w http.ResponseWriter, r *http.Request) error {
 	body, err := readBody(w, r, n.cfg.MaxBodyBytes)
 	if err != nil {
 		return err
 	}
-	var wd wireDelivery
-	if derr := decodeDelivery(body, &wd); derr != nil {
+	var wd wire.DecodedDelivery
+	if derr := wire.DecodeDelivery(body, &wd); derr != nil {
 		return derr
 	}
-	req, verr := wd.validate(n.gw.limits)
+	req, verr := wd.Validate(n.gw.Limits())
 	if verr != nil {
 		return verr
 	}
@@ -462,13 +324,6 @@ func (n *Node) handleDeliver(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return respond(w, res)
-}
-
-// errGatewayNotAllowed answers a gateway URL that no --allow-gateway prefix
-// (nor a cluster member's URL) admits.
-func errGatewayNotAllowed(field string) *Error {
-	return fieldError("gateway_url_not_allowed", field,
-		field+" is not on this cluster's list of allowed gateways (--allow-gateway)")
 }
 
 // pathID reads and checks an id from the URL path. chi matches against the
@@ -480,10 +335,10 @@ func pathID(r *http.Request, name string, max int) (string, error) {
 	if r.URL.RawPath != "" {
 		var err error
 		if v, err = url.PathUnescape(v); err != nil {
-			return "", fieldError(codeInvalidField, name, name+" is not a valid URL path segment")
+			return "", wire.FieldError(wire.CodeInvalidField, name, name+" is not a valid URL path segment")
 		}
 	}
-	if err := checkID(v, name, max); err != nil {
+	if err := wire.CheckID(v, name, max); err != nil {
 		return "", err
 	}
 	return v, nil
@@ -513,7 +368,7 @@ func (n *Node) handlePutParticipant(w http.ResponseWriter, r *http.Request) erro
 	}
 	var pb participantBody
 	if len(body) > 0 {
-		if err := decodeJSON(body, &pb); err != nil {
+		if err := wire.DecodeJSON(body, &pb); err != nil {
 			return err
 		}
 	}
@@ -521,20 +376,20 @@ func (n *Node) handlePutParticipant(w http.ResponseWriter, r *http.Request) erro
 	if pb.ParticipantType != nil {
 		ptype = *pb.ParticipantType
 		if ptype != "human" && ptype != "ai" {
-			return fieldError(codeInvalidField, "participant_type", `participant_type must be "human" or "ai"`)
+			return wire.FieldError(wire.CodeInvalidField, "participant_type", `participant_type must be "human" or "ai"`)
 		}
 	}
 	if pb.GatewayURL != nil {
-		if err := checkGatewayURL(*pb.GatewayURL, "gateway_url"); err != nil {
+		if err := wire.CheckGatewayURL(*pb.GatewayURL, "gateway_url"); err != nil {
 			return err
 		}
 		if err := cred.fullRights(); err != nil {
 			return err
 		}
-		if err := n.gw.addExternal(participantID, ptype, *pb.GatewayURL, sessionID, cred.externalOwner()); err != nil {
+		if err := n.gw.AddExternal(participantID, ptype, *pb.GatewayURL, sessionID, cred.externalOwner()); err != nil {
 			return err
 		}
-	} else if err := n.gw.addParticipant(r.Context(), participantID, ptype, sessionID, hopsOf(r)); err != nil {
+	} else if err := n.gw.AddParticipant(r.Context(), participantID, ptype, sessionID, hopsOf(r)); err != nil {
 		return err
 	}
 	return respond(w, map[string]string{"status": "ok", "session_id": sessionID, "participant_id": participantID})
@@ -553,7 +408,7 @@ func (n *Node) handleDeleteParticipant(w http.ResponseWriter, r *http.Request) e
 	if err := firstError(cred.actAs(participantID, "participant_id"), cred.useSession(sessionID)); err != nil {
 		return err
 	}
-	if err := n.gw.removeParticipant(r.Context(), participantID, sessionID, hopsOf(r)); err != nil {
+	if err := n.gw.RemoveParticipant(r.Context(), participantID, sessionID, hopsOf(r)); err != nil {
 		return err
 	}
 	return respond(w, map[string]string{"status": "ok", "session_id": sessionID, "participant_id": participantID})
@@ -582,16 +437,16 @@ func (n *Node) handleGetSession(w http.ResponseWriter, r *http.Request) error {
 	}
 	entries, err := n.cluster.Session(r.Context(), sessionID, "")
 	if err != nil {
-		return errDirectory("")
+		return routing.ErrDirectory("")
 	}
 	if len(entries) == 0 {
-		return newError(http.StatusNotFound, "session_not_found", "", "the session has no participant")
+		return wire.NewError(http.StatusNotFound, "session_not_found", "", "the session has no participant")
 	}
 	// The session's records say who is in it and where; whether a member
 	// is online is in its participant record, kept current by its home.
 	online, err := n.onlineOf(r.Context(), entries)
 	if err != nil {
-		return errDirectory("")
+		return routing.ErrDirectory("")
 	}
 	view := sessionView{SessionID: sessionID, Participants: make([]participantView, 0, len(entries))}
 	for _, e := range entries {
@@ -662,7 +517,7 @@ func (n *Node) handleLocalParticipants(w http.ResponseWriter, r *http.Request) e
 	if v := q.Get("limit"); v != "" {
 		l, err := strconv.Atoi(v)
 		if err != nil || l < 1 || l > maxParticipantsLimit {
-			return fieldError(codeInvalidField, "limit", "limit must be an integer from 1 to "+strconv.Itoa(maxParticipantsLimit))
+			return wire.FieldError(wire.CodeInvalidField, "limit", "limit must be an integer from 1 to "+strconv.Itoa(maxParticipantsLimit))
 		}
 		limit = l
 	}
@@ -708,20 +563,20 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 	req := ws.AttachRequest{Batch: q.Get("batch") == "1" || q.Get("batch") == "true"}
 	req.ParticipantID = q.Get("participant_id")
 	if !q.Has("participant_id") {
-		return fieldError(codeMissingField, "participant_id", "participant_id is required")
+		return wire.FieldError(wire.CodeMissingField, "participant_id", "participant_id is required")
 	}
-	if err := checkID(req.ParticipantID, "participant_id", ident.MaxParticipantID); err != nil {
+	if err := wire.CheckID(req.ParticipantID, "participant_id", ident.MaxParticipantID); err != nil {
 		return err
 	}
 	req.ParticipantType = "ai"
 	if t := q.Get("participant_type"); t != "" {
 		if t != "human" && t != "ai" {
-			return fieldError(codeInvalidField, "participant_type", `participant_type must be "human" or "ai"`)
+			return wire.FieldError(wire.CodeInvalidField, "participant_type", `participant_type must be "human" or "ai"`)
 		}
 		req.ParticipantType = t
 	}
 	for _, s := range q["session_id"] {
-		if err := checkID(s, "session_id", ident.MaxSessionID); err != nil {
+		if err := wire.CheckID(s, "session_id", ident.MaxSessionID); err != nil {
 			return err
 		}
 		req.Sessions = append(req.Sessions, s)
@@ -729,7 +584,7 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 	if v := q.Get("resume_from"); v != "" {
 		seq, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			return fieldError(codeInvalidField, "resume_from", "resume_from must be a non-negative integer seq")
+			return wire.FieldError(wire.CodeInvalidField, "resume_from", "resume_from must be a non-negative integer seq")
 		}
 		req.ResumeFrom = &seq
 	}
@@ -753,14 +608,14 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	if n.draining.Load() {
-		return newError(http.StatusServiceUnavailable, "draining", "", "this node is shutting down; attach to another node")
+		return wire.NewError(http.StatusServiceUnavailable, "draining", "", "this node is shutting down; attach to another node")
 	}
 	if n.hub.Lookup(req.ParticipantID) == nil {
-		if homes, sessions, typ := n.gw.otherHomes(r.Context(), req.ParticipantID); len(homes) > 0 {
+		if homes, sessions, typ := n.gw.OtherHomes(r.Context(), req.ParticipantID); len(homes) > 0 {
 			if typ == "" {
 				typ = req.ParticipantType
 			}
-			if err := n.gw.takeover(r.Context(), req.ParticipantID, typ, sessions, homes, true); err != nil {
+			if err := n.gw.Takeover(r.Context(), req.ParticipantID, typ, sessions, homes, true); err != nil {
 				return err
 			}
 		}
@@ -768,18 +623,18 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 	err := n.hub.Attach(w, r, req, opts, n.cfg.MaxConnections)
 	switch {
 	case errors.Is(err, ws.ErrDraining):
-		return newError(http.StatusServiceUnavailable, "draining", "", "this node is shutting down; attach to another node")
+		return wire.NewError(http.StatusServiceUnavailable, "draining", "", "this node is shutting down; attach to another node")
 	case errors.Is(err, ws.ErrParticipantMoved): // the takeover it waited for gave the participant back
-		return errMoving
+		return routing.ErrMoving
 	case errors.Is(err, ws.ErrTooManyConnections):
-		return newError(http.StatusServiceUnavailable, "too_many_connections", "", "this node holds its maximum of connections; try another node")
+		return wire.NewError(http.StatusServiceUnavailable, "too_many_connections", "", "this node holds its maximum of connections; try another node")
 	case errors.Is(err, ws.ErrTooManyParticipantConnections):
-		e := newError(http.StatusTooManyRequests, "too_many_connections", "participant_id",
+		e := wire.NewError(http.StatusTooManyRequests, "too_many_connections", "participant_id",
 			"this participant holds its maximum of connections on this node (--max-connections-per-participant); close one first")
 		e.RetryAfter = connectionCapRetry
 		return e
 	case errors.Is(err, ws.ErrTooManyCredentialConnections):
-		e := newError(http.StatusTooManyRequests, "too_many_connections", "",
+		e := wire.NewError(http.StatusTooManyRequests, "too_many_connections", "",
 			"this credential holds its maximum of connections on this node (--max-connections-per-credential); close one first")
 		e.RetryAfter = connectionCapRetry
 		return e
@@ -795,7 +650,7 @@ func (n *Node) handleAttach(w http.ResponseWriter, r *http.Request) error {
 // is welcomed).
 func (n *Node) handleDirectoryPush(w http.ResponseWriter, r *http.Request) error {
 	if n.gossip == nil {
-		return newError(http.StatusNotFound, "not_found", "", "this node is not part of a cluster")
+		return wire.NewError(http.StatusNotFound, "not_found", "", "this node is not part of a cluster")
 	}
 	body, err := readBody(w, r, maxDirectoryPushBytes)
 	if err != nil {
@@ -806,13 +661,13 @@ func (n *Node) handleDirectoryPush(w http.ResponseWriter, r *http.Request) error
 		return errForbidden("", "the directory message is not signed by the node it names: "+
 			"each node is the only writer of its entries")
 	case errors.Is(err, membership.ErrUnknownNode): // the sender asks again once gossip told us of it
-		return newError(http.StatusConflict, "unknown_node", "", "the directory message's node is not a member here (yet)")
+		return wire.NewError(http.StatusConflict, "unknown_node", "", "the directory message's node is not a member here (yet)")
 	case errors.Is(err, membership.ErrDigestMismatch): // the sender re-sends what this node should hold
-		return newError(http.StatusConflict, "digest_mismatch", "", "the records held here do not match the digest")
+		return wire.NewError(http.StatusConflict, "digest_mismatch", "", "the records held here do not match the digest")
 	case err != nil:
-		return newError(http.StatusBadRequest, codeInvalidJSON, "", "the directory message does not decode: "+err.Error())
+		return wire.NewError(http.StatusBadRequest, wire.CodeInvalidJSON, "", "the directory message does not decode: "+err.Error())
 	}
-	writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
+	wire.WriteJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
 	return nil
 }
 
@@ -820,7 +675,7 @@ func (n *Node) handleDirectoryPush(w http.ResponseWriter, r *http.Request) error
 // node keeps as their owner (internal to the cluster, like the push).
 func (n *Node) handleDirectoryLookup(w http.ResponseWriter, r *http.Request) error {
 	if n.gossip == nil {
-		return newError(http.StatusNotFound, "not_found", "", "this node is not part of a cluster")
+		return wire.NewError(http.StatusNotFound, "not_found", "", "this node is not part of a cluster")
 	}
 	body, err := readBody(w, r, maxLookupBytes)
 	if err != nil {
@@ -828,14 +683,14 @@ func (n *Node) handleDirectoryLookup(w http.ResponseWriter, r *http.Request) err
 	}
 	ans, err := n.gossip.HandleLookup(body)
 	if err != nil {
-		return newError(http.StatusBadRequest, codeInvalidJSON, "", "the lookup does not decode: "+err.Error())
+		return wire.NewError(http.StatusBadRequest, wire.CodeInvalidJSON, "", "the lookup does not decode: "+err.Error())
 	}
-	writeJSON(w, http.StatusOK, ans)
+	wire.WriteJSON(w, http.StatusOK, ans)
 	return nil
 }
 
 // firstError returns the first non-nil error.
-func firstError(errs ...*Error) *Error {
+func firstError(errs ...*wire.Error) *wire.Error {
 	for _, e := range errs {
 		if e != nil {
 			return e

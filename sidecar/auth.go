@@ -16,6 +16,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/switchyard-gw/switchyard/internal/ident"
+	"github.com/switchyard-gw/switchyard/internal/wire"
 )
 
 // keyring holds the accepted API keys as SHA-256 digests, so comparing a
@@ -97,13 +98,13 @@ func apiKeyID(key string) string {
 	return "key:" + hex.EncodeToString(d[:8])
 }
 
-var errForbidden = func(field, detail string) *Error {
-	return newError(http.StatusForbidden, "forbidden", field, detail)
+var errForbidden = func(field, detail string) *wire.Error {
+	return wire.NewError(http.StatusForbidden, "forbidden", field, detail)
 }
 
 // actAs checks that c may speak for participant (field names where it came
 // from: sender_id, participant_id).
-func (c Credential) actAs(participant, field string) *Error {
+func (c Credential) actAs(participant, field string) *wire.Error {
 	if c.Kind == credToken && c.Subject != participant {
 		return errForbidden(field, "a participant token may only act as its own participant ("+c.Subject+")")
 	}
@@ -111,16 +112,16 @@ func (c Credential) actAs(participant, field string) *Error {
 }
 
 // useSession checks that c may use session.
-func (c Credential) useSession(session string) *Error {
+func (c Credential) useSession(session string) *wire.Error {
 	if c.Kind == credToken && c.Sessions != nil && !slices.Contains(c.Sessions, session) {
-		return errForbidden("session_id", "this participant token does not allow the session "+quote(session))
+		return errForbidden("session_id", "this participant token does not allow the session "+wire.Quote(session))
 	}
 	return nil
 }
 
 // fullRights checks that c is an API key (or authentication is off): the
 // endpoints between nodes and those that act for others need one.
-func (c Credential) fullRights() *Error {
+func (c Credential) fullRights() *wire.Error {
 	if c.Kind == credToken {
 		return errForbidden("", "this endpoint needs an API key, not a participant token")
 	}
@@ -130,7 +131,7 @@ func (c Credential) fullRights() *Error {
 // clusterRights checks that c is the cluster key (or authentication is
 // off): the node-to-node endpoints take nothing else, so no app key or
 // token can speak for a node.
-func (c Credential) clusterRights() *Error {
+func (c Credential) clusterRights() *wire.Error {
 	if c.Kind != credCluster && c.Kind != credNone {
 		return errForbidden("", "the /v1/gateway/cluster/ endpoints are between nodes: they take the cluster key "+
 			"(--cluster-key), not an API key or a participant token")
@@ -253,16 +254,16 @@ func (a *authenticator) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cred := Credential{Kind: credNone}
 		if a.enabled() {
-			var err *Error
+			var err *wire.Error
 			if cred, err = a.identify(presented(r)); err != nil {
-				writeError(w, err)
+				wire.WriteError(w, err)
 				return
 			}
 		}
 		info := requestInfoFrom(r.Context())
 		if info == nil { // not behind withRequestID
 			info = &requestInfo{}
-			r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info))
+			r = r.WithContext(wire.WithRequest(r.Context(), info))
 		}
 		info.cred = cred
 		next.ServeHTTP(w, r)
@@ -280,16 +281,16 @@ func (a *authenticator) rateLimited(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key := credentialFrom(r.Context()).rateKey(r)
 		if wait, ok := a.limit.allow(key); !ok {
-			writeError(w, errRateLimited(wait, "too many requests for this credential; retry after the time in Retry-After"))
+			wire.WriteError(w, errRateLimited(wait, "too many requests for this credential; retry after the time in Retry-After"))
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
 }
 
-func (a *authenticator) identify(presented string) (Credential, *Error) {
+func (a *authenticator) identify(presented string) (Credential, *wire.Error) {
 	if presented == "" {
-		return Credential{}, newError(http.StatusUnauthorized, "unauthorized", "",
+		return Credential{}, wire.NewError(http.StatusUnauthorized, "unauthorized", "",
 			"send a credential: Authorization: Bearer <api key or participant token>")
 	}
 	// The cluster key first: the fallback cluster key is also an API key.
@@ -306,14 +307,14 @@ func (a *authenticator) identify(presented string) (Credential, *Error) {
 	if a.tokens != nil && strings.Count(presented, ".") == 2 {
 		cred, err := a.tokens.verify(presented)
 		if errors.Is(err, errTokenExpired) {
-			return Credential{}, newError(http.StatusUnauthorized, "token_expired", "", "the participant token has expired or is not valid yet")
+			return Credential{}, wire.NewError(http.StatusUnauthorized, "token_expired", "", "the participant token has expired or is not valid yet")
 		}
 		if err != nil {
-			return Credential{}, newError(http.StatusUnauthorized, "unauthorized", "", "the participant token is not valid")
+			return Credential{}, wire.NewError(http.StatusUnauthorized, "unauthorized", "", "the participant token is not valid")
 		}
 		return cred, nil
 	}
-	return Credential{}, newError(http.StatusUnauthorized, "unauthorized", "", "the credential is not valid")
+	return Credential{}, wire.NewError(http.StatusUnauthorized, "unauthorized", "", "the credential is not valid")
 }
 
 // MintToken makes a participant token (for tests and `switchyard token`).
@@ -322,4 +323,17 @@ func MintToken(secret []byte, participant string, sessions []string, ttl time.Du
 	claims := tokenClaims{Sessions: sessions, RegisteredClaims: jwt.RegisteredClaims{
 		Subject: participant, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(ttl))}}
 	return jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
+}
+
+// externalOwner names the credential external participants it registers
+// count against: an API key by a digest prefix (never the key), a token by
+// its subject; "" when authentication is off (only the node's cap applies).
+func (c Credential) externalOwner() string {
+	switch c.Kind {
+	case credAPIKey, credCluster: // the cluster key may be the first API key (no gossip key)
+		return c.KeyID
+	case credToken:
+		return "token:" + c.Subject
+	}
+	return ""
 }

@@ -3,14 +3,12 @@ package sidecar
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,13 +16,15 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/stretchr/testify/require"
+	"github.com/switchyard-gw/switchyard/internal/testkit"
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/internal/wsread"
 )
 
 var benchSizes = []int{1, 100, 1000}
 
-func benchEvent(session string) Event {
-	return Event{SenderID: "src", SenderType: "ai", EventType: "message", SessionID: session,
+func benchEvent(session string) wire.Event {
+	return wire.Event{SenderID: "src", SenderType: "ai", EventType: "message", SessionID: session,
 		Message: "a message of a typical size for an agent hand-off, about one line of text"}
 }
 
@@ -37,7 +37,7 @@ func BenchmarkSubmitToMailboxes(b *testing.B) {
 		b.Run("recipients="+strconv.Itoa(subs), func(b *testing.B) {
 			n := startNode(b, Config{})
 			for i := range subs {
-				require.NoError(b, n.gw.join(fmt.Sprint("p", i), "ai", "s"))
+				require.NoError(b, n.gw.Join(fmt.Sprint("p", i), "ai", "s"))
 			}
 			ev := benchEvent("s")
 			ctx := context.Background()
@@ -138,126 +138,6 @@ func countFrames(c *websocket.Conn, counter *atomic.Int64) {
 	}
 }
 
-// benchSubmitBody is a typical REST submit body.
-const benchSubmitBody = `{"sender_id":"src","sender_type":"ai","event_type":"message","session_id":"s",` +
-	`"message":"a message of a typical size for an agent hand-off, about one line of text",` +
-	`"metadata":{"trace":"abc","priority":2}}`
-
-// BenchmarkDecodeAndValidate measures validation: the strict JSON check,
-// decoding into the wire shape, and SPEC's field rules; "reference" is the
-// generic path (checkJSON, then encoding/json), which deliveries from peers
-// take.
-func BenchmarkDecodeAndValidate(b *testing.B) {
-	body := []byte(benchSubmitBody)
-	lim := Limits{MaxMessageBytes: 256 << 10, MaxMetadataKeys: 50}
-	for _, tc := range []struct {
-		name   string
-		decode func([]byte, *wireEvent) *Error
-	}{
-		{"decodeEvent", decodeEvent},
-		{"reference", func(data []byte, w *wireEvent) *Error { return decodeJSON(data, w) }},
-	} {
-		b.Run(tc.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				var w wireEvent
-				if err := tc.decode(body, &w); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := w.validate("", lim); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}
-
-// BenchmarkDecodeDelivery measures the decoding of a peer's delivery to
-// 1,000 recipients (the cross-node fan-out's body), by decodeDelivery and
-// by the generic path.
-func BenchmarkDecodeDelivery(b *testing.B) {
-	ids := make([]string, 1000)
-	for i := range ids {
-		ids[i] = fmt.Sprint("bench-", i)
-	}
-	body, err := json.Marshal(map[string]any{"recipient_ids": ids, "session_id": "s", "event": json.RawMessage(benchSubmitBody)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Run("decodeDelivery", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			var w wireDelivery
-			if err := decodeDelivery(body, &w); err != nil || len(w.RecipientIDs) != 1000 {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("reference", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			var w struct {
-				RecipientIDs []string   `json:"recipient_ids"`
-				SessionID    *string    `json:"session_id"`
-				Event        *wireEvent `json:"event"`
-			}
-			if err := decodeJSON(body, &w); err != nil || len(w.RecipientIDs) != 1000 {
-				b.Fatal(err)
-			}
-		}
-	})
-}
-
-// BenchmarkEncodeEvent measures the one encoding of an event per submit:
-// the hand-built encoder and encoding/json, which it matches byte for byte.
-func BenchmarkEncodeEvent(b *testing.B) {
-	var w wireEvent
-	if err := decodeEvent([]byte(benchSubmitBody), &w); err != nil {
-		b.Fatal(err)
-	}
-	ev, verr := w.validate("", Limits{MaxMessageBytes: 256 << 10, MaxMetadataKeys: 50})
-	if verr != nil {
-		b.Fatal(verr)
-	}
-	ev.EventID = newEventID()
-	b.Run("appendJSON", func(b *testing.B) {
-		b.ReportAllocs()
-		buf := make([]byte, 0, 512)
-		for b.Loop() {
-			var err error
-			if buf, err = ev.appendJSON(buf[:0]); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("encoding_json", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if _, err := json.Marshal(ev); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-}
-
-// BenchmarkCheckManyKeys: a 1 MiB body of 100,000-odd metadata keys. The
-// duplicate-key check compared every pair before, 20 s per body.
-func BenchmarkCheckManyKeys(b *testing.B) {
-	var body strings.Builder
-	body.WriteString(`{"metadata":{"k0":0`)
-	for i := 1; body.Len() < 1<<20-16; i++ {
-		fmt.Fprintf(&body, `,"k%d":%d`, i, i%10)
-	}
-	body.WriteString(`}}`)
-	data := []byte(body.String())
-	b.SetBytes(int64(len(data)))
-	for b.Loop() {
-		if err := checkJSON(data); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 // BenchmarkSubmitHandler measures the node's side of a REST submit without
 // the network: the router, middleware, handler, validation, routing and the
 // mailboxes of a session of two (offline) participants, called like
@@ -267,10 +147,10 @@ func BenchmarkSubmitHandler(b *testing.B) {
 		b.Run(fmt.Sprintf("api_keys=%d", len(keys)), func(b *testing.B) {
 			n := startNode(b, Config{RateLimit: -1, APIKeys: keys})
 			for _, p := range []string{"p1", "p2"} {
-				require.NoError(b, n.gw.join(p, "ai", "s"))
+				require.NoError(b, n.gw.Join(p, "ai", "s"))
 			}
 			h := n.routes()
-			body := []byte(benchSubmitBody)
+			body := []byte(testkit.SubmitBody)
 			rd := bytes.NewReader(body)
 			req := httptest.NewRequest(http.MethodPost, "/v1/gateway/events", rd)
 			req.Header.Set("Content-Type", "application/json")
@@ -316,12 +196,12 @@ func (w *discardWriter) Write(p []byte) (int, error) {
 func BenchmarkSubmitREST(b *testing.B) {
 	n := startNode(b, Config{RateLimit: -1})
 	for _, p := range []string{"p1", "p2"} {
-		require.NoError(b, n.gw.join(p, "ai", "s"))
+		require.NoError(b, n.gw.Join(p, "ai", "s"))
 	}
 	hc := &http.Client{}
 	defer hc.CloseIdleConnections()
 	u := n.URL() + "/v1/gateway/events"
-	body := []byte(benchSubmitBody)
+	body := []byte(testkit.SubmitBody)
 	b.ReportAllocs()
 	for b.Loop() {
 		resp, err := hc.Post(u, "application/json", bytes.NewReader(body))

@@ -157,7 +157,7 @@ func TestOpenAPIMailboxBudgetAnswers(t *testing.T) {
 	s := newOASuite(t)
 	auth := bearerHeader("k")
 	n := startNode(t, Config{MaxMailboxBytes: testBudget, APIKeys: []string{"k"}})
-	require.NoError(t, n.gw.join("p1", "ai", "s"))
+	require.NoError(t, n.gw.Join("p1", "ai", "s"))
 	events := n.URL() + "/v1/gateway/events"
 	for i := range 100 {
 		if r := postJSON(t, events, bigEvent(fmt.Sprint("ev-", i)), auth); r.Status != http.StatusOK {

@@ -33,6 +33,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
 )
 
@@ -327,11 +328,11 @@ func TestClusterFaultParticipantGoneBetweenLookupAndForward(t *testing.T) {
 		t.Fatal("the submit never answered")
 	}
 	require.NoError(t, a.err)
-	apiRequireError(t, a.api(), http.StatusNotFound, codeRecipientNotFound, "")
+	apiRequireError(t, a.api(), http.StatusNotFound, wire.CodeRecipientNotFound, "")
 
 	require.Eventually(t, func() bool {
 		r := sendBounded(http.MethodPost, n1.URL()+apiEventsPath, event("x", "s3", "later"), nil, 10*time.Second)
-		return r.err == nil && r.status == http.StatusNotFound && r.body["code"] == codeRecipientNotFound
+		return r.err == nil && r.status == http.StatusNotFound && r.body["code"] == wire.CodeRecipientNotFound
 	}, 10*time.Second, 20*time.Millisecond, "node 1 kept routing to a participant node 3 forgot")
 }
 
@@ -398,7 +399,7 @@ func TestClusterFaultSubmitsWhilePeerLeavesNeverHang(t *testing.T) {
 		switch a.status {
 		case http.StatusOK:
 		case http.StatusNotFound:
-			require.Equal(t, codeRecipientNotFound, a.body["code"], "%s", a.raw)
+			require.Equal(t, wire.CodeRecipientNotFound, a.body["code"], "%s", a.raw)
 		case http.StatusBadGateway:
 			require.Equal(t, "recipients_unreachable", a.body["code"], "%s", a.raw)
 			require.Subset(t, []any{"leaver-1", "leaver-2"}, a.body["failed"], "%s", a.raw)
@@ -433,7 +434,7 @@ func cfCheckNotRoutedTo(t *testing.T, n *Node, session, gone string, ids ...stri
 		if listed {
 			assert.Equal(t, http.StatusOK, a.status, "%s: %s", n.Name(), a.raw)
 		} else {
-			apiRequireError(t, a.api(), http.StatusNotFound, codeRecipientNotFound, "")
+			apiRequireError(t, a.api(), http.StatusNotFound, wire.CodeRecipientNotFound, "")
 		}
 	}
 	check(event("x", session, "after"), len(view) > 0)
@@ -488,7 +489,7 @@ func TestClusterFaultDeliveryForwardsOnceAndHopGuard(t *testing.T) {
 
 	for _, hops := range []string{"2", "7"} {
 		a = deliver(n1, cfDelivery("bob", "s4", "hops "+hops), hops)
-		apiRequireError(t, a.api(), http.StatusNotFound, codeRecipientNotFound, "")
+		apiRequireError(t, a.api(), http.StatusNotFound, wire.CodeRecipientNotFound, "")
 	}
 	assert.Len(t, px.requests(), int(before)+1, "a delivery at the hop limit is not forwarded")
 
@@ -997,7 +998,7 @@ func TestClusterFaultGarbageGossipIsDropped(t *testing.T) {
 		`u{"n":"node-2","r":[{"p":1}]}`, "\x00\xff\xfe", `[1,2,3]`, `u{"n":"node-2","r":"x"}`,
 	} {
 		r := postJSON(t, n1.URL()+directoryPath, body, nil)
-		apiRequireError(t, r, http.StatusBadRequest, codeInvalidJSON, "")
+		apiRequireError(t, r, http.StatusBadRequest, wire.CodeInvalidJSON, "")
 	}
 	assert.Equal(t, before, dirSession(n1, "s8"), "garbage changed the directory")
 
@@ -1082,7 +1083,7 @@ func TestClusterFaultDirectoryMessageFromNonMemberIsIgnored(t *testing.T) {
 	assert.Empty(t, dirSession(n1, "s9"), "a non-member's entries were applied")
 	a := sendBounded(http.MethodPost, n1.URL()+apiEventsPath, event("x", "s9", "to a phantom"), nil, 10*time.Second)
 	require.NoError(t, a.err)
-	apiRequireError(t, a.api(), http.StatusNotFound, codeRecipientNotFound, "")
+	apiRequireError(t, a.api(), http.StatusNotFound, wire.CodeRecipientNotFound, "")
 }
 
 // ---------------------------------------------------------------------------

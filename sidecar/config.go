@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/switchyard-gw/switchyard/membership"
+	"github.com/switchyard-gw/switchyard/routing"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
@@ -170,7 +171,7 @@ type Config struct {
 	// old home (--max-handoff-bytes). Default: what the fullest mailbox can
 	// take: MailboxSize events of the largest encoding a MaxBodyBytes body
 	// has, or MaxMailboxBytes of frames when that budget is set, whichever
-	// is smaller (see maxStateBytes): about 342 MiB with the defaults, so it
+	// is smaller (see MaxStateBytes): about 342 MiB with the defaults, so it
 	// never refuses a mailbox the node accepted.
 	MaxHandoffBytes int64
 	// MaxExternalParticipants bounds the external participants this node
@@ -321,7 +322,7 @@ func (c Config) withDefaults() Config {
 		c.PeerAttemptTimeout = 2 * time.Second
 	}
 	if c.MaxHandoffBytes <= 0 {
-		c.MaxHandoffBytes = maxStateBytes(c.MaxBodyBytes, c.MailboxSize, c.MaxMailboxBytes)
+		c.MaxHandoffBytes = routing.MaxStateBytes(c.MaxBodyBytes, c.MailboxSize, c.MaxMailboxBytes)
 	}
 	if c.MaxExternalParticipants <= 0 {
 		c.MaxExternalParticipants = 10000
@@ -418,4 +419,11 @@ func DefaultNodeName() string {
 		host = "switchyard"
 	}
 	return host + "-" + strings.ToLower(rand.Text()[:6])
+}
+
+// externalLimitsOf are the external participants' settings of cfg.
+func externalLimitsOf(cfg Config) routing.ExternalLimits {
+	return routing.ExternalLimits{Max: cfg.MaxExternalParticipants, PerCredential: cfg.MaxExternalsPerCredential,
+		Sessions: cfg.MaxSessionsPerParticipant, TTL: cfg.ExternalTTL, FailureLimit: cfg.ExternalFailureLimit,
+		RetryAfter: cfg.ExternalRetryAfter}
 }

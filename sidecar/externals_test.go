@@ -18,7 +18,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/switchyard-gw/switchyard/internal/testkit"
-	"github.com/switchyard-gw/switchyard/membership"
 )
 
 // TestTokenMayNotRegisterAnExternalGateway: a participant token that submits
@@ -218,7 +217,7 @@ func startNodeWithClock(t testing.TB, cfg Config, clock *testClock) *Node {
 	cfg.Listen, cfg.Logger = "127.0.0.1:0", testLogger()
 	n, err := New(cfg)
 	require.NoError(t, err)
-	n.gw.now = clock.now
+	n.gw.SetClock(clock.now)
 	testkit.Start(t, n)
 	return n
 }
@@ -239,13 +238,13 @@ func TestExternalParticipantsExpireWhenIdle(t *testing.T) {
 		http.StatusServiceUnavailable, "too_many_external_participants", "sender_gateway_url")
 
 	clock.advance(50 * time.Minute)
-	n.gw.expireExternals(clock.now())
+	n.gw.ExpireExternals(clock.now())
 	view, _ := cfSession(n.URL(), "s1", nil)
 	require.Contains(t, view, "idle", "not idle for the TTL yet")
 	require.Equal(t, http.StatusOK, apiPut(t, n, "s1", "busy", []byte(`{"gateway_url":`+apiStr(fake.URL())+`}`), nil).Status)
 
 	clock.advance(20 * time.Minute)
-	n.gw.expireExternals(clock.now())
+	n.gw.ExpireExternals(clock.now())
 	view, _ = cfSession(n.URL(), "s1", nil)
 	assert.NotContains(t, view, "idle", "idle past the TTL: dropped")
 	assert.Contains(t, view, "busy", "refreshed by its PUT")
@@ -352,34 +351,6 @@ func TestFailingExternalParticipantOfAnotherNodeIsSkipped(t *testing.T) {
 	assert.Equal(t, float64(1), metricValue(t, n2, `switchyard_external_participants_dropped_total{reason="suspended"}`))
 	view, _ := cfSession(n1.URL(), "s1", nil)
 	assert.Contains(t, view, "far", "its owner keeps the registration")
-}
-
-// TestBreakerOfAnotherNodesExternalHalfOpens: once --external-retry-after
-// has passed, one delivery probes the failing gateway again: success
-// closes the breaker, failure opens it for another period.
-func TestBreakerOfAnotherNodesExternalHalfOpens(t *testing.T) {
-	b := breakers{byKey: map[breakerKey]*breakerState{}, limits: externalLimits{max: 10, failureLimit: 2, retryAfter: time.Minute, ttl: time.Hour}}
-	e := membership.Entry{Participant: "far", Node: "node-1", GatewayURL: "http://127.0.0.1:9"}
-	t0 := time.Unix(1_000_000, 0)
-	assert.False(t, b.record(e, false, t0))
-	assert.True(t, b.allow(e, t0), "one failure is not enough")
-	assert.True(t, b.record(e, false, t0), "the second trips it")
-	assert.False(t, b.allow(e, t0.Add(59*time.Second)))
-	assert.True(t, b.allow(e, t0.Add(61*time.Second)), "half-open: one probe")
-	assert.False(t, b.allow(e, t0.Add(62*time.Second)), "only one")
-	assert.False(t, b.record(e, false, t0.Add(62*time.Second)), "a failed probe opens it again, without a second alarm")
-	assert.False(t, b.allow(e, t0.Add(121*time.Second)))
-	assert.True(t, b.allow(e, t0.Add(123*time.Second)))
-	b.record(e, true, t0.Add(123*time.Second))
-	assert.True(t, b.allow(e, t0.Add(124*time.Second)), "a success closes it")
-	assert.Empty(t, b.byKey, "and forgets it")
-
-	for i := range 20 { // bounded by limits.max
-		b.record(membership.Entry{Participant: strconv.Itoa(i), Node: "node-1"}, false, t0)
-	}
-	assert.Len(t, b.byKey, 10)
-	b.prune(t0.Add(time.Hour + time.Second))
-	assert.Empty(t, b.byKey, "old failures are forgotten")
 }
 
 // TestExternalSenderOfAPartly502SubmitIsRegistered: a submit answered 502

@@ -27,6 +27,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/stretchr/testify/require"
+	"github.com/switchyard-gw/switchyard/routing"
 )
 
 // ---------------------------------------------------------------------------
@@ -515,7 +516,7 @@ func (p *faultProxy) cutReleaseAnswers(n int64) { p.releaseCuts.Store(n) }
 func isConfirm(r *http.Request) bool {
 	body, _ := io.ReadAll(r.Body)
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	var ref participantRef
+	var ref routing.ParticipantRef
 	return json.Unmarshal(body, &ref) == nil && ref.Confirm
 }
 

@@ -3,12 +3,20 @@ package sidecar
 // The HTTP side of a hand-off: the cluster endpoints a node taking a
 // participant over calls on its old home (release, confirm, restore) and
 // the one a draining node calls to offer its participants (takeover). The
-// decisions are in handoff.go.
+// decisions are in package routing (handoff.go).
 
 import (
 	"net/http"
 
 	"github.com/switchyard-gw/switchyard/internal/ident"
+	"github.com/switchyard-gw/switchyard/internal/wire"
+	"github.com/switchyard-gw/switchyard/routing"
+)
+
+const (
+	releasePath  = "/v1/gateway/cluster/release"
+	restorePath  = "/v1/gateway/cluster/restore"
+	takeoverPath = "/v1/gateway/cluster/takeover"
 )
 
 // handleRelease hands a participant's state to the peer taking it over,
@@ -21,11 +29,11 @@ func (n *Node) handleRelease(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if ref.Confirm {
-		n.gw.held.take(ref.ParticipantID, ref.From)
-		writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
+		n.gw.Confirmed(ref.ParticipantID, ref.From)
+		wire.WriteJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
 		return nil
 	}
-	st, err := n.gw.releaseHere(ref)
+	st, err := n.gw.ReleaseHere(ref)
 	if err != nil {
 		return err
 	}
@@ -37,34 +45,30 @@ func (n *Node) handleRelease(w http.ResponseWriter, r *http.Request) error {
 // failed: the state this node held for it, and the deliveries the peer
 // buffered meanwhile.
 func (n *Node) handleRestore(w http.ResponseWriter, r *http.Request) error {
-	body, err := readBody(w, r, n.gw.stateLimit)
+	body, err := readBody(w, r, n.gw.StateLimit())
 	if err != nil {
 		return err
 	}
-	var req restoreRequest
-	if err := decodeJSON(body, &req); err != nil {
+	var req routing.RestoreRequest
+	if err := wire.DecodeJSON(body, &req); err != nil {
 		return err
 	}
-	if err := checkID(req.ParticipantID, "participant_id", ident.MaxParticipantID); err != nil {
+	if err := wire.CheckID(req.ParticipantID, "participant_id", ident.MaxParticipantID); err != nil {
 		return err
 	}
 	if req.From == "" {
-		return fieldError(codeMissingField, "from", "from names the node that gives the participant back")
+		return wire.FieldError(wire.CodeMissingField, "from", "from names the node that gives the participant back")
 	}
 	// Under the release lock: a give-back that overtakes the release it
 	// follows (cut on its way, still running here) waits for its hold,
 	// instead of finding nothing to restore into.
-	unlock := n.gw.held.releasing.lock(req.ParticipantID)
-	st := n.gw.held.take(req.ParticipantID, req.From)
-	restored := n.hub.Restore(req.ParticipantID, st, req.Events)
-	unlock()
+	restored, held := n.gw.RestoreHere(req)
 	if !restored {
-		return newError(http.StatusNotFound, "participant_not_found", "", "this node holds nothing of the participant")
+		return wire.NewError(http.StatusNotFound, "participant_not_found", "", "this node holds nothing of the participant")
 	}
-	n.gw.moved.forget(req.ParticipantID)
 	n.log.Info("took a participant back after a failed hand-off", "participant", req.ParticipantID, "from", req.From,
-		"held", st != nil, "buffered", len(req.Events))
-	writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
+		"held", held, "buffered", len(req.Events))
+	wire.WriteJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
 	return nil
 }
 
@@ -77,10 +81,10 @@ func (n *Node) handleTakeover(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if ref.From == "" {
-		return fieldError(codeMissingField, "from", "from names the node to take the participant from")
+		return wire.FieldError(wire.CodeMissingField, "from", "from names the node to take the participant from")
 	}
 	if n.draining.Load() {
-		return newError(http.StatusServiceUnavailable, "draining", "", "this node is draining too; ask another")
+		return wire.NewError(http.StatusServiceUnavailable, "draining", "", "this node is draining too; ask another")
 	}
 	typ := "ai"
 	entries, _ := n.cluster.Participant(r.Context(), ref.ParticipantID)
@@ -90,23 +94,23 @@ func (n *Node) handleTakeover(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	sessions, _ := n.cluster.HomeSessions(r.Context(), ref.From, ref.ParticipantID)
-	if err := n.gw.takeover(r.Context(), ref.ParticipantID, typ, sessions, []string{ref.From}, false); err != nil {
+	if err := n.gw.Takeover(r.Context(), ref.ParticipantID, typ, sessions, []string{ref.From}, false); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
+	wire.WriteJSON(w, http.StatusOK, []byte(`{"status":"ok"}`))
 	return nil
 }
 
-func readParticipantRef(w http.ResponseWriter, r *http.Request) (participantRef, error) {
+func readParticipantRef(w http.ResponseWriter, r *http.Request) (routing.ParticipantRef, error) {
 	body, err := readBody(w, r, participantRefLimit)
 	if err != nil {
-		return participantRef{}, err
+		return routing.ParticipantRef{}, err
 	}
-	var ref participantRef
-	if err := decodeJSON(body, &ref); err != nil {
+	var ref routing.ParticipantRef
+	if err := wire.DecodeJSON(body, &ref); err != nil {
 		return ref, err
 	}
-	if err := checkID(ref.ParticipantID, "participant_id", ident.MaxParticipantID); err != nil {
+	if err := wire.CheckID(ref.ParticipantID, "participant_id", ident.MaxParticipantID); err != nil {
 		return ref, err
 	}
 	return ref, nil

@@ -14,21 +14,10 @@ import (
 	"github.com/coder/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/switchyard-gw/switchyard/internal/tasks"
+	"github.com/switchyard-gw/switchyard/internal/wire"
+	"github.com/switchyard-gw/switchyard/routing"
 	"github.com/switchyard-gw/switchyard/ws"
 )
-
-func TestSuccessorsAreStableAndSpread(t *testing.T) {
-	peers := []string{"a", "b", "c"}
-	assert.Equal(t, successors("bob", peers), successors("bob", []string{"c", "a", "b"}), "independent of order")
-	firsts := map[string]int{}
-	for i := range 300 {
-		firsts[successors(fmt.Sprint("p", i), peers)[0]]++
-	}
-	for _, p := range peers {
-		assert.Greater(t, firsts[p], 50, "every peer takes a share")
-	}
-}
 
 // TestReconnectToAnotherNodeResumesFromTheOldMailbox: bob leaves node 2,
 // five events wait for him there, he reconnects to node 3 with resume_from:
@@ -185,26 +174,26 @@ func TestDrainHandsParticipantsOver(t *testing.T) {
 // event so).
 func TestATakeoverJoinsTheSessionsOfAHomeFoundLate(t *testing.T) {
 	nodes := startCluster(t, 3, Config{})
-	require.NoError(t, nodes[0].gw.join("bob", "ai", "s1"))
+	require.NoError(t, nodes[0].gw.Join("bob", "ai", "s1"))
 	waitHomedOn(t, nodes[2], "bob", "node-1")
 	queueMissed(t, nodes[0], 1)
 
 	var (
-		meanwhile    SubmitResult
+		meanwhile    routing.SubmitResult
 		meanwhileErr error
 		once         atomic.Bool
 	)
 	submitOnExport := func(string) { // runs on node 1, in its release
 		if once.CompareAndSwap(false, true) {
-			meanwhile, meanwhileErr = nodes[0].gw.Submit(context.Background(), Event{SenderID: "alice",
+			meanwhile, meanwhileErr = nodes[0].gw.Submit(context.Background(), wire.Event{SenderID: "alice",
 				SenderType: "ai", EventType: "message", SessionID: "s1", Message: "2 meanwhile"})
 		}
 	}
-	nodes[0].gw.held.exported.Store(&submitOnExport)
+	nodes[0].gw.OnExported(submitOnExport)
 
 	// No sessions known, and a first home that has nothing: as an attach
 	// whose look at the directory came while bob moved between nodes.
-	require.NoError(t, nodes[2].gw.takeover(t.Context(), "bob", "ai", nil, []string{"node-2"}, true))
+	require.NoError(t, nodes[2].gw.Takeover(t.Context(), "bob", "ai", nil, []string{"node-2"}, true))
 
 	require.True(t, once.Load(), "node 1 released bob")
 	require.NoError(t, meanwhileErr, "the event submitted while bob moved")
@@ -227,9 +216,9 @@ func BenchmarkResumeElsewhere(b *testing.B) {
 	var total time.Duration
 	for i := range b.N {
 		id := fmt.Sprint("p", i)
-		require.NoError(b, nodes[0].gw.join(id, "ai", "s"+id))
+		require.NoError(b, nodes[0].gw.Join(id, "ai", "s"+id))
 		for j := 1; j <= missed; j++ {
-			ev := Event{SenderID: "src", SenderType: "ai", EventType: "message", SessionID: "s" + id, Message: strconv.Itoa(j)}
+			ev := wire.Event{SenderID: "src", SenderType: "ai", EventType: "message", SessionID: "s" + id, Message: strconv.Itoa(j)}
 			_, err := nodes[0].gw.Submit(context.Background(), ev)
 			require.NoError(b, err)
 		}
@@ -255,7 +244,7 @@ func queueNumbered(t *testing.T, node *Node, from, to int) {
 	t.Helper()
 	filler := strings.Repeat("x", 1024)
 	for i := from; i <= to; i++ {
-		ev := Event{SenderID: "alice", SenderType: "ai", EventType: "message", SessionID: "s1",
+		ev := wire.Event{SenderID: "alice", SenderType: "ai", EventType: "message", SessionID: "s1",
 			Message: fmt.Sprintf("%d %s", i, filler)}
 		res, err := node.gw.Submit(context.Background(), ev)
 		require.NoError(t, err)
@@ -292,7 +281,7 @@ func waitHomedOn(t *testing.T, node *Node, id, home string) {
 func TestResumeElsewhereCarriesAMailboxOverOneMiB(t *testing.T) {
 	const missed = 1000
 	nodes := startCluster(t, 2, Config{})
-	require.NoError(t, nodes[0].gw.join("bob", "ai", "s1"))
+	require.NoError(t, nodes[0].gw.Join("bob", "ai", "s1"))
 	waitHomedOn(t, nodes[1], "bob", "node-1")
 	queueMissed(t, nodes[0], missed)
 
@@ -312,7 +301,7 @@ func TestTakeoverCutMidwayLosesNothing(t *testing.T) {
 	const missed = 300
 	px := newFaultProxy(t)
 	nodes := cfCluster(t, 2, Config{}, map[int]*faultProxy{0: px}, nil)
-	require.NoError(t, nodes[0].gw.join("bob", "ai", "s1"))
+	require.NoError(t, nodes[0].gw.Join("bob", "ai", "s1"))
 	waitHomedOn(t, nodes[1], "bob", "node-1")
 	queueMissed(t, nodes[0], missed)
 
@@ -332,7 +321,7 @@ func TestTakeoverCutMidwayLosesNothing(t *testing.T) {
 	assert.Equal(t, true, w["resumed"])
 	assert.Equal(t, float64(missed+1), w["seq"])
 	readMissed(t, back, missed+1, 1)
-	require.Eventually(t, func() bool { return nodes[0].gw.held.count() == 0 }, 10*time.Second, 5*time.Millisecond,
+	require.Eventually(t, func() bool { return nodes[0].gw.HeldCount() == 0 }, 10*time.Second, 5*time.Millisecond,
 		"node 2 confirmed: node 1 dropped its copy")
 	r := submit(t, nodes[0], event("alice", "s1", "after"))
 	assert.Equal(t, float64(1), r.Body["recipients"])
@@ -346,7 +335,7 @@ func TestTakeoverCutMidwayLosesNothing(t *testing.T) {
 func TestDrainHandsOverAMailboxOverOneMiB(t *testing.T) {
 	const missed = 1000
 	nodes := startCluster(t, 2, Config{})
-	require.NoError(t, nodes[0].gw.join("bob", "ai", "s1"))
+	require.NoError(t, nodes[0].gw.Join("bob", "ai", "s1"))
 	waitHomedOn(t, nodes[1], "bob", "node-1")
 	queueMissed(t, nodes[0], missed)
 
@@ -371,7 +360,7 @@ func TestTakeoverPastMaxHandoffBytesLeavesTheParticipantHome(t *testing.T) {
 			c.MaxHandoffBytes = 64 << 10
 		}
 	})
-	require.NoError(t, nodes[0].gw.join("bob", "ai", "s1"))
+	require.NoError(t, nodes[0].gw.Join("bob", "ai", "s1"))
 	waitHomedOn(t, nodes[1], "bob", "node-1")
 	queueMissed(t, nodes[0], missed)
 
@@ -393,7 +382,7 @@ func TestAHeldCopyIsDroppedWhenTheParticipantComesBack(t *testing.T) {
 	px := newFaultProxy(t)
 	nodes := cfCluster(t, 2, Config{ForwardTimeout: 2 * time.Second}, map[int]*faultProxy{0: px}, nil)
 	px.failConfirms.Store(true)
-	require.NoError(t, nodes[0].gw.join("bob", "ai", "s1"))
+	require.NoError(t, nodes[0].gw.Join("bob", "ai", "s1"))
 	waitHomedOn(t, nodes[1], "bob", "node-1")
 	queueNumbered(t, nodes[0], 1, 3)
 
@@ -411,42 +400,23 @@ func TestAHeldCopyIsDroppedWhenTheParticipantComesBack(t *testing.T) {
 		}
 	}
 	moveTo(nodes[1], 1, 3)
-	require.Equal(t, 1, nodes[0].gw.held.count(), "the confirm was lost: node 1 holds its copy")
+	require.Equal(t, 1, nodes[0].gw.HeldCount(), "the confirm was lost: node 1 holds its copy")
 	queueNumbered(t, nodes[1], 4, 5)
 	moveTo(nodes[0], 4, 5)
 	queueNumbered(t, nodes[0], 6, 6)
 	moveTo(nodes[1], 6, 6)
 }
 
-// TestHeldStatesExpire: a held state is dropped when its time is up, and
-// the expiry of a replaced one does not drop its replacement.
-func TestHeldStatesExpire(t *testing.T) {
-	h := heldStates{timers: tasks.New()}
-	defer func() { require.NoError(t, h.timers.Close(context.Background())) }()
-	h.hold(&ws.ParticipantState{ID: "bob"}, "node-2", time.Millisecond)
-	require.Eventually(t, func() bool { return h.count() == 0 }, 10*time.Second, time.Millisecond)
-
-	first := &ws.ParticipantState{ID: "carol"}
-	h.hold(first, "node-2", time.Hour)
-	second := &ws.ParticipantState{ID: "carol"}
-	h.hold(second, "node-3", time.Hour)
-	h.expire(first) // as the replaced timer would, had it fired
-	assert.Nil(t, h.get("carol", "node-2"))
-	assert.Same(t, second, h.get("carol", "node-3"))
-	assert.Same(t, second, h.take("carol", "node-3"))
-	assert.Zero(t, h.count())
-}
-
 // TestMaxStateBytesFitsTheFullestMailbox: the default --max-handoff-bytes
 // holds the fullest mailbox a node accepts, and a mailbox byte budget
 // brings it down to what that budget lets a mailbox hold.
 func TestMaxStateBytesFitsTheFullestMailbox(t *testing.T) {
-	unbudgeted := maxStateBytes(1<<20, 1024, -1)
+	unbudgeted := routing.MaxStateBytes(1<<20, 1024, -1)
 	require.Greater(t, unbudgeted, int64(1024)*(6<<20)*4/3, "1024 events of a 1 MiB body re-encoded 6 for 1, as base64")
-	budgeted := maxStateBytes(1<<20, 1024, 256<<20)
+	budgeted := routing.MaxStateBytes(1<<20, 1024, 256<<20)
 	require.Greater(t, budgeted, int64(256<<20)*4/3, "a budget's worth of frames as base64")
 	require.Less(t, budgeted, int64(400<<20))
-	require.Equal(t, unbudgeted, maxStateBytes(1<<20, 1024, 1<<50), "a budget larger than the mailboxes can use changes nothing")
+	require.Equal(t, unbudgeted, routing.MaxStateBytes(1<<20, 1024, 1<<50), "a budget larger than the mailboxes can use changes nothing")
 	cfg := Config{}.withDefaults()
 	require.Equal(t, budgeted, cfg.MaxHandoffBytes, "the default follows the default budget")
 }
@@ -461,11 +431,11 @@ func TestReleaseAnswersTheParticipantHereNotAStaleCopy(t *testing.T) {
 	nodes := startCluster(t, 2, Config{})
 	stale := ws.ParticipantState{ID: "bob", Type: "ai", Sessions: []string{"s1"}, NextSeq: 4,
 		Events: []ws.EventState{{Seq: 3, ID: "old", At: time.Now(), Tail: []byte(`"old"}`)}}}
-	nodes[0].gw.held.hold(&stale, nodes[1].Name(), time.Hour)
+	nodes[0].gw.Hold(&stale, nodes[1].Name(), time.Hour)
 
 	bob, _ := attach(t, nodes[0], "bob", sessionQuery("s1"), nil)
 	defer bob.Conn.CloseNow()
-	st, status, err := nodes[1].gw.release(t.Context(), nodes[0].Name(), "bob")
+	st, status, err := nodes[1].gw.Release(t.Context(), nodes[0].Name(), "bob")
 	require.NoError(t, err)
 	assert.Nil(t, st, "the stale copy must not be answered")
 	assert.Equal(t, http.StatusConflict, status, "bob is attached to node 1")
@@ -482,7 +452,7 @@ func TestAnAttachWaitingOnAFailedTakeoverIsNotStartedAfresh(t *testing.T) {
 	const missed = 50
 	px := newFaultProxy(t)
 	nodes := cfCluster(t, 2, Config{ForwardTimeout: 2 * time.Second}, map[int]*faultProxy{0: px}, nil)
-	require.NoError(t, nodes[0].gw.join("bob", "ai", "s1"))
+	require.NoError(t, nodes[0].gw.Join("bob", "ai", "s1"))
 	waitHomedOn(t, nodes[1], "bob", "node-1")
 	queueMissed(t, nodes[0], missed)
 	px.cutReleaseAnswers(1 << 30)
@@ -513,10 +483,10 @@ func TestAnAttachWaitingOnAFailedTakeoverIsNotStartedAfresh(t *testing.T) {
 // timers, not left to fire (and keep the states) for --offline-ttl.
 func TestShutdownDropsHeldStates(t *testing.T) {
 	n := startNode(t, Config{})
-	n.gw.held.hold(&ws.ParticipantState{ID: "bob"}, "node-2", time.Hour)
-	require.Equal(t, 1, n.gw.held.count())
+	n.gw.Hold(&ws.ParticipantState{ID: "bob"}, "node-2", time.Hour)
+	require.Equal(t, 1, n.gw.HeldCount())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	require.NoError(t, n.Shutdown(ctx))
-	assert.Zero(t, n.gw.held.count())
+	assert.Zero(t, n.gw.HeldCount())
 }

@@ -4,6 +4,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/switchyard-gw/switchyard/internal/wire"
+	"github.com/switchyard-gw/switchyard/routing"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
@@ -16,16 +18,10 @@ type Metrics struct {
 	Submits         *prometheus.CounterVec
 	Deliveries      *prometheus.CounterVec
 	RequestDuration *prometheus.HistogramVec
-	Handoffs        *prometheus.CounterVec
-	// externalsDropped counts external participants dropped by reason:
-	// expired (idle past --external-ttl), failing (the circuit breaker) or
-	// suspended (another node's, skipped here for a while).
-	externalsDropped *prometheus.CounterVec
+	// Gateway are the collectors the routing core counts into.
+	Gateway routing.Metrics
 
-	// Children of the vectors above that every submit touches, looked up
-	// once.
-	submitsOK                                        prometheus.Counter
-	deliveredLocal, deliveredPeer, deliveredExternal prometheus.Counter
+	submitsOK prometheus.Counter // the child every accepted submit touches, looked up once
 }
 
 // newMetrics makes the collectors; version is the node's (Config.Version),
@@ -43,21 +39,23 @@ func newMetrics(version string) *Metrics {
 			Name: "switchyard_deliveries_total",
 			Help: "Events handed to recipients, by path: local (a mailbox on this node), peer (accepted by the node hosting the recipient) or external (accepted by an external gateway).",
 		}, []string{"path"}),
-		Handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "switchyard_handoffs_total",
-			Help: "Participants taken over from another node, by result: taken, abandoned (another node had it), returned (the transfer failed; given back to the old home), or failed (started afresh).",
-		}, []string{"result"}),
-		externalsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "switchyard_external_participants_dropped_total",
-			Help: "External participants this node dropped, by reason: expired (idle past --external-ttl), failing (their gateway failed --external-failure-limit deliveries in a row), or suspended (another node's, not routed to from here for --external-retry-after after as many failures).",
-		}, []string{"reason"}),
+		Gateway: routing.Metrics{
+			Handoffs: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "switchyard_handoffs_total",
+				Help: "Participants taken over from another node, by result: taken, abandoned (another node had it), returned (the transfer failed; given back to the old home), or failed (started afresh).",
+			}, []string{"result"}),
+			ExternalsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "switchyard_external_participants_dropped_total",
+				Help: "External participants this node dropped, by reason: expired (idle past --external-ttl), failing (their gateway failed --external-failure-limit deliveries in a row), or suspended (another node's, not routed to from here for --external-retry-after after as many failures).",
+			}, []string{"reason"}),
+		},
 		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "switchyard_http_request_duration_seconds",
 			Help:    "Latency of REST requests by route, method and status (WebSocket attaches excluded).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"route", "method", "status"}),
 	}
-	m.Registry.MustRegister(m.Submits, m.Deliveries, m.RequestDuration, m.Handoffs, m.externalsDropped,
+	m.Registry.MustRegister(m.Submits, m.Deliveries, m.RequestDuration, m.Gateway.Handoffs, m.Gateway.ExternalsDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Registry.MustRegister(m.Hub.Collectors()...)
 	build := ReadBuildInfo()
@@ -72,12 +70,12 @@ func newMetrics(version string) *Metrics {
 	buildInfo.WithLabelValues(version, revision, build.GoVersion).Set(1)
 	m.Registry.MustRegister(buildInfo)
 	for _, reason := range []string{"expired", "failing", "suspended"} {
-		m.externalsDropped.WithLabelValues(reason) // exported at 0 from the start
+		m.Gateway.ExternalsDropped.WithLabelValues(reason) // exported at 0 from the start
 	}
 	m.submitsOK = m.Submits.WithLabelValues("ok")
-	m.deliveredLocal = m.Deliveries.WithLabelValues("local")
-	m.deliveredPeer = m.Deliveries.WithLabelValues("peer")
-	m.deliveredExternal = m.Deliveries.WithLabelValues("external")
+	m.Gateway.DeliveredLocal = m.Deliveries.WithLabelValues("local")
+	m.Gateway.DeliveredPeer = m.Deliveries.WithLabelValues("peer")
+	m.Gateway.DeliveredExternal = m.Deliveries.WithLabelValues("external")
 	return m
 }
 
@@ -87,7 +85,7 @@ func (m *Metrics) recordSubmit(err error) {
 		m.submitsOK.Inc()
 		return
 	}
-	m.Submits.WithLabelValues(asError(err).Code).Inc()
+	m.Submits.WithLabelValues(wire.AsError(err).Code).Inc()
 }
 
 // watchExternals exports count, the external participants registered on

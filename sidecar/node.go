@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/switchyard-gw/switchyard/internal/tasks"
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
+	"github.com/switchyard-gw/switchyard/routing"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
@@ -32,7 +34,8 @@ type Node struct {
 	gossip    *membership.Gossip // nil for a one-node cluster
 	peers     *peerClient
 	hub       *ws.Hub
-	gw        *Gateway
+	gw        *routing.Gateway
+	backend   *wsBackend // answers the hub's client frames
 	watchers  *observers // observe=1 attaches
 
 	ln       net.Listener
@@ -126,22 +129,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	peers.cluster = n.cluster
 	n.watchers = newObservers(cfg.MaxObservers)
-	n.gw = &Gateway{
-		self:           cfg.NodeName,
-		limits:         Limits{MaxMessageBytes: cfg.MaxMessageBytes, MaxMetadataKeys: cfg.MaxMetadataKeys},
-		cluster:        n.cluster,
-		peers:          peers,
-		gateways:       n.peers,
-		externalKey:    cfg.ExternalKey,
-		allowGateways:  cfg.AllowGateways,
-		forwardTimeout: cfg.ForwardTimeout,
-		externals:      newExternals(externalLimitsOf(cfg), n.cluster),
-		held:           heldStates{timers: n.tasks},
-		watchers:       n.watchers,
-		metrics:        n.metrics,
-		log:            n.log,
-		now:            time.Now,
-	}
+	backend := &wsBackend{cluster: n.cluster, limit: n.auth.limit, metrics: n.metrics, log: n.log} // its gateway comes next
 	n.hub = ws.NewHub(ws.Config{
 		Node:                      cfg.NodeName,
 		MailboxSize:               cfg.MailboxSize,
@@ -158,7 +146,7 @@ func New(cfg Config) (*Node, error) {
 		MaxFrameBytes:             cfg.MaxFrameBytes,
 		MaxSessionsPerParticipant: cfg.MaxSessionsPerParticipant,
 		DrainSpread:               cfg.DrainTimeout / 4,
-		Backend:                   wsBackend{n.gw, n.auth.limit},
+		Backend:                   backend,
 		Listener:                  directoryWriter{n.cluster},
 		BeforeWelcome:             func(ctx context.Context) { n.cluster.Sync(ctx) },
 		Metrics:                   n.metrics.Hub,
@@ -167,10 +155,25 @@ func New(cfg Config) (*Node, error) {
 		MaxConnectionsPerParticipant: cfg.MaxConnectionsPerParticipant,
 		MaxConnectionsPerCredential:  cfg.MaxConnectionsPerCredential,
 	})
-	n.gw.hub = n.hub
-	n.metrics.watchExternals(n.gw.externals.count)
-	n.gw.holdFor = n.hub.Settings().OfflineTTL
-	n.gw.stateLimit = cfg.MaxHandoffBytes
+	n.gw = routing.NewGateway(routing.Config{
+		Self:           cfg.NodeName,
+		Limits:         wire.Limits{MaxMessageBytes: cfg.MaxMessageBytes, MaxMetadataKeys: cfg.MaxMetadataKeys},
+		Hub:            n.hub,
+		Cluster:        n.cluster,
+		Peers:          peers,
+		Gateways:       httpGateways{client: n.peers, externalKey: cfg.ExternalKey},
+		AllowGateways:  cfg.AllowGateways,
+		ForwardTimeout: cfg.ForwardTimeout,
+		Externals:      externalLimitsOf(cfg),
+		StateLimit:     cfg.MaxHandoffBytes,
+		Tasks:          n.tasks,
+		Published:      n.watchers.publish,
+		Metrics:        n.metrics.Gateway,
+		Logger:         n.log,
+	})
+	backend.g = n.gw
+	n.backend = backend
+	n.metrics.watchExternals(n.gw.ExternalCount)
 	n.newConns = map[net.Conn]struct{}{}
 	n.srv = &http.Server{
 		ConnState:         n.trackConn,
@@ -244,7 +247,7 @@ func (n *Node) GossipAddr() string {
 }
 
 // Gateway is the node's core, for callers that submit without HTTP.
-func (n *Node) Gateway() *Gateway { return n.gw }
+func (n *Node) Gateway() *routing.Gateway { return n.gw }
 
 // Start serves the listener, and sweeps idle external participants, in
 // goroutines the node owns until Shutdown. After Shutdown it does nothing.
@@ -256,7 +259,7 @@ func (n *Node) Start() {
 		_ = n.ln.Close() // Shutdown came first
 		return
 	}
-	_ = n.tasks.Go(n.gw.sweepExternals) // refused only when Shutdown began meanwhile: no sweep is wanted then
+	_ = n.tasks.Go(n.gw.SweepExternals) // refused only when Shutdown began meanwhile: no sweep is wanted then
 	n.log.Info("serving", "url", n.url, "listen", n.ln.Addr().String(), "version", n.cfg.Version,
 		"auth", n.auth.enabled())
 }
@@ -290,7 +293,7 @@ func (n *Node) Run(ctx context.Context) error {
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.shutdownOnce.Do(func() {
 		n.draining.Store(true)
-		n.gw.closed.Store(true)
+		n.gw.StartDraining()
 		// Nothing new starts in the background; the externals' sweeper
 		// stops (external participants stay as they are while the node
 		// drains). The serve loop keeps serving until the server stops.
@@ -299,7 +302,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		n.watchers.closeAll() // observers hold no state: 1001 at once
 		n.hub.Drain()         // 1001 to every client, spread over a quarter of the drain
 		if n.gossip != nil {  // before leaving: what is here moves to successors
-			n.gw.handOff(ctx)
+			n.gw.HandOff(ctx)
 		}
 		hubErr := n.hub.Shutdown(ctx)
 		obsErr := n.watchers.wait(ctx) // their close handshakes, begun before the hub's drain
@@ -329,7 +332,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			_ = n.gossip.Shutdown()
 		}
 		n.peers.close()
-		n.gw.held.clear() // no confirm or restore can come any more
+		n.gw.DropHeld() // no confirm or restore can come any more
 		n.shutdownErr = errors.Join(hubErr, obsErr, srvErr)
 		n.log.Info("stopped")
 	})

@@ -10,6 +10,7 @@ import (
 
 	"github.com/switchyard-gw/switchyard/internal/ident"
 	"github.com/switchyard-gw/switchyard/internal/jsonw"
+	"github.com/switchyard-gw/switchyard/internal/wire"
 )
 
 // Observers are read-only WebSocket attaches (GET /v1/gateway/ws with
@@ -157,22 +158,22 @@ func (n *Node) handleObserve(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	sessions := q["session_id"]
 	if len(sessions) == 0 {
-		return fieldError(codeMissingField, "session_id", "observe=1 needs at least one session_id to watch")
+		return wire.FieldError(wire.CodeMissingField, "session_id", "observe=1 needs at least one session_id to watch")
 	}
 	if len(sessions) > n.cfg.MaxSessionsPerParticipant {
-		return fieldError("too_many_sessions", "session_id", "an observer watches at most --max-sessions-per-participant sessions")
+		return wire.FieldError("too_many_sessions", "session_id", "an observer watches at most --max-sessions-per-participant sessions")
 	}
 	for _, s := range sessions {
-		if err := checkID(s, "session_id", ident.MaxSessionID); err != nil {
+		if err := wire.CheckID(s, "session_id", ident.MaxSessionID); err != nil {
 			return err
 		}
 	}
 	if n.draining.Load() {
-		return newError(http.StatusServiceUnavailable, "draining", "", "this node is shutting down; attach to another node")
+		return wire.NewError(http.StatusServiceUnavailable, "draining", "", "this node is shutting down; attach to another node")
 	}
 	o, ok := n.watchers.add(sessions)
 	if !ok {
-		return newError(http.StatusServiceUnavailable, "too_many_observers", "",
+		return wire.NewError(http.StatusServiceUnavailable, "too_many_observers", "",
 			"this node holds its maximum of observers (--max-observers); close one first")
 	}
 	defer n.watchers.remove(o)

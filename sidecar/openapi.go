@@ -9,6 +9,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/switchyard-gw/switchyard/docs"
+	"github.com/switchyard-gw/switchyard/internal/wire"
 )
 
 // openAPIJSON is docs/openapi.yaml as JSON, converted once when the program
@@ -21,7 +22,7 @@ var openAPIJSON, openAPIErr = openAPIToJSON(docs.OpenAPIYAML)
 func (n *Node) handleOpenAPI(w http.ResponseWriter, _ *http.Request) {
 	if openAPIErr != nil {
 		n.log.Error("the embedded OpenAPI document does not convert to JSON", "err", openAPIErr)
-		writeError(w, openAPIErr)
+		wire.WriteError(w, openAPIErr)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

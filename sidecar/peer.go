@@ -14,24 +14,19 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/switchyard-gw/switchyard/internal/wire"
+	"github.com/switchyard-gw/switchyard/routing"
 )
 
-// hopsHeader counts how many times a delivery has been forwarded. A node
-// forwards a delivery for a participant homed elsewhere only while it is
-// below maxHops, so no event travels more than two hops.
-const (
-	hopsHeader = "Switchyard-Hops"
-	maxHops    = 2
-)
+// hopsHeader counts how many times a delivery has been forwarded (see
+// routing.MaxHops).
+const hopsHeader = "Switchyard-Hops"
 
 // peerAnswerLimit bounds an ordinary answer from a peer or gateway (a
 // delivery result, an error): small JSON. A caller that expects more (a
 // released participant's state) names its own limit.
 const peerAnswerLimit = 1 << 20
-
-// errAnswerTooLarge: the answer ran past the limit the caller allows. It is
-// an error, never a truncated body, and asking again would not help.
-var errAnswerTooLarge = errors.New("the answer is larger than the limit")
 
 // peerClient posts deliveries to peers and external gateways over pooled
 // keep-alive connections, retrying with backoff within a deadline. It never
@@ -107,7 +102,7 @@ func (pc *peerClient) post(ctx context.Context, url string, body []byte, bearer 
 }
 
 // postUpTo is post for an answer of up to limit bytes; a longer one fails
-// at once with errAnswerTooLarge.
+// at once with routing.ErrAnswerTooLarge.
 func (pc *peerClient) postUpTo(ctx context.Context, url string, body []byte, bearer string, hops int, limit int64) (peerAnswer, error) {
 	backoff := 50 * time.Millisecond
 	for {
@@ -115,7 +110,7 @@ func (pc *peerClient) postUpTo(ctx context.Context, url string, body []byte, bea
 		if err == nil && (ans.Status < 500 || ans.RetryAfter) {
 			return ans, nil
 		}
-		if errors.Is(err, errAnswerTooLarge) {
+		if errors.Is(err, routing.ErrAnswerTooLarge) {
 			return ans, err
 		}
 		if err == nil {
@@ -155,7 +150,7 @@ func (pc *peerClient) sendWithin(ctx context.Context, method, url string, body [
 	if hops > 0 {
 		req.Header.Set(hopsHeader, strconv.Itoa(hops))
 	}
-	if tp := traceparentFrom(ctx); tp != "" {
+	if tp := wire.TraceparentFrom(ctx); tp != "" {
 		req.Header.Set(traceparentHeader, tp)
 	}
 	resp, err := pc.http.Do(req)
@@ -169,7 +164,7 @@ func (pc *peerClient) sendWithin(ctx context.Context, method, url string, body [
 		return peerAnswer{}, err
 	}
 	if int64(len(b)) > limit {
-		return peerAnswer{Status: resp.StatusCode}, fmt.Errorf("%s %s: %w (%d bytes)", method, url, errAnswerTooLarge, limit)
+		return peerAnswer{Status: resp.StatusCode}, fmt.Errorf("%s %s: %w (%d bytes)", method, url, routing.ErrAnswerTooLarge, limit)
 	}
 	return peerAnswer{Status: resp.StatusCode, Body: b, RetryAfter: resp.Header.Get("Retry-After") != ""}, nil
 }

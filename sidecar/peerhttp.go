@@ -9,8 +9,33 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
+	"github.com/switchyard-gw/switchyard/routing"
 	"github.com/switchyard-gw/switchyard/ws"
+)
+
+// The size limits of the node-to-node messages, request and answer, each
+// with its reason. A delivery's request is bounded by the body limit
+// (--max-body-bytes, as any submit), a release's answer and a restore's
+// request by the hand-off limit (--max-handoff-bytes: a participant's whole
+// state).
+const (
+	// participantRefLimit bounds a release, confirm or takeover request:
+	// one participant id and one node name.
+	participantRefLimit = 64 << 10
+	// deliverAnswerLimit bounds a delivery's result: counts, and at worst
+	// the ids of a batch's recipients that failed or were not found.
+	deliverAnswerLimit = peerAnswerLimit
+	// statusAnswerLimit bounds the answers that are {"status":"ok"} or an
+	// error body (confirm, restore, takeover, membership).
+	statusAnswerLimit = peerAnswerLimit
+	// directoryPushAnswerLimit bounds a directory push's answer, read only
+	// to tell a digest mismatch from an unknown node.
+	directoryPushAnswerLimit = 4 << 10
+	// lookupAnswerLimit bounds a directory lookup's answer: the records a
+	// peer keeps for the keys asked, as large as a push may be.
+	lookupAnswerLimit = maxDirectoryPushBytes
 )
 
 // httpPeers carries the node-to-node protocol (Peers) over HTTP: each
@@ -23,55 +48,55 @@ type httpPeers struct {
 	stateLimit int64 // --max-handoff-bytes: a release's answer
 }
 
-var _ Peers = (*httpPeers)(nil)
+var _ routing.Peers = (*httpPeers)(nil)
 
-// url is path on node, or errNotMember.
+// url is path on node, or ErrNotMember.
 func (h *httpPeers) url(node, path string) (string, error) {
 	base, ok := h.cluster.NodeURL(node)
 	if !ok {
-		return "", errNotMember
+		return "", routing.ErrNotMember
 	}
 	return strings.TrimSuffix(base, "/") + path, nil
 }
 
-func (h *httpPeers) Deliver(ctx context.Context, node string, req peerDelivery, hops int) (deliverReply, error) {
+func (h *httpPeers) Deliver(ctx context.Context, node string, req routing.PeerDelivery, hops int) (routing.DeliverReply, error) {
 	base, ok := h.cluster.NodeURL(node)
 	if !ok {
-		return deliverReply{}, errNotMember
+		return routing.DeliverReply{}, routing.ErrNotMember
 	}
 	body, _ := json.Marshal(req)
 	ans, err := h.client.postUpTo(ctx, deliveriesURL(base), body, h.clusterKey, hops, deliverAnswerLimit)
 	if err != nil {
-		return deliverReply{Status: ans.Status}, err
+		return routing.DeliverReply{Status: ans.Status}, err
 	}
 	if ans.Status != http.StatusOK {
-		return deliverReply{Status: ans.Status, Refusal: ans.Body}, nil
+		return routing.DeliverReply{Status: ans.Status, Refusal: ans.Body}, nil
 	}
-	var res DeliveryResult
+	var res routing.DeliveryResult
 	_ = json.Unmarshal(ans.Body, &res)
-	return deliverReply{Status: ans.Status, Result: res}, nil
+	return routing.DeliverReply{Status: ans.Status, Result: res}, nil
 }
 
-func (h *httpPeers) Release(ctx context.Context, node string, ref participantRef) (releaseReply, error) {
+func (h *httpPeers) Release(ctx context.Context, node string, ref routing.ParticipantRef) (routing.ReleaseReply, error) {
 	u, err := h.url(node, releasePath)
 	if err != nil {
-		return releaseReply{}, err
+		return routing.ReleaseReply{}, err
 	}
 	body, _ := json.Marshal(ref)
 	// A cut answer is a read error, which postUpTo retries: node answers
 	// the state it holds for this node again.
 	ans, err := h.client.postUpTo(ctx, u, body, h.clusterKey, 0, h.stateLimit)
 	if err != nil || ans.Status != http.StatusOK {
-		return releaseReply{Status: ans.Status}, err
+		return routing.ReleaseReply{Status: ans.Status}, err
 	}
 	var st ws.ParticipantState
 	if err := json.Unmarshal(ans.Body, &st); err != nil {
-		return releaseReply{}, fmt.Errorf("the released state does not decode: %w", err)
+		return routing.ReleaseReply{}, fmt.Errorf("the released state does not decode: %w", err)
 	}
-	return releaseReply{Status: http.StatusOK, State: &st}, nil
+	return routing.ReleaseReply{Status: http.StatusOK, State: &st}, nil
 }
 
-func (h *httpPeers) Confirm(ctx context.Context, node string, ref participantRef) error {
+func (h *httpPeers) Confirm(ctx context.Context, node string, ref routing.ParticipantRef) error {
 	u, err := h.url(node, releasePath)
 	if err != nil {
 		return err
@@ -82,7 +107,7 @@ func (h *httpPeers) Confirm(ctx context.Context, node string, ref participantRef
 	return err
 }
 
-func (h *httpPeers) Restore(ctx context.Context, node string, req restoreRequest) (int, error) {
+func (h *httpPeers) Restore(ctx context.Context, node string, req routing.RestoreRequest) (int, error) {
 	u, err := h.url(node, restorePath)
 	if err != nil {
 		return 0, err
@@ -92,7 +117,7 @@ func (h *httpPeers) Restore(ctx context.Context, node string, req restoreRequest
 	return ans.Status, err
 }
 
-func (h *httpPeers) Takeover(ctx context.Context, node string, ref participantRef) (int, error) {
+func (h *httpPeers) Takeover(ctx context.Context, node string, ref routing.ParticipantRef) (int, error) {
 	u, err := h.url(node, takeoverPath)
 	if err != nil {
 		return 0, err
@@ -102,21 +127,21 @@ func (h *httpPeers) Takeover(ctx context.Context, node string, ref participantRe
 	return ans.Status, err
 }
 
-func (h *httpPeers) Membership(ctx context.Context, node, method, id, session string, hops int) (membershipReply, error) {
+func (h *httpPeers) Membership(ctx context.Context, node, method, id, session string, hops int) (routing.MembershipReply, error) {
 	u, err := h.url(node, "/v1/gateway/sessions/"+pathEscape(session)+"/participants/"+pathEscape(id))
 	if err != nil {
-		return membershipReply{}, err
+		return routing.MembershipReply{}, err
 	}
 	ans, err := h.client.send(ctx, method, u, nil, h.clusterKey, hops, statusAnswerLimit)
 	if err != nil || ans.Status == http.StatusOK {
-		return membershipReply{Status: ans.Status}, err
+		return routing.MembershipReply{Status: ans.Status}, err
 	}
-	var e Error
+	var e wire.Error
 	if json.Unmarshal(ans.Body, &e) == nil && e.Code != "" {
 		e.Status = ans.Status
-		return membershipReply{Status: ans.Status, Err: &e}, nil
+		return routing.MembershipReply{Status: ans.Status, Err: &e}, nil
 	}
-	return membershipReply{Status: ans.Status}, nil
+	return routing.MembershipReply{Status: ans.Status}, nil
 }
 
 // signatureHeader carries a pushed directory message's signature by the
@@ -152,7 +177,7 @@ func (h *httpPeers) PushDirectory(ctx context.Context, peerURL string, msg []byt
 		}
 		return fmt.Errorf("peer answered %d: %w", resp.StatusCode, membership.ErrUnknownNode) // it has not heard of this node yet
 	}
-	return fmt.Errorf("peer answered %d: %s", resp.StatusCode, truncate(body))
+	return fmt.Errorf("peer answered %d: %s", resp.StatusCode, wire.Truncate(body))
 }
 
 // FetchDirectory asks a peer, with the cluster key, for directory
@@ -178,7 +203,22 @@ func (h *httpPeers) FetchDirectory(ctx context.Context, peerURL string, body []b
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("peer answered %d: %s", resp.StatusCode, truncate(ans))
+		return nil, fmt.Errorf("peer answered %d: %s", resp.StatusCode, wire.Truncate(ans))
 	}
 	return ans, nil
+}
+
+// httpGateways carries deliveries to external gateways (ExternalGateways)
+// over HTTP, with the external key as bearer, through the node's pooled
+// peer connections.
+type httpGateways struct {
+	client      *peerClient
+	externalKey string
+}
+
+var _ routing.ExternalGateways = httpGateways{}
+
+func (h httpGateways) Deliver(ctx context.Context, gatewayURL string, body []byte) (int, error) {
+	ans, err := h.client.post(ctx, deliveriesURL(gatewayURL), body, h.externalKey, 0)
+	return ans.Status, err
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/switchyard-gw/switchyard/membership"
+	"github.com/switchyard-gw/switchyard/routing"
 )
 
 // peerAnswering is an HTTP transport to one loopback peer, "peer", whose
@@ -32,7 +33,7 @@ func peerAnswering(t *testing.T, stateLimit int64, body string) *httpPeers {
 // same size is past its own, smaller, limit. Neither is truncated.
 func TestHTTPPeersReadEachAnswerUpToItsOwnLimit(t *testing.T) {
 	state := `{"participant_id":"bob","participant_type":"ai","sessions":["` + strings.Repeat("s", 2<<20) + `"]}`
-	ref := participantRef{ParticipantID: "bob", From: "self"}
+	ref := routing.ParticipantRef{ParticipantID: "bob", From: "self"}
 
 	fits := peerAnswering(t, int64(len(state)), state)
 	rep, err := fits.Release(t.Context(), "peer", ref)
@@ -40,20 +41,20 @@ func TestHTTPPeersReadEachAnswerUpToItsOwnLimit(t *testing.T) {
 	require.NotNil(t, rep.State)
 	assert.Equal(t, "bob", rep.State.ID)
 
-	_, err = fits.Deliver(t.Context(), "peer", peerDelivery{RecipientIDs: []string{"bob"}}, 1)
-	require.ErrorIs(t, err, errAnswerTooLarge, "2 MiB is past a delivery answer's limit")
+	_, err = fits.Deliver(t.Context(), "peer", routing.PeerDelivery{RecipientIDs: []string{"bob"}}, 1)
+	require.ErrorIs(t, err, routing.ErrAnswerTooLarge, "2 MiB is past a delivery answer's limit")
 
 	tooLarge := peerAnswering(t, int64(len(state))-1, state)
 	_, err = tooLarge.Release(t.Context(), "peer", ref)
-	require.ErrorIs(t, err, errAnswerTooLarge)
+	require.ErrorIs(t, err, routing.ErrAnswerTooLarge)
 }
 
 // TestHTTPPeersNameNoMember: a node the cluster does not know is
-// errNotMember, without a request.
+// ErrNotMember, without a request.
 func TestHTTPPeersNameNoMember(t *testing.T) {
 	h := peerAnswering(t, 1<<20, `{"status":"ok"}`)
-	_, err := h.Release(t.Context(), "stranger", participantRef{ParticipantID: "bob"})
-	require.ErrorIs(t, err, errNotMember)
-	_, err = h.Takeover(t.Context(), "stranger", participantRef{ParticipantID: "bob"})
-	require.ErrorIs(t, err, errNotMember)
+	_, err := h.Release(t.Context(), "stranger", routing.ParticipantRef{ParticipantID: "bob"})
+	require.ErrorIs(t, err, routing.ErrNotMember)
+	_, err = h.Takeover(t.Context(), "stranger", routing.ParticipantRef{ParticipantID: "bob"})
+	require.ErrorIs(t, err, routing.ErrNotMember)
 }

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/switchyard-gw/switchyard/internal/wire"
 )
 
 // rateLimiter is a token bucket per credential: rate requests a second,
@@ -76,8 +78,8 @@ func retryAfterSeconds(d time.Duration) int {
 
 // errRateLimited is the 429 for a credential whose bucket is empty; wait is
 // how long until it holds a token again, carried as retry_after.
-func errRateLimited(wait time.Duration, detail string) *Error {
-	e := newError(http.StatusTooManyRequests, "rate_limited", "", detail)
+func errRateLimited(wait time.Duration, detail string) *wire.Error {
+	e := wire.NewError(http.StatusTooManyRequests, "rate_limited", "", detail)
 	e.RetryAfter = retryAfterSeconds(wait)
 	return e
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/switchyard-gw/switchyard/routing"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
@@ -36,7 +37,7 @@ type releaseAnswer struct {
 
 func startReleaseRace(t *testing.T) *releaseRace {
 	nodes := startCluster(t, 2, Config{})
-	require.NoError(t, nodes[0].gw.join("bob", "ai", "s1"))
+	require.NoError(t, nodes[0].gw.Join("bob", "ai", "s1"))
 	waitHomedOn(t, nodes[1], "bob", "node-1")
 	queueMissed(t, nodes[0], 3)
 
@@ -49,7 +50,7 @@ func startReleaseRace(t *testing.T) *releaseRace {
 			<-r.proceed
 		}
 	}
-	nodes[0].gw.held.exported.Store(&pause)
+	nodes[0].gw.OnExported(pause)
 	go func() { r.first <- r.release(t) }()
 	select {
 	case <-exported:
@@ -61,7 +62,7 @@ func startReleaseRace(t *testing.T) *releaseRace {
 
 // release asks node 1, from node 2, to release bob.
 func (r *releaseRace) release(t *testing.T) releaseAnswer {
-	st, status, err := r.nodes[1].gw.release(t.Context(), r.nodes[0].Name(), "bob")
+	st, status, err := r.nodes[1].gw.Release(t.Context(), r.nodes[0].Name(), "bob")
 	return releaseAnswer{st, status, err}
 }
 
@@ -78,7 +79,7 @@ func meanwhile(t *testing.T, r *releaseRace, second func() releaseAnswer) (first
 			answered = true
 			return true
 		default:
-			return r.nodes[0].gw.held.releasing.users("bob") >= 2
+			return r.nodes[0].gw.ReleasingUsers("bob") >= 2
 		}
 	}, 10*time.Second, time.Millisecond, "the second request is neither answered nor waiting")
 	close(r.proceed)
@@ -104,7 +105,7 @@ func TestARetriedReleaseBetweenExportAndHoldGetsTheHeldState(t *testing.T) {
 	require.Equal(t, http.StatusOK, retry.status, "the retry must get the state held for node 2, not lose bob")
 	assert.Equal(t, first.st, retry.st, "the same state, mailbox and seq counter")
 	assert.Len(t, retry.st.Events, 3)
-	assert.Zero(t, r.nodes[0].gw.held.releasing.users("bob"), "the lock is dropped once unused")
+	assert.Zero(t, r.nodes[0].gw.ReleasingUsers("bob"), "the lock is dropped once unused")
 }
 
 // TestAGiveBackBetweenExportAndHoldRestoresTheHeldState: node 2 gives bob
@@ -114,16 +115,16 @@ func TestARetriedReleaseBetweenExportAndHoldGetsTheHeldState(t *testing.T) {
 // which node 2 would start bob afresh.
 func TestAGiveBackBetweenExportAndHoldRestoresTheHeldState(t *testing.T) {
 	r := startReleaseRace(t)
-	req := restoreRequest{participantRef: participantRef{ParticipantID: "bob", From: r.nodes[1].Name()}}
+	req := routing.RestoreRequest{ParticipantRef: routing.ParticipantRef{ParticipantID: "bob", From: r.nodes[1].Name()}}
 	_, restore := meanwhile(t, r, func() releaseAnswer {
-		status, err := r.nodes[1].gw.peers.Restore(t.Context(), r.nodes[0].Name(), req)
+		status, err := r.nodes[1].gw.Peers().Restore(t.Context(), r.nodes[0].Name(), req)
 		return releaseAnswer{status: status, err: err}
 	})
 
 	require.NoError(t, restore.err)
 	require.Equal(t, http.StatusOK, restore.status, "node 1 must take bob back, not lose him")
 	require.NotNil(t, r.nodes[0].hub.Lookup("bob"), "bob is back on node 1")
-	assert.Zero(t, r.nodes[0].gw.held.count(), "the held state was restored")
+	assert.Zero(t, r.nodes[0].gw.HeldCount(), "the held state was restored")
 	st, res := r.nodes[0].hub.Export("bob")
 	require.Equal(t, ws.Exported, res)
 	assert.Len(t, st.Events, 3, "with his mailbox")

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/switchyard-gw/switchyard/routing"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
@@ -61,7 +62,7 @@ func TestUnexpectedErrorsAreLoggedWithTheirCause(t *testing.T) {
 	assert.Contains(t, logs.lines(), "a request failed unexpectedly: reading the disk: on fire")
 
 	rec = httptest.NewRecorder()
-	n.serve(func(http.ResponseWriter, *http.Request) error { return errNoRecipient })(rec,
+	n.serve(func(http.ResponseWriter, *http.Request) error { return routing.ErrNoRecipient })(rec,
 		httptest.NewRequest(http.MethodGet, "/v1/gateway/anything", nil))
 	require.Equal(t, http.StatusNotFound, rec.Code)
 	assert.Equal(t, 1, countPrefixed(logs.lines(), "a request failed unexpectedly"),
@@ -99,14 +100,14 @@ func TestUnexpectedFrameErrorsAreLoggedWithTheirCause(t *testing.T) {
 	n := startNode(t, Config{Logger: slog.New(logs)})
 	bob := ws.Identity{ParticipantID: "bob", ParticipantType: "ai"}
 
-	reply := n.gw.replyError(t.Context(), bob, "join", errors.New("reading the disk: on fire"))
+	reply := n.backend.replyError(t.Context(), bob, "join", errors.New("reading the disk: on fire"))
 	require.Equal(t, http.StatusInternalServerError, reply.Status)
 	assert.Equal(t, "internal", reply.Code)
 	assert.NotContains(t, string(reply.Body), "on fire", "the cause stays in the log")
 	assert.Contains(t, reply.Detail, "it has been logged")
 	assert.Contains(t, logs.lines(), "a request failed unexpectedly: reading the disk: on fire")
 
-	reply = n.gw.replyError(t.Context(), bob, "submit", errNoRecipient)
+	reply = n.backend.replyError(t.Context(), bob, "submit", routing.ErrNoRecipient)
 	require.Equal(t, http.StatusNotFound, reply.Status)
 	assert.Equal(t, 1, countPrefixed(logs.lines(), "a request failed unexpectedly"),
 		"an expected answer is not logged as a failure: %q", logs.lines())

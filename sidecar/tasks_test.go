@@ -25,11 +25,9 @@ func TestNothingStartsInTheBackgroundAfterShutdown(t *testing.T) {
 	n := startNode(t, Config{})
 	require.NoError(t, n.Shutdown(ctx))
 	assert.ErrorIs(t, n.tasks.Go(func(context.Context) { t.Error("work ran after Shutdown") }), tasks.ErrClosed)
-	n.gw.held.hold(&ws.ParticipantState{ID: "bob"}, "node-2", time.Nanosecond)
-	n.gw.held.mu.Lock()
-	assert.Nil(t, n.gw.held.entries["bob"].expiry, "no expiry timer is armed once the node stopped")
-	n.gw.held.mu.Unlock()
-	n.gw.held.clear()
+	n.gw.Hold(&ws.ParticipantState{ID: "bob"}, "node-2", time.Nanosecond)
+	assert.False(t, n.gw.HeldExpiryArmed("bob"), "no expiry timer is armed once the node stopped")
+	n.gw.DropHeld()
 
 	logs := &errLog{}
 	late, err := New(Config{Listen: "127.0.0.1:0", Logger: slog.New(logs)})

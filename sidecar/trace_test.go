@@ -1,12 +1,12 @@
 package sidecar
 
 import (
-	"encoding/hex"
 	"net/http"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/switchyard-gw/switchyard/internal/wire"
 )
 
 func TestTraceparentFollowsAnEventAcrossNodes(t *testing.T) {
@@ -20,7 +20,7 @@ func TestTraceparentFollowsAnEventAcrossNodes(t *testing.T) {
 
 	f := bob.Next()
 	got, _ := f["traceparent"].(string)
-	require.True(t, validTraceparent(got), "the frame carries a traceparent: %v", f)
+	require.True(t, wire.ValidTraceparent(got), "the frame carries a traceparent: %v", f)
 	assert.Equal(t, tp[3:35], got[3:35], "same trace id after the peer hop")
 	assert.NotEqual(t, tp[36:52], got[36:52], "the hop is a span of its own")
 
@@ -28,34 +28,9 @@ func TestTraceparentFollowsAnEventAcrossNodes(t *testing.T) {
 	for _, header := range []map[string]string{nil, {"traceparent": "00-zz-bad"}} {
 		postJSON(t, nodes[0].URL()+"/v1/gateway/events", event("alice", "s1", "x"), header)
 		f := bob.Next()
-		assert.True(t, validTraceparent(f["traceparent"].(string)))
+		assert.True(t, wire.ValidTraceparent(f["traceparent"].(string)))
 	}
 	r = do(t, http.MethodGet, nodes[0].URL()+"/healthz", nil, map[string]string{"X-Request-Id": "has spaces"})
 	assert.NotEqual(t, "has spaces", r.Header.Get("X-Request-Id"))
 	assert.NotEmpty(t, r.Header.Get("X-Request-Id"))
-}
-
-func TestValidTraceparent(t *testing.T) {
-	assert.True(t, validTraceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
-	for _, bad := range []string{"", "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-		"00-00000000000000000000000000000000-00f067aa0ba902b7-01", "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0"} {
-		assert.False(t, validTraceparent(bad), bad)
-	}
-	child := childTraceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-	assert.True(t, validTraceparent(child))
-	assert.Equal(t, "-01", child[52:])
-	a, b := newTraceparent(), newTraceparent()
-	assert.True(t, validTraceparent(a), a)
-	assert.NotEqual(t, a, b)
-}
-
-func TestRandomHex(t *testing.T) {
-	for _, n := range []int{0, 8, 32, 40} {
-		h := randomHex(n)
-		assert.Len(t, h, 2*n)
-		_, err := hex.DecodeString(h)
-		assert.NoError(t, err)
-	}
-	assert.NotEqual(t, randomHex(8), randomHex(8))
 }

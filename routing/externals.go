@@ -1,4 +1,4 @@
-package sidecar
+package routing
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
 )
 
@@ -21,20 +22,14 @@ import (
 // failing is dropped (the circuit breaker), so it cannot make its sessions
 // answer 502 for ever.
 
-// externalLimits are the registry's settings (see Config).
-type externalLimits struct {
-	max           int           // external participants on this node
-	perCredential int           // of them registered by one credential
-	sessions      int           // sessions per external participant
-	ttl           time.Duration // idle time after which one expires
-	failureLimit  int           // consecutive failed deliveries that drop one
-	retryAfter    time.Duration // how long another node's failing one is not routed to
-}
-
-func externalLimitsOf(cfg Config) externalLimits {
-	return externalLimits{max: cfg.MaxExternalParticipants, perCredential: cfg.MaxExternalsPerCredential,
-		sessions: cfg.MaxSessionsPerParticipant, ttl: cfg.ExternalTTL, failureLimit: cfg.ExternalFailureLimit,
-		retryAfter: cfg.ExternalRetryAfter}
+// ExternalLimits are the registry's settings (sidecar.Config has their flags).
+type ExternalLimits struct {
+	Max           int           // external participants on this node
+	PerCredential int           // of them registered by one credential
+	Sessions      int           // sessions per external participant
+	TTL           time.Duration // idle time after which one expires
+	FailureLimit  int           // consecutive failed deliveries that drop one
+	RetryAfter    time.Duration // how long another node's failing one is not routed to
 }
 
 // externalParticipant is one registered external participant.
@@ -51,22 +46,22 @@ type externalParticipant struct {
 }
 
 // externals are the external participants this node registered. Growth:
-// byID is bounded by limits.max, perOwner by the number of entries of
-// byID, each entry's sessions by limits.sessions. Directory writes happen
+// byID is bounded by limits.Max, perOwner by the number of entries of
+// byID, each entry's sessions by limits.Sessions. Directory writes happen
 // under mu (PutLocal and DeleteLocal queue and never block), so the
 // directory sees the registry's changes in the order they were made.
 type externals struct {
 	mu       sync.Mutex
 	byID     map[string]*externalParticipant
 	perOwner map[string]int
-	limits   externalLimits
+	limits   ExternalLimits
 	cluster  membership.Cluster
 	// others is the circuit breaker for the external participants other
 	// nodes own, which this node delivers to but cannot drop.
 	others breakers
 }
 
-func newExternals(limits externalLimits, cluster membership.Cluster) *externals {
+func newExternals(limits ExternalLimits, cluster membership.Cluster) *externals {
 	return &externals{byID: map[string]*externalParticipant{}, perOwner: map[string]int{}, limits: limits, cluster: cluster,
 		others: breakers{byKey: map[breakerKey]*breakerState{}, limits: limits}}
 }
@@ -81,26 +76,26 @@ type externalRequest struct {
 
 // admit checks, without changing anything, that req could be registered
 // now: a submit validates before it delivers and registers after.
-func (x *externals) admit(req externalRequest) *Error {
+func (x *externals) admit(req externalRequest) *wire.Error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	return x.admitLocked(req)
 }
 
-func (x *externals) admitLocked(req externalRequest) *Error {
+func (x *externals) admitLocked(req externalRequest) *wire.Error {
 	if p, ok := x.byID[req.id]; ok {
-		if _, in := p.sessions[req.session]; req.session != "" && !in && len(p.sessions) >= x.limits.sessions {
-			return fieldError("too_many_sessions", "session_id",
+		if _, in := p.sessions[req.session]; req.session != "" && !in && len(p.sessions) >= x.limits.Sessions {
+			return wire.FieldError("too_many_sessions", "session_id",
 				"the external participant is already in the maximum number of sessions (--max-sessions-per-participant)")
 		}
 		return nil
 	}
-	if len(x.byID) >= x.limits.max {
-		return newError(http.StatusServiceUnavailable, "too_many_external_participants", req.field,
+	if len(x.byID) >= x.limits.Max {
+		return wire.NewError(http.StatusServiceUnavailable, "too_many_external_participants", req.field,
 			"this node holds its maximum of external participants (--max-external-participants); retry later or on another node")
 	}
-	if req.owner != "" && x.perOwner[req.owner] >= x.limits.perCredential {
-		return newError(http.StatusServiceUnavailable, "too_many_external_participants", req.field,
+	if req.owner != "" && x.perOwner[req.owner] >= x.limits.PerCredential {
+		return wire.NewError(http.StatusServiceUnavailable, "too_many_external_participants", req.field,
 			"this credential has registered its maximum of external participants on this node "+
 				"(--max-externals-per-credential); they expire when idle (--external-ttl)")
 	}
@@ -110,7 +105,7 @@ func (x *externals) admitLocked(req externalRequest) *Error {
 // register adds req (or refreshes it) at time now. A registration that
 // changes nothing (same gateway, session already held) only refreshes the
 // idle clock: it costs O(1) and publishes nothing.
-func (x *externals) register(req externalRequest, now time.Time) *Error {
+func (x *externals) register(req externalRequest, now time.Time) *wire.Error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if err := x.admitLocked(req); err != nil {
@@ -180,14 +175,14 @@ func (x *externals) dropLocked(id string, p *externalParticipant) {
 // expire drops every external participant idle for longer than the TTL at
 // now and returns how many it dropped, and forgets old failures of other
 // nodes' ones. It visits each entry once: the work of a sweep is bounded by
-// twice limits.max.
+// twice limits.Max.
 func (x *externals) expire(now time.Time) int {
 	x.others.prune(now)
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	n := 0
 	for id, p := range x.byID {
-		if now.Sub(p.lastUsed) > x.limits.ttl {
+		if now.Sub(p.lastUsed) > x.limits.TTL {
 			x.dropLocked(id, p)
 			n++
 		}
@@ -198,7 +193,7 @@ func (x *externals) expire(now time.Time) int {
 // delivered records the outcome of one delivery to external participant
 // id's gateway at url (an entry of another node's is not ours to judge:
 // nothing is recorded). A success resets its failures and counts as use;
-// a failure that makes limits.failureLimit in a row drops it, and tripped
+// a failure that makes limits.FailureLimit in a row drops it, and tripped
 // says so.
 func (x *externals) delivered(id, url string, ok bool, now time.Time) (tripped bool) {
 	x.mu.Lock()
@@ -212,7 +207,7 @@ func (x *externals) delivered(id, url string, ok bool, now time.Time) (tripped b
 		return false
 	}
 	p.failures++
-	if p.failures < x.limits.failureLimit {
+	if p.failures < x.limits.FailureLimit {
 		return false
 	}
 	x.dropLocked(id, p)
@@ -233,10 +228,10 @@ func sweepInterval(ttl time.Duration) time.Duration {
 	return min(max(ttl/10, 10*time.Millisecond), time.Minute)
 }
 
-// sweepExternals drops idle external participants until ctx ends. The
+// SweepExternals drops idle external participants until ctx ends. The
 // node's tasks own it: Shutdown cancels ctx first and waits for it.
-func (g *Gateway) sweepExternals(ctx context.Context) {
-	t := time.NewTicker(sweepInterval(g.externals.limits.ttl))
+func (g *Gateway) SweepExternals(ctx context.Context) {
+	t := time.NewTicker(sweepInterval(g.externals.limits.TTL))
 	defer t.Stop()
 	for {
 		select {
@@ -244,16 +239,16 @@ func (g *Gateway) sweepExternals(ctx context.Context) {
 			return
 		case <-t.C:
 			if ctx.Err() == nil { // both ready: stopping wins
-				g.expireExternals(g.now())
+				g.ExpireExternals(g.now())
 			}
 		}
 	}
 }
 
-// expireExternals drops the external participants idle at now.
-func (g *Gateway) expireExternals(now time.Time) {
+// ExpireExternals drops the external participants idle at now.
+func (g *Gateway) ExpireExternals(now time.Time) {
 	if n := g.externals.expire(now); n > 0 {
-		g.metrics.externalsDropped.WithLabelValues("expired").Add(float64(n))
+		g.metrics.ExternalsDropped.WithLabelValues("expired").Add(float64(n))
 		g.log.Debug("external participants expired", "count", n)
 	}
 }
@@ -261,20 +256,20 @@ func (g *Gateway) expireExternals(now time.Time) {
 // checkGatewayTarget checks a gateway URL (field: sender_gateway_url or
 // gateway_url) before anything is delivered or registered: it is not a
 // member of this cluster, and an allow-list prefix admits it.
-func (g *Gateway) checkGatewayTarget(raw, field string) *Error {
+func (g *Gateway) checkGatewayTarget(raw, field string) *wire.Error {
 	if g.pointsAtMember(raw) { // first: whatever the allow-list says
-		return fieldError("gateway_url_not_allowed", field, field+
+		return wire.FieldError("gateway_url_not_allowed", field, field+
 			" points at a node of this cluster; give the participant's own gateway, or attach the participant to a node")
 	}
 	if !g.gatewayAllowed(raw) {
-		return errGatewayNotAllowed(field)
+		return ErrGatewayNotAllowed(field)
 	}
 	return nil
 }
 
-// addExternal registers an external participant of session at url (a PUT
+// AddExternal registers an external participant of session at url (a PUT
 // with gateway_url), on behalf of owner.
-func (g *Gateway) addExternal(id, typ, url, session, owner string) error {
+func (g *Gateway) AddExternal(id, typ, url, session, owner string) error {
 	req := externalRequest{id: id, typ: typ, url: url, session: session, owner: owner, field: "gateway_url"}
 	if err := g.checkGatewayTarget(url, req.field); err != nil {
 		return err
@@ -283,19 +278,6 @@ func (g *Gateway) addExternal(id, typ, url, session, owner string) error {
 		return err
 	}
 	return nil
-}
-
-// externalOwner names the credential external participants it registers
-// count against: an API key by a digest prefix (never the key), a token by
-// its subject; "" when authentication is off (only the node's cap applies).
-func (c Credential) externalOwner() string {
-	switch c.Kind {
-	case credAPIKey, credCluster: // the cluster key may be the first API key (no gossip key)
-		return c.KeyID
-	case credToken:
-		return "token:" + c.Subject
-	}
-	return ""
 }
 
 // pointsAtMember reports whether raw is on a cluster member's origin (the
@@ -341,7 +323,7 @@ func gatewayBase(raw string) (*url.URL, bool) {
 
 // registerExternal registers req now (after checkGatewayTarget and, for a
 // submit, admitSender and the submit's acceptance).
-func (g *Gateway) registerExternal(req externalRequest) *Error {
+func (g *Gateway) registerExternal(req externalRequest) *wire.Error {
 	return g.externals.register(req, g.now())
 }
 
@@ -351,17 +333,17 @@ func (g *Gateway) registerExternal(req externalRequest) *Error {
 func (g *Gateway) recordExternalDelivery(e membership.Entry, ok bool) {
 	if e.Node != g.self {
 		if g.externals.others.record(e, ok, g.now()) {
-			g.metrics.externalsDropped.WithLabelValues("suspended").Inc()
+			g.metrics.ExternalsDropped.WithLabelValues("suspended").Inc()
 			g.log.Warn("an external participant of another node keeps failing; not routed to from this node for a while",
-				"participant", e.Participant, "owner", e.Node, "failures", g.externals.limits.failureLimit,
-				"retry_after", g.externals.limits.retryAfter)
+				"participant", e.Participant, "owner", e.Node, "failures", g.externals.limits.FailureLimit,
+				"retry_after", g.externals.limits.RetryAfter)
 		}
 		return
 	}
 	if g.externals.delivered(e.Participant, e.GatewayURL, ok, g.now()) {
-		g.metrics.externalsDropped.WithLabelValues("failing").Inc()
+		g.metrics.ExternalsDropped.WithLabelValues("failing").Inc()
 		g.log.Warn("an external participant was dropped: its gateway kept failing",
-			"participant", e.Participant, "failures", g.externals.limits.failureLimit)
+			"participant", e.Participant, "failures", g.externals.limits.FailureLimit)
 	}
 }
 
@@ -374,16 +356,16 @@ func (g *Gateway) externalRoutable(e membership.Entry) bool {
 
 // breakers is the circuit breaker of the external participants other nodes
 // own: their owner keeps their registration, and does not see the
-// deliveries that fail here. After limits.failureLimit failures in a row
-// one is skipped for limits.retryAfter; then one delivery probes it again
+// deliveries that fail here. After limits.FailureLimit failures in a row
+// one is skipped for limits.RetryAfter; then one delivery probes it again
 // (half-open): success closes the breaker, failure opens it again. Growth:
-// byKey is bounded by limits.max (failures past it are not tracked) and
+// byKey is bounded by limits.Max (failures past it are not tracked) and
 // entries without a failure for max(ttl, retryAfter) are pruned by the
 // sweeper.
 type breakers struct {
 	mu     sync.Mutex
 	byKey  map[breakerKey]*breakerState
-	limits externalLimits
+	limits ExternalLimits
 }
 
 type breakerKey struct{ node, participant, url string }
@@ -403,13 +385,13 @@ func (b *breakers) allow(e membership.Entry, now time.Time) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	st := b.byKey[keyOf(e)]
-	if st == nil || st.failures < b.limits.failureLimit {
+	if st == nil || st.failures < b.limits.FailureLimit {
 		return true
 	}
 	if now.Before(st.openUntil) {
 		return false
 	}
-	st.openUntil = now.Add(b.limits.retryAfter)
+	st.openUntil = now.Add(b.limits.RetryAfter)
 	return true
 }
 
@@ -425,7 +407,7 @@ func (b *breakers) record(e membership.Entry, ok bool, now time.Time) (tripped b
 	}
 	st := b.byKey[k]
 	if st == nil {
-		if len(b.byKey) >= b.limits.max {
+		if len(b.byKey) >= b.limits.Max {
 			return false
 		}
 		st = &breakerState{}
@@ -433,16 +415,16 @@ func (b *breakers) record(e membership.Entry, ok bool, now time.Time) (tripped b
 	}
 	st.failures++
 	st.last = now
-	if st.failures < b.limits.failureLimit {
+	if st.failures < b.limits.FailureLimit {
 		return false
 	}
-	st.openUntil = now.Add(b.limits.retryAfter)
-	return st.failures == b.limits.failureLimit
+	st.openUntil = now.Add(b.limits.RetryAfter)
+	return st.failures == b.limits.FailureLimit
 }
 
 // prune forgets breakers without a failure for max(ttl, retryAfter).
 func (b *breakers) prune(now time.Time) {
-	keep := max(b.limits.ttl, b.limits.retryAfter)
+	keep := max(b.limits.TTL, b.limits.RetryAfter)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for k, st := range b.byKey {

@@ -1,4 +1,4 @@
-package sidecar
+package routing
 
 import (
 	"context"
@@ -12,23 +12,24 @@ import (
 
 	"github.com/switchyard-gw/switchyard/internal/ident"
 	"github.com/switchyard-gw/switchyard/internal/jsonw"
+	"github.com/switchyard-gw/switchyard/internal/tasks"
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
 // Gateway is the core of a node, callable without HTTP: it validates events,
 // resolves their recipients across the cluster and hands them over: to local
-// mailboxes, to peers, to external gateways. The REST handlers and the
-// WebSocket submit frame both call it.
+// mailboxes, to peers, to external gateways. The bindings (package
+// sidecar: the REST handlers and the WebSocket submit frame) call it.
 type Gateway struct {
 	self           string
-	limits         Limits
+	limits         wire.Limits
 	hub            *ws.Hub
 	cluster        membership.Cluster
-	peers          Peers       // the other nodes of the cluster
-	gateways       *peerClient // external gateways' deliveries endpoints
-	externalKey    string      // bearer for external gateways
-	allowGateways  []string    // URL prefixes external gateways must match
+	peers          Peers            // the other nodes of the cluster
+	gateways       ExternalGateways // gateways outside the cluster
+	allowGateways  []string         // URL prefixes external gateways must match
 	forwardTimeout time.Duration
 	externals      *externals
 	moved          movedTo
@@ -37,14 +38,60 @@ type Gateway struct {
 	stateLimit     int64         // the largest participant state a hand-off carries
 	// closed is set when the node starts draining: it takes no more
 	// submits (its directory stops being kept up to date once it leaves).
-	closed   atomic.Bool
-	watchers *observers // read-only watchers of sessions (observe=1)
-	metrics  *Metrics
-	log      *slog.Logger
-	now      func() time.Time
+	closed atomic.Bool
+	// published, when set, is told of every event someone got, with its
+	// JSON (the node's read-only watchers of sessions, observe=1).
+	published func(session, eventID string, eventJSON []byte)
+	metrics   Metrics
+	log       *slog.Logger
+	now       func() time.Time
 }
 
-var _ ws.Backend = wsBackend{}
+// Config is what the core needs, given explicitly: the node's name
+// and limits, its hub of local participants, the cluster view, the ways to
+// other nodes and to external gateways, and the node's task group,
+// metrics and log.
+type Config struct {
+	Self           string // this node's name in the cluster
+	Limits         wire.Limits
+	Hub            *ws.Hub
+	Cluster        membership.Cluster
+	Peers          Peers
+	Gateways       ExternalGateways
+	AllowGateways  []string      // URL prefixes external gateways must match (--allow-gateway)
+	ForwardTimeout time.Duration // the deadline of a delivery to peers and gateways
+	Externals      ExternalLimits
+	StateLimit     int64        // the largest participant state a hand-off carries (--max-handoff-bytes)
+	Tasks          *tasks.Group // owns the expiry timers of released states
+	// Published, when set, is told of every event someone got, with its
+	// JSON.
+	Published func(session, eventID string, eventJSON []byte)
+	Metrics   Metrics
+	Logger    *slog.Logger
+}
+
+// NewGateway makes the core of a node. A released state is held as long as
+// the hub keeps an offline participant (its OfflineTTL).
+func NewGateway(c Config) *Gateway {
+	return &Gateway{
+		self:           c.Self,
+		limits:         c.Limits,
+		hub:            c.Hub,
+		cluster:        c.Cluster,
+		peers:          c.Peers,
+		gateways:       c.Gateways,
+		allowGateways:  c.AllowGateways,
+		forwardTimeout: c.ForwardTimeout,
+		externals:      newExternals(c.Externals, c.Cluster),
+		held:           heldStates{timers: c.Tasks},
+		holdFor:        c.Hub.Settings().OfflineTTL,
+		stateLimit:     c.StateLimit,
+		published:      c.Published,
+		metrics:        c.Metrics,
+		log:            c.Logger,
+		now:            time.Now,
+	}
+}
 
 // Members lists the cluster as this node sees it.
 func (g *Gateway) Members() []membership.Member { return g.cluster.Members() }
@@ -59,9 +106,9 @@ type SubmitResult struct {
 	deliveryCounts
 }
 
-// appendJSON appends r's JSON form, what json.Marshal(r) gives
+// AppendJSON appends r's JSON form, what json.Marshal(r) gives
 // (TestSubmitResultAppendJSON compares them), for the answer of every submit.
-func (r *SubmitResult) appendJSON(dst []byte) []byte {
+func (r *SubmitResult) AppendJSON(dst []byte) []byte {
 	dst = append(dst, `{"status":`...)
 	dst = jsonw.AppendString(dst, r.Status)
 	dst = append(dst, `,"event_id":`...)
@@ -82,48 +129,48 @@ func (r *SubmitResult) appendJSON(dst []byte) []byte {
 // the sender, or its recipient_id alone, wherever in the cluster they live.
 // When some recipient's node or gateway cannot be reached it answers 502
 // naming them; the others did get the event.
-func (g *Gateway) Submit(ctx context.Context, ev Event) (SubmitResult, error) {
-	return g.submit(ctx, ev, "")
+func (g *Gateway) Submit(ctx context.Context, ev wire.Event) (SubmitResult, error) {
+	return g.SubmitAs(ctx, ev, "")
 }
 
-// submit is Submit on behalf of owner, the credential an external sender
+// SubmitAs is Submit on behalf of owner, the credential an external sender
 // registered by ev counts against ("": none).
-func (g *Gateway) submit(ctx context.Context, ev Event, owner string) (SubmitResult, error) {
+func (g *Gateway) SubmitAs(ctx context.Context, ev wire.Event, owner string) (SubmitResult, error) {
 	if g.closed.Load() {
-		return SubmitResult{}, newError(http.StatusServiceUnavailable, "draining", "",
+		return SubmitResult{}, wire.NewError(http.StatusServiceUnavailable, "draining", "",
 			"this node is shutting down; submit to another node (with the same event_id)")
 	}
 	if !g.cluster.Settled() {
-		return SubmitResult{}, newError(http.StatusServiceUnavailable, "not_ready", "",
+		return SubmitResult{}, wire.NewError(http.StatusServiceUnavailable, "not_ready", "",
 			"this node is still learning the cluster; submit to another node or retry in a moment")
 	}
 	if ev.SessionID == "" && ev.RecipientID == "" {
-		return SubmitResult{}, fieldError(codeMissingField, "session_id", "session_id or recipient_id is required")
+		return SubmitResult{}, wire.FieldError(wire.CodeMissingField, "session_id", "session_id or recipient_id is required")
 	}
 	var sender *externalRequest // registered once the submit is accepted
 	if ev.SenderGatewayURL != "" {
-		var err *Error
+		var err *wire.Error
 		if sender, err = g.admitSender(ev, owner); err != nil {
 			return SubmitResult{}, err
 		}
 	}
 	freshID := ev.EventID == ""
 	if freshID {
-		ev.EventID = newEventID()
+		ev.EventID = wire.NewEventID()
 	}
 	r, err := g.resolve(ctx, ev)
 	if err != nil {
 		return SubmitResult{}, err
 	}
 	if r.empty() {
-		return SubmitResult{}, errNoRecipient
+		return SubmitResult{}, ErrNoRecipient
 	}
 	// Only a submit that stays on this node can skip the lookup: one that
 	// also goes to a peer may come back here through it (a participant
 	// being handed over to this node is in both places for a moment).
 	r.freshID = freshID && len(r.peers) == 0 && len(r.external) == 0
 	// The one encoding, shared by every recipient and peer.
-	body, err := ev.appendJSON(make([]byte, 0, len(ev.Message)+len(ev.SenderID)+len(ev.SessionID)+len(ev.EventID)+128))
+	body, err := ev.AppendJSON(make([]byte, 0, len(ev.Message)+len(ev.SenderID)+len(ev.SessionID)+len(ev.EventID)+128))
 	if err != nil {
 		return SubmitResult{}, err
 	}
@@ -135,16 +182,16 @@ func (g *Gateway) submit(ctx context.Context, ev Event, owner string) (SubmitRes
 		if sender != nil { // someone got it and may answer
 			g.registerSender(*sender)
 		}
-		g.watchers.publish(ev.SessionID, ev.EventID, body)
+		g.publish(ev.SessionID, ev.EventID, body)
 	}
 	if len(out.failed) > 0 {
 		slices.Sort(out.failed)
-		return SubmitResult{}, &Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", EventID: ev.EventID,
+		return SubmitResult{}, &wire.Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", EventID: ev.EventID,
 			Failed: out.failed, Detail: "some recipients' nodes or gateways could not be reached; the others got the event. " +
 				"Retry with the same event_id to reach those that missed it"}
 	}
 	if out.counts.total() == 0 { // every target went away between lookup and delivery
-		return SubmitResult{}, errNoRecipient
+		return SubmitResult{}, ErrNoRecipient
 	}
 	return SubmitResult{Status: "ok", EventID: ev.EventID, Recipients: out.counts.total(), deliveryCounts: out.counts}, nil
 }
@@ -153,7 +200,7 @@ func (g *Gateway) submit(ctx context.Context, ev Event, owner string) (SubmitRes
 // and returns the registration to make once the submit is accepted (nil:
 // none, as the event has no session or its sender is attached here, where
 // local wins).
-func (g *Gateway) admitSender(ev Event, owner string) (*externalRequest, *Error) {
+func (g *Gateway) admitSender(ev wire.Event, owner string) (*externalRequest, *wire.Error) {
 	req := externalRequest{id: ev.SenderID, typ: ev.SenderType, url: ev.SenderGatewayURL,
 		session: ev.SessionID, owner: owner, field: "sender_gateway_url"}
 	if err := g.checkGatewayTarget(req.url, req.field); err != nil {
@@ -180,7 +227,7 @@ func (g *Gateway) registerSender(req externalRequest) {
 }
 
 // localTargets resolves the recipients of ev homed on this node.
-func (g *Gateway) localTargets(ev Event) []*ws.Participant {
+func (g *Gateway) localTargets(ev wire.Event) []*ws.Participant {
 	if ev.RecipientID != "" {
 		p := g.hub.Lookup(ev.RecipientID)
 		if p == nil || (ev.SessionID != "" && !p.InSession(ev.SessionID)) {
@@ -199,14 +246,6 @@ func (g *Gateway) localTargets(ev Event) []*ws.Participant {
 	return members
 }
 
-// DeliveryRequest is the body of POST /v1/gateway/deliveries.
-type DeliveryRequest struct {
-	RecipientIDs        []string
-	SessionID           string
-	RecipientGatewayURL string
-	Event               Event
-}
-
 // DeliveryResult is the answer to a delivery: ok, with the recipients that
 // are not here when a batch named several and only some were found.
 type DeliveryResult struct {
@@ -219,14 +258,14 @@ type DeliveryResult struct {
 
 // Deliver puts an event into the mailboxes of the named participants homed
 // here. A recipient homed on a peer (the sender's view was stale) is
-// forwarded there once, while hops (forwards so far) is below maxHops.
-func (g *Gateway) Deliver(ctx context.Context, req DeliveryRequest, hops int) (DeliveryResult, error) {
+// forwarded there once, while hops (forwards so far) is below MaxHops.
+func (g *Gateway) Deliver(ctx context.Context, req wire.DeliveryRequest, hops int) (DeliveryResult, error) {
 	ev := req.Event
 	if ev.SenderGatewayURL != "" && !g.gatewayAllowed(ev.SenderGatewayURL) {
-		return DeliveryResult{}, errGatewayNotAllowed("event.sender_gateway_url")
+		return DeliveryResult{}, ErrGatewayNotAllowed("event.sender_gateway_url")
 	}
 	if ev.EventID == "" {
-		ev.EventID = newEventID()
+		ev.EventID = wire.NewEventID()
 	}
 	if req.SessionID != "" {
 		ev.SessionID = req.SessionID
@@ -239,7 +278,7 @@ func (g *Gateway) Deliver(ctx context.Context, req DeliveryRequest, hops int) (D
 			continue
 		}
 		node := ""
-		if hops < maxHops {
+		if hops < MaxHops {
 			node = g.homeElsewhere(ctx, id)
 		}
 		if node == "" {
@@ -252,7 +291,7 @@ func (g *Gateway) Deliver(ctx context.Context, req DeliveryRequest, hops int) (D
 		r.peers[node] = append(r.peers[node], id)
 	}
 	if r.empty() {
-		return DeliveryResult{}, errNoRecipient
+		return DeliveryResult{}, ErrNoRecipient
 	}
 	body, err := json.Marshal(ev)
 	if err != nil {
@@ -264,13 +303,13 @@ func (g *Gateway) Deliver(ctx context.Context, req DeliveryRequest, hops int) (D
 	}
 	res.Recipients, res.deliveryCounts, res.Failed = out.counts.total(), out.counts, out.failed
 	if len(r.local) > 0 && res.Recipients > 0 {
-		g.watchers.publish(ev.SessionID, ev.EventID, body)
+		g.publish(ev.SessionID, ev.EventID, body)
 	}
 	if res.Recipients == 0 && len(out.failed) == 0 {
-		return DeliveryResult{}, errNoRecipient
+		return DeliveryResult{}, ErrNoRecipient
 	}
 	if res.Recipients == 0 {
-		return DeliveryResult{}, &Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", EventID: ev.EventID,
+		return DeliveryResult{}, &wire.Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", EventID: ev.EventID,
 			Failed: out.failed, Detail: "the recipients' node could not be reached"}
 	}
 	return res, nil
@@ -294,22 +333,29 @@ func (g *Gateway) homeElsewhere(ctx context.Context, id string) string {
 }
 
 // Join adds a participant of this node to a session.
-func (g *Gateway) join(participantID, participantType, sessionID string) error {
-	if err := checkID(sessionID, "session_id", ident.MaxSessionID); err != nil {
+func (g *Gateway) Join(participantID, participantType, sessionID string) error {
+	if err := wire.CheckID(sessionID, "session_id", ident.MaxSessionID); err != nil {
 		return err
 	}
 	if err := g.hub.Join(participantID, participantType, sessionID); err != nil {
-		return fieldError("too_many_sessions", "session_id", "the participant is already in the maximum number of sessions")
+		return wire.FieldError("too_many_sessions", "session_id", "the participant is already in the maximum number of sessions")
 	}
 	return nil
 }
 
-func (g *Gateway) leave(participantID, sessionID string) error {
-	if err := checkID(sessionID, "session_id", ident.MaxSessionID); err != nil {
+func (g *Gateway) Leave(participantID, sessionID string) error {
+	if err := wire.CheckID(sessionID, "session_id", ident.MaxSessionID); err != nil {
 		return err
 	}
 	if !g.hub.Leave(participantID, sessionID) {
-		return newError(http.StatusNotFound, "participant_not_found", "", "the participant is not in that session on this node")
+		return wire.NewError(http.StatusNotFound, "participant_not_found", "", "the participant is not in that session on this node")
 	}
 	return nil
+}
+
+// publish tells published, when set, of an event someone got.
+func (g *Gateway) publish(session, eventID string, eventJSON []byte) {
+	if g.published != nil {
+		g.published(session, eventID, eventJSON)
+	}
 }

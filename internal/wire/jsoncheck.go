@@ -1,4 +1,4 @@
-package sidecar
+package wire
 
 import (
 	"bytes"
@@ -11,12 +11,12 @@ import (
 // maxJSONDepth bounds nesting in request bodies (metadata values included).
 const maxJSONDepth = 32
 
-// checkJSON vets a request body before encoding/json decodes it, for what
+// CheckJSON vets a request body before encoding/json decodes it, for what
 // encoding/json lets through silently: duplicate keys (it keeps the last),
 // invalid UTF-8 and lone surrogates (it substitutes U+FFFD), and extreme
 // nesting. It also rejects anything but one JSON object. The error names the
 // field at fault ("event.sender_id"; paths stop at "metadata").
-func checkJSON(data []byte) *Error {
+func CheckJSON(data []byte) *Error {
 	s := jsonChecker{data: data}
 	return s.check()
 }
@@ -44,10 +44,10 @@ func (s *jsonChecker) check() *Error {
 	s.path = make([][]byte, 0, 4)
 	s.space()
 	if s.pos == len(s.data) {
-		return newError(http.StatusBadRequest, codeInvalidJSON, "", "the body is empty; send a JSON object")
+		return NewError(http.StatusBadRequest, CodeInvalidJSON, "", "the body is empty; send a JSON object")
 	}
 	if s.data[s.pos] != '{' {
-		return newError(http.StatusBadRequest, codeInvalidJSON, "", "the body must be a JSON object")
+		return NewError(http.StatusBadRequest, CodeInvalidJSON, "", "the body must be a JSON object")
 	}
 	if err := s.value(); err != nil {
 		return err
@@ -74,7 +74,7 @@ func (s *jsonChecker) field() string {
 }
 
 func (s *jsonChecker) syntax(msg string) *Error {
-	return newError(http.StatusBadRequest, codeInvalidJSON, "", "the body is not valid JSON: "+msg)
+	return NewError(http.StatusBadRequest, CodeInvalidJSON, "", "the body is not valid JSON: "+msg)
 }
 
 func (s *jsonChecker) space() {
@@ -117,7 +117,7 @@ func (s *jsonChecker) value() *Error {
 func (s *jsonChecker) enter() *Error {
 	s.depth++
 	if s.depth > maxJSONDepth {
-		return newError(http.StatusBadRequest, codeInvalidJSON, s.field(), "the body nests deeper than the limit")
+		return NewError(http.StatusBadRequest, CodeInvalidJSON, s.field(), "the body nests deeper than the limit")
 	}
 	return nil
 }
@@ -166,7 +166,7 @@ func (s *jsonChecker) object() *Error {
 		}
 		if duplicate {
 			s.path = append(s.path, key)
-			return newError(http.StatusBadRequest, "duplicate_key", s.field(), "the key "+quote(string(key))+" appears twice in one object")
+			return NewError(http.StatusBadRequest, "duplicate_key", s.field(), "the key "+Quote(string(key))+" appears twice in one object")
 		}
 		s.space()
 		if s.pos == len(s.data) || s.data[s.pos] != ':' {
@@ -291,7 +291,7 @@ func unquote(raw []byte) (string, bool) {
 }
 
 func (s *jsonChecker) badText() *Error {
-	return fieldError("invalid_utf8", s.field(), "the text is not valid UTF-8")
+	return FieldError("invalid_utf8", s.field(), "the text is not valid UTF-8")
 }
 
 // escape checks the escape sequence at s.pos; a \u escape of a surrogate
@@ -401,7 +401,9 @@ func quoteByte(c byte) string {
 	return string(b)
 }
 
-func quote(s string) string {
+// Quote is s as a JSON string, cut at 64 bytes: a value named in an
+// error's detail.
+func Quote(s string) string {
 	if len(s) > 64 {
 		s = s[:64] + "…"
 	}

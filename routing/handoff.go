@@ -1,4 +1,4 @@
-package sidecar
+package routing
 
 import (
 	"cmp"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/switchyard-gw/switchyard/internal/tasks"
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/ws"
 )
@@ -35,15 +36,10 @@ import (
 //     between homes are kept, not refused; the participant may reconnect
 //     anywhere and is taken over again from the successor.
 
-const (
-	releasePath  = "/v1/gateway/cluster/release"
-	restorePath  = "/v1/gateway/cluster/restore"
-	takeoverPath = "/v1/gateway/cluster/takeover"
-	// handoffWorkers bounds the takeovers a draining node runs at once.
-	handoffWorkers = 16
-)
+// handoffWorkers bounds the takeovers a draining node runs at once.
+const handoffWorkers = 16
 
-// maxStateBytes is the largest JSON encoding of a participant's state
+// MaxStateBytes is the largest JSON encoding of a participant's state
 // (ws.ParticipantState) that a node with these settings can hold: every
 // slot of the mailbox (mailboxSize; 0 takes ws's default, 1024) with the
 // largest event, and as many dedupe keys. An event's frame is its body
@@ -56,7 +52,7 @@ const (
 // state far lower (about 342 MiB for the default 256 MiB budget): the
 // smaller of the two bounds is taken. Nodes of one cluster share their
 // settings, so no state a peer's mailbox accepted is refused.
-func maxStateBytes(maxBodyBytes int64, mailboxSize int, mailboxBytes int64) int64 {
+func MaxStateBytes(maxBodyBytes int64, mailboxSize int, mailboxBytes int64) int64 {
 	if mailboxSize <= 0 {
 		mailboxSize = 1024
 	}
@@ -119,7 +115,7 @@ func (m *movedTo) lookup(id string, now time.Time) string {
 	return ""
 }
 
-type participantRef struct {
+type ParticipantRef struct {
 	ParticipantID string `json:"participant_id"`
 	From          string `json:"from,omitempty"`
 	// Confirm, in a release: the state arrived and is installed at From;
@@ -127,10 +123,10 @@ type participantRef struct {
 	Confirm bool `json:"confirm,omitempty"`
 }
 
-// restoreRequest gives a participant back to its old home after a failed
+// RestoreRequest gives a participant back to its old home after a failed
 // transfer, with the deliveries the would-be new home buffered meanwhile.
-type restoreRequest struct {
-	participantRef
+type RestoreRequest struct {
+	ParticipantRef
 	Events []ws.EventState `json:"events"`
 }
 
@@ -243,11 +239,11 @@ func (h *heldStates) count() int {
 	return len(h.entries)
 }
 
-// otherHomes lists the peers where participant id lives (the candidates
+// OtherHomes lists the peers where participant id lives (the candidates
 // for a takeover), its sessions as those homes have them, and its type.
 // A home where it is attached answers the release with 409 and keeps it:
 // the directory's online flag may lag behind a reconnect, the home may not.
-func (g *Gateway) otherHomes(ctx context.Context, id string) (nodes []string, sessions []string, typ string) {
+func (g *Gateway) OtherHomes(ctx context.Context, id string) (nodes []string, sessions []string, typ string) {
 	// Owners that do not answer leave what the others found: an attach
 	// goes on with that, as it would with a stale view, rather than fail
 	// while an owner's death is not yet noticed.
@@ -265,24 +261,24 @@ func (g *Gateway) otherHomes(ctx context.Context, id string) (nodes []string, se
 	return nodes, sessions, typ
 }
 
-// errMoving answers an attach whose participant is being moved between
+// ErrMoving answers an attach whose participant is being moved between
 // other nodes right now; the client retries (the Go client does) and finds
 // it settled.
-var errMoving = newError(http.StatusServiceUnavailable, "participant_moving", "",
+var ErrMoving = wire.NewError(http.StatusServiceUnavailable, "participant_moving", "",
 	"the participant is moving between nodes; attach again in a moment")
 
-// takeover moves participant id here from the nodes in from (tried in
+// Takeover moves participant id here from the nodes in from (tried in
 // order). It is a no-op when the participant is already here. forAttach
 // says a client is waiting to attach: when another node won a race for the
 // participant, it follows it there (a few rounds) rather than give up, and
-// fails with errMoving rather than start the participant afresh.
+// fails with ErrMoving rather than start the participant afresh.
 //
 // A release whose answer does not arrive whole (cut, undecodable, too
 // long) is asked for again: the old home answers the state it holds. If it
 // still fails, the participant is given back to the old home with what was
-// buffered here (errMoving): it never starts afresh over a mailbox that
+// buffered here (ErrMoving): it never starts afresh over a mailbox that
 // exists.
-func (g *Gateway) takeover(ctx context.Context, id, typ string, sessions []string, from []string, forAttach bool) error {
+func (g *Gateway) Takeover(ctx context.Context, id, typ string, sessions []string, from []string, forAttach bool) error {
 	p, created := g.hub.Prepare(id, typ, sessions)
 	if !created {
 		return nil
@@ -308,7 +304,7 @@ func (g *Gateway) takeover(ctx context.Context, id, typ string, sessions []strin
 			if round > 0 { // a home found since the caller looked up the sessions
 				g.joinHomeSessions(ctx, p, typ, node)
 			}
-			st, status, err := g.release(ctx, node, id)
+			st, status, err := g.Release(ctx, node, id)
 			attachedElsewhere = attachedElsewhere || status == http.StatusConflict
 			switch {
 			case st != nil:
@@ -337,7 +333,7 @@ func (g *Gateway) takeover(ctx context.Context, id, typ string, sessions []strin
 		g.hub.Abandon(p)
 		g.metrics.Handoffs.WithLabelValues("abandoned").Inc()
 		if forAttach {
-			return errMoving
+			return ErrMoving
 		}
 		return nil
 	}
@@ -371,13 +367,13 @@ func (g *Gateway) joinHomeSessions(ctx context.Context, p *ws.Participant, typ, 
 	}
 }
 
-// release asks node to hand participant id over. It returns the state; or
+// Release asks node to hand participant id over. It returns the state; or
 // nil and the status node answered (404 not there, 409 attached there);
 // or nil and an error when no whole answer came (node unreachable, or the
 // answer cut, undecodable or too long): node may have let go of it then.
-func (g *Gateway) release(ctx context.Context, node, id string) (*ws.ParticipantState, int, error) {
-	ans, err := g.peers.Release(ctx, node, participantRef{ParticipantID: id, From: g.self})
-	if errors.Is(err, errNotMember) {
+func (g *Gateway) Release(ctx context.Context, node, id string) (*ws.ParticipantState, int, error) {
+	ans, err := g.peers.Release(ctx, node, ParticipantRef{ParticipantID: id, From: g.self})
+	if errors.Is(err, ErrNotMember) {
 		return nil, 0, nil // not a member: it holds nothing
 	}
 	return ans.State, ans.Status, err
@@ -388,15 +384,15 @@ func (g *Gateway) release(ctx context.Context, node, id string) (*ws.Participant
 func (g *Gateway) confirmRelease(ctx context.Context, node, id string) {
 	ctx, cancel := g.afterRelease(ctx)
 	defer cancel()
-	err := g.peers.Confirm(ctx, node, participantRef{ParticipantID: id, From: g.self})
-	if err != nil && !errors.Is(err, errNotMember) {
+	err := g.peers.Confirm(ctx, node, ParticipantRef{ParticipantID: id, From: g.self})
+	if err != nil && !errors.Is(err, ErrNotMember) {
 		g.log.Info("confirming a release failed; the old home's copy expires", "participant", id, "from", node, "err", err)
 	}
 }
 
 // giveBack ends a takeover whose transfer failed: node gets the
 // participant back, with the deliveries buffered here, and the attaching
-// client is told to try again (errMoving). When node cannot take it back
+// client is told to try again (ErrMoving). When node cannot take it back
 // either, the participant starts afresh here with what was buffered, and
 // node's copy waits there until it expires.
 func (g *Gateway) giveBack(ctx context.Context, p *ws.Participant, node, typ string, sessions []string, cause error) error {
@@ -406,11 +402,11 @@ func (g *Gateway) giveBack(ctx context.Context, p *ws.Participant, node, typ str
 	// From now on, what reaches this node for id goes to node.
 	g.moved.note(id, node, g.now())
 	buffered := g.hub.GiveBack(p)
-	status, err := g.peers.Restore(ctx, node, restoreRequest{participantRef: participantRef{ParticipantID: id, From: g.self}, Events: buffered})
+	status, err := g.peers.Restore(ctx, node, RestoreRequest{ParticipantRef: ParticipantRef{ParticipantID: id, From: g.self}, Events: buffered})
 	if err == nil && status == http.StatusOK {
 		g.log.Warn("taking a participant over failed; it stays on its old home", "participant", id, "from", node, "err", cause)
 		g.metrics.Handoffs.WithLabelValues("returned").Inc()
-		return errMoving
+		return ErrMoving
 	}
 	g.moved.forget(id)
 	g.log.Warn("taking a participant over failed and its old home cannot take it back; it starts afresh here",
@@ -427,9 +423,9 @@ func (g *Gateway) afterRelease(ctx context.Context) (context.Context, context.Ca
 	return context.WithTimeout(context.WithoutCancel(ctx), g.forwardTimeout/2)
 }
 
-// handOff asks successors to take over every participant still here; a
+// HandOff asks successors to take over every participant still here; a
 // draining node calls it after closing its connections.
-func (g *Gateway) handOff(ctx context.Context) {
+func (g *Gateway) HandOff(ctx context.Context) {
 	ids := g.hub.IDs()
 	peers := g.peerNames()
 	if len(ids) == 0 || len(peers) == 0 {
@@ -467,8 +463,8 @@ func (g *Gateway) askTakeover(ctx context.Context, node, id string) bool {
 	// after a failed transfer half of it more.
 	ctx, cancel := context.WithTimeout(ctx, g.forwardTimeout*3/2)
 	defer cancel()
-	status, err := g.peers.Takeover(ctx, node, participantRef{ParticipantID: id, From: g.self})
-	if errors.Is(err, errNotMember) {
+	status, err := g.peers.Takeover(ctx, node, ParticipantRef{ParticipantID: id, From: g.self})
+	if errors.Is(err, ErrNotMember) {
 		return false
 	}
 	if err != nil || status != http.StatusOK {
@@ -497,13 +493,13 @@ func successors(id string, peers []string) []string {
 	return out
 }
 
-// releaseHere exports participant ref.ParticipantID for node ref.From and
+// ReleaseHere exports participant ref.ParticipantID for node ref.From and
 // holds the state until that node confirms; or it answers the state held
 // for that node already. Export and hold are one step per participant: a
 // retried release arriving between them would find the participant gone
 // and nothing held, answer 404, and the asking node would start it afresh
 // (losing its mailbox). No network I/O happens under the lock.
-func (g *Gateway) releaseHere(ref participantRef) (*ws.ParticipantState, error) {
+func (g *Gateway) ReleaseHere(ref ParticipantRef) (*ws.ParticipantState, error) {
 	unlock := g.held.releasing.lock(ref.ParticipantID)
 	defer unlock()
 	// Noted before the export: a delivery that finds the participant gone
@@ -521,11 +517,11 @@ func (g *Gateway) releaseHere(ref participantRef) (*ws.ParticipantState, error) 
 	}
 	switch res {
 	case ws.NotHere:
-		return nil, newError(http.StatusNotFound, "participant_not_found", "", "the participant is not on this node")
+		return nil, wire.NewError(http.StatusNotFound, "participant_not_found", "", "the participant is not on this node")
 	case ws.Attached:
-		return nil, newError(http.StatusConflict, "participant_attached", "", "the participant is attached here; it is not moved")
+		return nil, wire.NewError(http.StatusConflict, "participant_attached", "", "the participant is attached here; it is not moved")
 	case ws.BeingMoved: // a 503 is retried by the asking peer, with backoff
-		return nil, newError(http.StatusServiceUnavailable, "participant_moving", "", "this node is taking the participant over; ask again")
+		return nil, wire.NewError(http.StatusServiceUnavailable, "participant_moving", "", "this node is taking the participant over; ask again")
 	}
 	if hook := g.held.exported.Load(); hook != nil {
 		(*hook)(ref.ParticipantID)

@@ -1,4 +1,4 @@
-package sidecar
+package wire
 
 import (
 	"crypto/rand"
@@ -28,9 +28,9 @@ type Event struct {
 	EventID          string                     `json:"event_id,omitempty"`
 }
 
-// wireEvent is an event as decoded: pointers tell absent fields from empty
+// DecodedEvent is an event as decoded: pointers tell absent fields from empty
 // ones. Unknown fields are ignored and so never forwarded.
-type wireEvent struct {
+type DecodedEvent struct {
 	SenderID         *string                    `json:"sender_id"`
 	SenderType       *string                    `json:"sender_type"`
 	EventType        *string                    `json:"event_type"`
@@ -41,20 +41,20 @@ type wireEvent struct {
 	RecipientID      *string                    `json:"recipient_id"`
 	EventID          *string                    `json:"event_id"`
 
-	// values holds the strings decodeEvent points the fields at, so that a
-	// decoded field costs no allocation beyond its text. So a wireEvent is
+	// values holds the strings DecodeEvent points the fields at, so that a
+	// decoded field costs no allocation beyond its text. So a DecodedEvent is
 	// decoded into once and not copied: a copy's fields point at the
 	// original's values.
 	values [8]string
 }
 
-// decodeEvent vets and decodes an event body in one pass, into w: the
-// submit path's decoder. It answers what checkJSON followed by json.Unmarshal
-// into a wireEvent answers (FuzzEventDecoding holds the two to it), with one
+// DecodeEvent vets and decodes an event body in one pass, into w: the
+// submit path's decoder. It answers what CheckJSON followed by json.Unmarshal
+// into a DecodedEvent answers (FuzzEventDecoding holds the two to it), with one
 // difference: field names match exactly, where encoding/json would also take
 // "Sender_ID" for sender_id. SPEC's field names are fixed, so a differently
 // cased name is an unknown field, ignored like any other.
-func decodeEvent(data []byte, w *wireEvent) *Error {
+func DecodeEvent(data []byte, w *DecodedEvent) *Error {
 	return decodeTopLevel(data, w)
 }
 
@@ -69,7 +69,7 @@ func decodeTopLevel(data []byte, into topLevelFields) *Error {
 }
 
 // decodeField decodes one top-level field of an event, already checked.
-func (w *wireEvent) decodeField(s *jsonChecker, key, raw []byte) {
+func (w *DecodedEvent) decodeField(s *jsonChecker, key, raw []byte) {
 	if string(key) == "metadata" {
 		switch raw[0] {
 		case 'n':
@@ -146,7 +146,7 @@ func decodeMetadata(raw []byte) map[string]json.RawMessage {
 
 func (s *jsonChecker) wrongType(field, jsonType string) {
 	if s.typeErr == nil {
-		s.typeErr = fieldError("invalid_type", field, "must be of JSON type "+jsonType)
+		s.typeErr = FieldError("invalid_type", field, "must be of JSON type "+jsonType)
 	}
 }
 
@@ -156,18 +156,18 @@ type Limits struct {
 	MaxMetadataKeys int // default 50
 }
 
-// decodeJSON vets data with checkJSON and decodes it into v, naming the
+// DecodeJSON vets data with CheckJSON and decodes it into v, naming the
 // field of a type mismatch.
-func decodeJSON(data []byte, v any) *Error {
-	if err := checkJSON(data); err != nil {
+func DecodeJSON(data []byte, v any) *Error {
+	if err := CheckJSON(data); err != nil {
 		return err
 	}
 	if err := json.Unmarshal(data, v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return fieldError("invalid_type", te.Field, "must be of JSON type "+jsonTypeName(te.Type.Kind().String()))
+			return FieldError("invalid_type", te.Field, "must be of JSON type "+jsonTypeName(te.Type.Kind().String()))
 		}
-		return newError(400, codeInvalidJSON, "", "the body could not be decoded: "+err.Error())
+		return NewError(400, CodeInvalidJSON, "", "the body could not be decoded: "+err.Error())
 	}
 	return nil
 }
@@ -188,7 +188,7 @@ func jsonTypeName(kind string) string {
 
 // validate checks w against SPEC's field table and returns the event.
 // prefix is prepended to field names ("event." inside a delivery).
-func (w *wireEvent) validate(prefix string, lim Limits) (Event, *Error) {
+func (w *DecodedEvent) Validate(prefix string, lim Limits) (Event, *Error) {
 	var ev Event
 	var err *Error
 	required := func(p *string, name string, max int) string {
@@ -196,23 +196,23 @@ func (w *wireEvent) validate(prefix string, lim Limits) (Event, *Error) {
 			return ""
 		}
 		if p == nil {
-			err = fieldError(codeMissingField, prefix+name, name+" is required")
+			err = FieldError(CodeMissingField, prefix+name, name+" is required")
 			return ""
 		}
-		err = checkID(*p, prefix+name, max)
+		err = CheckID(*p, prefix+name, max)
 		return *p
 	}
 	optional := func(p *string, name string, max int) string {
 		if err != nil || p == nil {
 			return ""
 		}
-		err = checkID(*p, prefix+name, max)
+		err = CheckID(*p, prefix+name, max)
 		return *p
 	}
 	ev.SenderID = required(w.SenderID, "sender_id", ident.MaxParticipantID)
 	ev.SenderType = required(w.SenderType, "sender_type", 16)
 	if err == nil && ev.SenderType != "human" && ev.SenderType != "ai" {
-		err = fieldError(codeInvalidField, prefix+"sender_type", `sender_type must be "human" or "ai"`)
+		err = FieldError(CodeInvalidField, prefix+"sender_type", `sender_type must be "human" or "ai"`)
 	}
 	ev.EventType = required(w.EventType, "event_type", ident.MaxEventType)
 	ev.SessionID = optional(w.SessionID, "session_id", ident.MaxSessionID)
@@ -223,24 +223,24 @@ func (w *wireEvent) validate(prefix string, lim Limits) (Event, *Error) {
 	}
 	if w.Message != nil {
 		if len(*w.Message) > lim.MaxMessageBytes {
-			return ev, fieldError("message_too_large", prefix+"message",
+			return ev, FieldError("message_too_large", prefix+"message",
 				"message is larger than the limit of "+itoa(lim.MaxMessageBytes)+" bytes")
 		}
 		ev.Message = *w.Message
 	}
 	if w.SenderGatewayURL != nil {
-		if e := checkGatewayURL(*w.SenderGatewayURL, prefix+"sender_gateway_url"); e != nil {
+		if e := CheckGatewayURL(*w.SenderGatewayURL, prefix+"sender_gateway_url"); e != nil {
 			return ev, e
 		}
 		ev.SenderGatewayURL = *w.SenderGatewayURL
 	}
 	if len(w.Metadata) > lim.MaxMetadataKeys {
-		return ev, fieldError("too_many_keys", prefix+"metadata",
+		return ev, FieldError("too_many_keys", prefix+"metadata",
 			"metadata has more than "+itoa(lim.MaxMetadataKeys)+" keys")
 	}
 	for k := range w.Metadata {
 		if k == "" || len(k) > ident.MaxMetadataKey {
-			return ev, fieldError(codeInvalidField, prefix+"metadata",
+			return ev, FieldError(CodeInvalidField, prefix+"metadata",
 				"metadata keys must be 1 to "+itoa(ident.MaxMetadataKey)+" bytes")
 		}
 	}
@@ -248,11 +248,11 @@ func (w *wireEvent) validate(prefix string, lim Limits) (Event, *Error) {
 	return ev, nil
 }
 
-// appendJSON appends ev's JSON form, byte for byte what json.Marshal(ev)
+// AppendJSON appends ev's JSON form, byte for byte what json.Marshal(ev)
 // gives (FuzzEventDecoding and TestEventAppendJSON compare them), without
 // reflection: submits encode every event once. It fails only on metadata
 // that is not JSON.
-func (ev *Event) appendJSON(dst []byte) ([]byte, error) {
+func (ev *Event) AppendJSON(dst []byte) ([]byte, error) {
 	field := func(name, v string, omitEmpty bool) {
 		if v == "" && omitEmpty {
 			return
@@ -307,35 +307,62 @@ func appendMetadata(dst []byte, m map[string]json.RawMessage) ([]byte, error) {
 	return append(dst, '}'), nil
 }
 
-// checkID applies the identifier rules to a field.
-func checkID(v, field string, max int) *Error {
+// CheckID applies the identifier rules to a field.
+func CheckID(v, field string, max int) *Error {
 	if problem := ident.Problem(v, max); problem != "" {
 		detail := field + " " + problem
 		if problem == "is longer than the limit" {
 			detail = field + " is longer than " + itoa(max) + " bytes"
 		}
-		return fieldError(codeInvalidField, field, detail)
+		return FieldError(CodeInvalidField, field, detail)
 	}
 	return nil
 }
 
-// checkGatewayURL accepts an absolute http(s) base URL without credentials.
-func checkGatewayURL(raw, field string) *Error {
+// CheckGatewayURL accepts an absolute http(s) base URL without credentials.
+func CheckGatewayURL(raw, field string) *Error {
 	u, err := url.Parse(raw)
 	switch {
 	case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
-		return fieldError("invalid_url", field, field+" must be an absolute http or https URL")
+		return FieldError("invalid_url", field, field+" must be an absolute http or https URL")
 	case u.User != nil:
-		return fieldError("invalid_url", field, field+" must not carry credentials")
+		return FieldError("invalid_url", field, field+" must not carry credentials")
 	case u.RawQuery != "" || u.Fragment != "":
-		return fieldError("invalid_url", field, field+" must be a base URL without query or fragment")
-	case dotSegments(u.Path):
-		return fieldError("invalid_url", field, field+` must not have "." or ".." path segments (encoded or not) or backslashes`)
+		return FieldError("invalid_url", field, field+" must be a base URL without query or fragment")
+	case DotSegments(u.Path):
+		return FieldError("invalid_url", field, field+` must not have "." or ".." path segments (encoded or not) or backslashes`)
 	}
 	return nil
 }
 
-// newEventID makes a server-assigned event id.
-func newEventID() string { return "evt_" + strings.ToLower(rand.Text()) }
+// NewEventID makes a server-assigned event id.
+func NewEventID() string { return "evt_" + strings.ToLower(rand.Text()) }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// DotSegments reports whether a decoded URL path has a segment that some
+// server may resolve as "." or "..": the segment itself, its further
+// percent-decodings ("%2e" once decoded from "%252e"), with a ";params"
+// suffix ("..;" in Java servers), or any backslash (a separator to some).
+func DotSegments(p string) bool {
+	if strings.Contains(p, "\\") {
+		return true
+	}
+	for _, seg := range strings.Split(p, "/") {
+		for range 3 { // decode up to three more times
+			name, _, _ := strings.Cut(seg, ";")
+			if name == "." || name == ".." {
+				return true
+			}
+			dec, err := url.PathUnescape(seg)
+			if err != nil || dec == seg {
+				break
+			}
+			if strings.ContainsAny(dec, "/\\") {
+				return true // an encoded separator inside a segment
+			}
+			seg = dec
+		}
+	}
+	return false
+}

@@ -1,4 +1,4 @@
-package sidecar
+package wire
 
 import (
 	"encoding/json"
@@ -19,23 +19,12 @@ func TestEventAppendJSON(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			want, err := json.Marshal(ev)
 			require.NoError(t, err)
-			got, err := ev.appendJSON([]byte("prefix"))
+			got, err := ev.AppendJSON([]byte("prefix"))
 			require.NoError(t, err)
 			require.Equal(t, "prefix"+string(want), string(got))
 		})
 	}
 	bad := Event{SenderID: "a", SenderType: "ai", EventType: "m", Metadata: map[string]json.RawMessage{"k": json.RawMessage(`{`)}}
-	_, err := bad.appendJSON(nil)
+	_, err := bad.AppendJSON(nil)
 	require.Error(t, err, "metadata that is not JSON fails, as json.Marshal does")
-}
-
-func TestSubmitResultAppendJSON(t *testing.T) {
-	for _, r := range []SubmitResult{
-		{Status: "ok", EventID: "evt_x", Recipients: 3, deliveryCounts: deliveryCounts{Live: 1, Queued: 1, Duplicates: 1}},
-		{Status: "ok", EventID: "<&>\u2028"},
-	} {
-		want, err := json.Marshal(r)
-		require.NoError(t, err)
-		require.Equal(t, string(want), string(r.appendJSON(nil)))
-	}
 }

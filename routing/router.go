@@ -1,4 +1,4 @@
-package sidecar
+package routing
 
 import (
 	"context"
@@ -11,9 +11,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/ws"
 )
+
+// MaxHops bounds forwarding: a node forwards a delivery for a participant
+// homed elsewhere only while its hops are below it, so no event travels
+// more than two hops.
+const MaxHops = 2
 
 // route is where one event goes: participants homed here, participants
 // homed on peers (by node), and external participants behind gateways.
@@ -35,8 +41,8 @@ func (r *route) empty() bool {
 // session but the sender, or its recipient_id alone. The members on other
 // nodes come from the directory's owners of the session (or of the
 // recipient); when none of them answers, the submit fails as if their
-// nodes were unreachable (errDirectory).
-func (g *Gateway) resolve(ctx context.Context, ev Event) (route, error) {
+// nodes were unreachable (ErrDirectory).
+func (g *Gateway) resolve(ctx context.Context, ev wire.Event) (route, error) {
 	var r route
 	r.local = g.localTargets(ev)
 	var (
@@ -58,7 +64,7 @@ func (g *Gateway) resolve(ctx context.Context, ev Event) (route, error) {
 		entries, err = g.cluster.Session(ctx, ev.SessionID, g.self) // hosted here: r.local
 	}
 	if err != nil {
-		return r, errDirectory(ev.RecipientID)
+		return r, ErrDirectory(ev.RecipientID)
 	}
 	seenExternal := map[string]bool{}
 	for _, e := range entries {
@@ -113,11 +119,11 @@ func (o *outcome) add(c deliveryCounts, failed []string) {
 // request per recipient, all in parallel within the forward deadline. When
 // this node's mailboxes have no room for the event (--max-mailbox-bytes) it
 // refuses it with errMailboxBudget before handing it to anyone.
-func (g *Gateway) dispatch(ctx context.Context, r route, ev Event, body json.RawMessage, hops int) (outcome, error) {
+func (g *Gateway) dispatch(ctx context.Context, r route, ev wire.Event, body json.RawMessage, hops int) (outcome, error) {
 	var out outcome
-	tp := traceparentFrom(ctx)
+	tp := wire.TraceparentFrom(ctx)
 	if tp == "" {
-		tp = newTraceparent()
+		tp = wire.NewTraceparent()
 	}
 	if len(r.local) > 0 {
 		shared := ws.NewTracedEvent(ev.EventID, ev.SessionID, tp, body, g.now()).WithSender(ev.SenderID)
@@ -132,7 +138,7 @@ func (g *Gateway) dispatch(ctx context.Context, r route, ev Event, body json.Raw
 		// The mailboxes that took the event hold it now.
 		g.hub.Release(shared)
 		for _, id := range moved { // moved to another node between lookup and delivery
-			if node := g.homeElsewhere(ctx, id); node != "" && hops < maxHops {
+			if node := g.homeElsewhere(ctx, id); node != "" && hops < MaxHops {
 				if r.peers == nil {
 					r.peers = map[string][]string{}
 				}
@@ -141,7 +147,7 @@ func (g *Gateway) dispatch(ctx context.Context, r route, ev Event, body json.Raw
 				out.failed = append(out.failed, id) // reported as failed: the sender retries
 			}
 		}
-		g.metrics.deliveredLocal.Add(float64(out.counts.Live + out.counts.Queued))
+		g.metrics.DeliveredLocal.Add(float64(out.counts.Live + out.counts.Queued))
 	}
 	if len(r.peers) > 0 || len(r.external) > 0 {
 		remote := g.dispatchRemote(ctx, r, ev, body, tp, hops)
@@ -170,7 +176,7 @@ func (g *Gateway) deliverLocal(local []*ws.Participant, shared *ws.Event) (c del
 
 // dispatchRemote forwards ev to r's peers and external gateways in
 // parallel, within the forward deadline.
-func (g *Gateway) dispatchRemote(ctx context.Context, r route, ev Event, body json.RawMessage, tp string, hops int) outcome {
+func (g *Gateway) dispatchRemote(ctx context.Context, r route, ev wire.Event, body json.RawMessage, tp string, hops int) outcome {
 	var (
 		mu  sync.Mutex
 		out outcome
@@ -184,13 +190,13 @@ func (g *Gateway) dispatchRemote(ctx context.Context, r route, ev Event, body js
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.forwardTimeout)
 	defer cancel()
-	ctx = context.WithValue(ctx, traceKey{}, childTraceparent(tp)) // the hop's span
+	ctx = wire.WithTraceparent(ctx, wire.ChildTraceparent(tp)) // the hop's span
 	for node, ids := range r.peers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			c, failed := g.forwardToPeer(ctx, node, ids, ev, body, hops+1)
-			record(c, failed, g.metrics.deliveredPeer, c.Live+c.Queued)
+			record(c, failed, g.metrics.DeliveredPeer, c.Live+c.Queued)
 		}()
 	}
 	for _, e := range r.external {
@@ -198,15 +204,15 @@ func (g *Gateway) dispatchRemote(ctx context.Context, r route, ev Event, body js
 		go func() {
 			defer wg.Done()
 			c, failed := g.forwardToGateway(ctx, e, ev, body)
-			record(c, failed, g.metrics.deliveredExternal, c.Live)
+			record(c, failed, g.metrics.DeliveredExternal, c.Live)
 		}()
 	}
 	wg.Wait()
 	return out
 }
 
-// peerDelivery is the body of a delivery between Switchyard nodes.
-type peerDelivery struct {
+// PeerDelivery is the body of a delivery between Switchyard nodes.
+type PeerDelivery struct {
 	RecipientIDs []string        `json:"recipient_ids"`
 	SessionID    string          `json:"session_id,omitempty"`
 	Event        json.RawMessage `json:"event"`
@@ -214,21 +220,21 @@ type peerDelivery struct {
 
 // forwardToPeer posts one delivery carrying all of ids to node. It returns
 // how the recipients got the event and which could not be reached.
-func (g *Gateway) forwardToPeer(ctx context.Context, node string, ids []string, ev Event, body json.RawMessage, hops int) (deliveryCounts, []string) {
-	ans, err := g.peers.Deliver(ctx, node, peerDelivery{RecipientIDs: ids, SessionID: ev.SessionID, Event: body}, hops)
+func (g *Gateway) forwardToPeer(ctx context.Context, node string, ids []string, ev wire.Event, body json.RawMessage, hops int) (deliveryCounts, []string) {
+	ans, err := g.peers.Deliver(ctx, node, PeerDelivery{RecipientIDs: ids, SessionID: ev.SessionID, Event: body}, hops)
 	switch {
-	case errors.Is(err, errNotMember):
+	case errors.Is(err, ErrNotMember):
 		g.log.Warn("no URL for a peer in the directory", "peer", node)
 		return deliveryCounts{}, ids
 	case err != nil:
-		g.log.Warn("a peer could not be reached", append(traceAttrs(ctx, traceparentFrom(ctx)), "peer", node, "recipients", len(ids), "err", err)...)
+		g.log.Warn("a peer could not be reached", append(wire.TraceAttrs(ctx, wire.TraceparentFrom(ctx)), "peer", node, "recipients", len(ids), "err", err)...)
 		return deliveryCounts{}, ids
 	case ans.Status == http.StatusOK:
 		return ans.Result.deliveryCounts, ans.Result.Failed
 	case ans.Status == http.StatusNotFound:
 		return deliveryCounts{}, nil // the directory was stale: nobody there any more
 	default:
-		g.log.Warn("a peer refused a delivery", append(traceAttrs(ctx, traceparentFrom(ctx)), "peer", node, "status", ans.Status, "answer", truncate(ans.Refusal))...)
+		g.log.Warn("a peer refused a delivery", append(wire.TraceAttrs(ctx, wire.TraceparentFrom(ctx)), "peer", node, "status", ans.Status, "answer", wire.Truncate(ans.Refusal))...)
 		return deliveryCounts{}, ids
 	}
 }
@@ -245,38 +251,31 @@ type externalDelivery struct {
 // forwardToGateway posts one delivery for external participant e to its
 // gateway, and feeds the outcome to the circuit breaker (see
 // externals.delivered).
-func (g *Gateway) forwardToGateway(ctx context.Context, e membership.Entry, ev Event, body json.RawMessage) (deliveryCounts, []string) {
+func (g *Gateway) forwardToGateway(ctx context.Context, e membership.Entry, ev wire.Event, body json.RawMessage) (deliveryCounts, []string) {
 	if !g.gatewayAllowed(e.GatewayURL) { // the allow-list may have shrunk since it was registered
 		g.recordExternalDelivery(e, false)
 		return deliveryCounts{}, []string{e.Participant}
 	}
 	req, _ := json.Marshal(externalDelivery{RecipientID: e.Participant, SessionID: ev.SessionID,
 		RecipientGatewayURL: e.GatewayURL, Event: body})
-	ans, err := g.gateways.post(ctx, deliveriesURL(e.GatewayURL), req, g.externalKey, 0)
+	status, err := g.gateways.Deliver(ctx, e.GatewayURL, req)
 	switch {
 	case err != nil:
-		g.log.Warn("an external gateway could not be reached", append(traceAttrs(ctx, traceparentFrom(ctx)), "participant", e.Participant, "err", err)...)
+		g.log.Warn("an external gateway could not be reached", append(wire.TraceAttrs(ctx, wire.TraceparentFrom(ctx)), "participant", e.Participant, "err", err)...)
 		if !errors.Is(ctx.Err(), context.Canceled) { // the submitter gave up: no fault of the gateway
 			g.recordExternalDelivery(e, false)
 		}
 		return deliveryCounts{}, []string{e.Participant}
-	case ans.Status == http.StatusOK:
+	case status == http.StatusOK:
 		g.recordExternalDelivery(e, true)
 		return deliveryCounts{Live: 1}, nil // handed over: what it does next is its gateway's business
-	case ans.Status == http.StatusNotFound:
+	case status == http.StatusNotFound:
 		return deliveryCounts{}, nil
 	default:
-		g.log.Warn("an external gateway refused a delivery", append(traceAttrs(ctx, traceparentFrom(ctx)), "participant", e.Participant, "status", ans.Status)...)
+		g.log.Warn("an external gateway refused a delivery", append(wire.TraceAttrs(ctx, wire.TraceparentFrom(ctx)), "participant", e.Participant, "status", status)...)
 		g.recordExternalDelivery(e, false)
 		return deliveryCounts{}, []string{e.Participant}
 	}
-}
-
-func truncate(b []byte) string {
-	if len(b) > 200 {
-		return string(b[:200]) + "…"
-	}
-	return string(b)
 }
 
 // gatewayAllowed reports whether url may be followed: it starts with an
@@ -307,7 +306,7 @@ func (g *Gateway) gatewayAllowed(raw string) bool {
 func urlUnder(raw, prefix string) bool {
 	u, err1 := url.Parse(raw)
 	p, err2 := url.Parse(prefix)
-	if err1 != nil || err2 != nil || u.User != nil || dotSegments(u.Path) {
+	if err1 != nil || err2 != nil || u.User != nil || wire.DotSegments(u.Path) {
 		return false
 	}
 	if !strings.EqualFold(u.Scheme, p.Scheme) || !strings.EqualFold(u.Host, p.Host) {
@@ -317,43 +316,16 @@ func urlUnder(raw, prefix string) bool {
 	return u.Path == base || strings.HasPrefix(u.Path, base+"/") || base == ""
 }
 
-// dotSegments reports whether a decoded URL path has a segment that some
-// server may resolve as "." or "..": the segment itself, its further
-// percent-decodings ("%2e" once decoded from "%252e"), with a ";params"
-// suffix ("..;" in Java servers), or any backslash (a separator to some).
-func dotSegments(p string) bool {
-	if strings.Contains(p, "\\") {
-		return true
-	}
-	for _, seg := range strings.Split(p, "/") {
-		for range 3 { // decode up to three more times
-			name, _, _ := strings.Cut(seg, ";")
-			if name == "." || name == ".." {
-				return true
-			}
-			dec, err := url.PathUnescape(seg)
-			if err != nil || dec == seg {
-				break
-			}
-			if strings.ContainsAny(dec, "/\\") {
-				return true // an encoded separator inside a segment
-			}
-			seg = dec
-		}
-	}
-	return false
-}
-
-// addParticipant adds participant id to session where it lives: on this
+// AddParticipant adds participant id to session where it lives: on this
 // node when it is homed here or nowhere yet (it is then created offline
 // here), otherwise on the peers that host it.
-func (g *Gateway) addParticipant(ctx context.Context, id, typ, session string, hops int) error {
+func (g *Gateway) AddParticipant(ctx context.Context, id, typ, session string, hops int) error {
 	// Owners that did not answer leave what the others found: a PUT goes
 	// on with that, as an attach does, rather than fail while an owner is
 	// slow or its death not yet noticed.
 	homes, _ := g.homesElsewhere(ctx, id)
-	if g.hub.Lookup(id) != nil || len(homes) == 0 || hops >= maxHops {
-		if err := g.join(id, typ, session); err != nil {
+	if g.hub.Lookup(id) != nil || len(homes) == 0 || hops >= MaxHops {
+		if err := g.Join(id, typ, session); err != nil {
 			return err
 		}
 		g.cluster.Sync(ctx) // answered once the session's owners have it
@@ -362,12 +334,12 @@ func (g *Gateway) addParticipant(ctx context.Context, id, typ, session string, h
 	return g.forwardMembership(ctx, http.MethodPut, homes, id, session, hops)
 }
 
-// removeParticipant takes participant id out of session here, on the peers
+// RemoveParticipant takes participant id out of session here, on the peers
 // that host it, and from this node's external participants.
-func (g *Gateway) removeParticipant(ctx context.Context, id, session string, hops int) error {
+func (g *Gateway) RemoveParticipant(ctx context.Context, id, session string, hops int) error {
 	removed := g.externals.remove(id, session)
 	if g.hub.Lookup(id) != nil {
-		if err := g.leave(id, session); err == nil {
+		if err := g.Leave(id, session); err == nil {
 			removed = true
 		}
 	}
@@ -375,21 +347,21 @@ func (g *Gateway) removeParticipant(ctx context.Context, id, session string, hop
 	if err != nil {
 		return err
 	}
-	if len(homes) > 0 && hops < maxHops {
+	if len(homes) > 0 && hops < MaxHops {
 		if err := g.forwardMembership(ctx, http.MethodDelete, homes, id, session, hops); err == nil {
 			removed = true
-		} else if asError(err).Status != http.StatusNotFound {
+		} else if wire.AsError(err).Status != http.StatusNotFound {
 			return err
 		}
 	}
 	if !removed {
-		return newError(http.StatusNotFound, "participant_not_found", "", "the participant is not in that session")
+		return wire.NewError(http.StatusNotFound, "participant_not_found", "", "the participant is not in that session")
 	}
 	return nil
 }
 
 // homesElsewhere lists the peers hosting participant id, and
-// errDirectory with what was found when the lookup could not be answered
+// ErrDirectory with what was found when the lookup could not be answered
 // whole.
 func (g *Gateway) homesElsewhere(ctx context.Context, id string) ([]string, error) {
 	entries, err := g.cluster.Participant(ctx, id)
@@ -400,17 +372,17 @@ func (g *Gateway) homesElsewhere(ctx context.Context, id string) ([]string, erro
 		}
 	}
 	if err != nil {
-		return nodes, errDirectory(id)
+		return nodes, ErrDirectory(id)
 	}
 	return nodes, nil
 }
 
-// errDirectory answers a request whose directory lookup no owner
+// ErrDirectory answers a request whose directory lookup no owner
 // answered as the path of an unreachable peer does (502
 // recipients_unreachable): the recipients may exist, this node cannot
 // tell where, and the client retries.
-func errDirectory(recipient string) *Error {
-	e := &Error{Status: http.StatusBadGateway, Code: "recipients_unreachable",
+func ErrDirectory(recipient string) *wire.Error {
+	e := &wire.Error{Status: http.StatusBadGateway, Code: "recipients_unreachable",
 		Detail: "the nodes that keep the directory's records for this could not be reached"}
 	if recipient != "" {
 		e.Failed = []string{recipient}
@@ -423,13 +395,13 @@ func errDirectory(recipient string) *Error {
 func (g *Gateway) forwardMembership(ctx context.Context, method string, nodes []string, id, session string, hops int) error {
 	ctx, cancel := context.WithTimeout(ctx, g.forwardTimeout)
 	defer cancel()
-	var last error = errNoRecipient
+	var last error = ErrNoRecipient
 	for _, node := range nodes {
 		ans, err := g.peers.Membership(ctx, node, method, id, session, hops+1)
 		switch {
-		case errors.Is(err, errNotMember):
+		case errors.Is(err, ErrNotMember):
 		case err != nil:
-			last = &Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", Failed: []string{id},
+			last = &wire.Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", Failed: []string{id},
 				Detail: "the participant's node could not be reached"}
 		case ans.Status == http.StatusOK:
 			return nil

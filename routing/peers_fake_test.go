@@ -1,4 +1,4 @@
-package sidecar
+package routing
 
 import (
 	"context"
@@ -9,17 +9,22 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/switchyard-gw/switchyard/internal/tasks"
+	"github.com/switchyard-gw/switchyard/internal/testkit"
+	"github.com/switchyard-gw/switchyard/internal/wire"
+	"github.com/switchyard-gw/switchyard/membership"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 
 // fakePeers is an in-process transport for the node-to-node protocol: each
 // peer is a set of answers the test chooses, and every message sent is
 // recorded. It holds answers to the same size limits the HTTP transport
-// does (an answer past its limit is errAnswerTooLarge), so the core's
+// does (an answer past its limit is ErrAnswerTooLarge), so the core's
 // handling of a refused answer can be tested without sockets.
 type fakePeers struct {
 	stateLimit int64 // a release's answer, as --max-handoff-bytes
@@ -27,20 +32,24 @@ type fakePeers struct {
 	mu       sync.Mutex
 	peers    map[string]*fakePeer
 	sent     []string // "message node participant…", in order
-	restored []restoreRequest
+	restored []RestoreRequest
 }
 
 // fakePeer answers one node's messages; a nil function answers as a node
 // that cannot be reached.
 type fakePeer struct {
-	deliver func(peerDelivery) (DeliveryResult, int)
-	release func(participantRef) (*ws.ParticipantState, int)
-	restore func(restoreRequest) int
+	deliver func(PeerDelivery) (DeliveryResult, int)
+	release func(ParticipantRef) (*ws.ParticipantState, int)
+	restore func(RestoreRequest) int
 }
 
 var _ Peers = (*fakePeers)(nil)
 
 var errUnreachable = errors.New("fake peer: unreachable")
+
+// fakeDeliverAnswerLimit bounds a delivery's answer, as the HTTP
+// transport's limit does.
+const fakeDeliverAnswerLimit = 1 << 20
 
 func newFakePeers(stateLimit int64) *fakePeers {
 	return &fakePeers{stateLimit: stateLimit, peers: map[string]*fakePeer{}}
@@ -61,53 +70,53 @@ func withinLimit(v any, limit int64) error {
 		return err
 	}
 	if int64(len(b)) > limit {
-		return fmt.Errorf("fake answer of %d bytes: %w", len(b), errAnswerTooLarge)
+		return fmt.Errorf("fake answer of %d bytes: %w", len(b), ErrAnswerTooLarge)
 	}
 	return nil
 }
 
-func (f *fakePeers) Deliver(_ context.Context, node string, req peerDelivery, _ int) (deliverReply, error) {
+func (f *fakePeers) Deliver(_ context.Context, node string, req PeerDelivery, _ int) (DeliverReply, error) {
 	p := f.peer(node, "deliver", req.RecipientIDs)
 	switch {
 	case p == nil:
-		return deliverReply{}, errNotMember
+		return DeliverReply{}, ErrNotMember
 	case p.deliver == nil:
-		return deliverReply{}, errUnreachable
+		return DeliverReply{}, errUnreachable
 	}
 	res, status := p.deliver(req)
-	if err := withinLimit(res, deliverAnswerLimit); err != nil {
-		return deliverReply{Status: status}, err
+	if err := withinLimit(res, fakeDeliverAnswerLimit); err != nil {
+		return DeliverReply{Status: status}, err
 	}
-	return deliverReply{Status: status, Result: res}, nil
+	return DeliverReply{Status: status, Result: res}, nil
 }
 
-func (f *fakePeers) Release(_ context.Context, node string, ref participantRef) (releaseReply, error) {
+func (f *fakePeers) Release(_ context.Context, node string, ref ParticipantRef) (ReleaseReply, error) {
 	p := f.peer(node, "release", ref.ParticipantID)
 	switch {
 	case p == nil:
-		return releaseReply{}, errNotMember
+		return ReleaseReply{}, ErrNotMember
 	case p.release == nil:
-		return releaseReply{}, errUnreachable
+		return ReleaseReply{}, errUnreachable
 	}
 	st, status := p.release(ref)
 	if err := withinLimit(st, f.stateLimit); err != nil {
-		return releaseReply{Status: status}, err
+		return ReleaseReply{Status: status}, err
 	}
-	return releaseReply{Status: status, State: st}, nil
+	return ReleaseReply{Status: status, State: st}, nil
 }
 
-func (f *fakePeers) Confirm(_ context.Context, node string, ref participantRef) error {
+func (f *fakePeers) Confirm(_ context.Context, node string, ref ParticipantRef) error {
 	if f.peer(node, "confirm", ref.ParticipantID) == nil {
-		return errNotMember
+		return ErrNotMember
 	}
 	return nil
 }
 
-func (f *fakePeers) Restore(_ context.Context, node string, req restoreRequest) (int, error) {
+func (f *fakePeers) Restore(_ context.Context, node string, req RestoreRequest) (int, error) {
 	p := f.peer(node, "restore", req.ParticipantID)
 	switch {
 	case p == nil:
-		return 0, errNotMember
+		return 0, ErrNotMember
 	case p.restore == nil:
 		return 0, errUnreachable
 	}
@@ -117,18 +126,18 @@ func (f *fakePeers) Restore(_ context.Context, node string, req restoreRequest) 
 	return p.restore(req), nil
 }
 
-func (f *fakePeers) Takeover(_ context.Context, node string, ref participantRef) (int, error) {
+func (f *fakePeers) Takeover(_ context.Context, node string, ref ParticipantRef) (int, error) {
 	if f.peer(node, "takeover", ref.ParticipantID) == nil {
-		return 0, errNotMember
+		return 0, ErrNotMember
 	}
 	return 0, errUnreachable
 }
 
-func (f *fakePeers) Membership(_ context.Context, node, method, id, _ string, _ int) (membershipReply, error) {
+func (f *fakePeers) Membership(_ context.Context, node, method, id, _ string, _ int) (MembershipReply, error) {
 	if f.peer(node, "membership", method, id) == nil {
-		return membershipReply{}, errNotMember
+		return MembershipReply{}, ErrNotMember
 	}
-	return membershipReply{}, errUnreachable
+	return MembershipReply{}, errUnreachable
 }
 
 func (f *fakePeers) PushDirectory(context.Context, string, []byte, string) error {
@@ -139,14 +148,33 @@ func (f *fakePeers) FetchDirectory(context.Context, string, []byte) ([]byte, err
 	return nil, errUnreachable
 }
 
-// gatewayWithFakePeers is a running single node's gateway whose peers are
-// fake: the core under test, the transport chosen by the test.
+// gatewayWithFakePeers is a single node's gateway, with its own hub and a
+// one-node cluster, whose peers are fake: the core under test, the
+// transport chosen by the test.
 func gatewayWithFakePeers(t *testing.T) (*Gateway, *fakePeers) {
 	t.Helper()
-	n := startNode(t, Config{MaxHandoffBytes: 4 << 10})
-	fake := newFakePeers(n.gw.stateLimit)
-	n.gw.peers = fake
-	return n.gw, fake
+	const stateLimit = 4 << 10
+	fake := newFakePeers(stateLimit)
+	hub := ws.NewHub(ws.Config{Node: "node-1", Logger: testkit.Logger()})
+	timers := tasks.New()
+	t.Cleanup(func() {
+		require.NoError(t, timers.Close(context.Background()))
+		require.NoError(t, hub.Shutdown(context.Background()))
+	})
+	g := NewGateway(Config{
+		Self:           "node-1",
+		Limits:         wire.Limits{MaxMessageBytes: 1 << 10, MaxMetadataKeys: 50},
+		Hub:            hub,
+		Cluster:        membership.NewLocal("node-1", "http://127.0.0.1:1"),
+		Peers:          fake,
+		ForwardTimeout: 5 * time.Second,
+		Externals:      ExternalLimits{Max: 10, PerCredential: 10, Sessions: 10, TTL: time.Hour, FailureLimit: 3, RetryAfter: time.Minute},
+		StateLimit:     stateLimit,
+		Tasks:          timers,
+		Metrics:        newTestMetrics(),
+		Logger:         testkit.Logger(),
+	})
+	return g, fake
 }
 
 // TestDispatchReportsTheRecipientsOfAFailedPeer: an event for recipients on
@@ -155,14 +183,14 @@ func gatewayWithFakePeers(t *testing.T) (*Gateway, *fakePeers) {
 // with its own recipients.
 func TestDispatchReportsTheRecipientsOfAFailedPeer(t *testing.T) {
 	g, fake := gatewayWithFakePeers(t)
-	var got peerDelivery
-	fake.peers["node-a"] = &fakePeer{deliver: func(req peerDelivery) (DeliveryResult, int) {
+	var got PeerDelivery
+	fake.peers["node-a"] = &fakePeer{deliver: func(req PeerDelivery) (DeliveryResult, int) {
 		got = req
 		return DeliveryResult{Status: "ok", Recipients: 1, deliveryCounts: deliveryCounts{Live: 1}}, http.StatusOK
 	}}
 	fake.peers["node-b"] = &fakePeer{} // unreachable
 
-	ev := Event{EventID: "e1", SessionID: "s1", SenderID: "alice", Message: "hi"}
+	ev := wire.Event{EventID: "e1", SessionID: "s1", SenderID: "alice", Message: "hi"}
 	r := route{peers: map[string][]string{"node-a": {"ann"}, "node-b": {"bea", "ben"}}}
 	out, err := g.dispatch(t.Context(), r, ev, json.RawMessage(`{"event_id":"e1"}`), 0)
 
@@ -179,7 +207,7 @@ func TestDispatchReportsTheRecipientsOfAFailedPeer(t *testing.T) {
 func TestDispatchToAPeerThatIsNoMemberFails(t *testing.T) {
 	g, _ := gatewayWithFakePeers(t)
 	r := route{peers: map[string][]string{"gone": {"gil"}}}
-	out, err := g.dispatch(t.Context(), r, Event{EventID: "e1", SessionID: "s1"}, json.RawMessage(`{}`), 0)
+	out, err := g.dispatch(t.Context(), r, wire.Event{EventID: "e1", SessionID: "s1"}, json.RawMessage(`{}`), 0)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"gil"}, out.failed)
 	assert.Zero(t, out.counts.total())
@@ -197,15 +225,15 @@ func TestATakeoverWhoseReleaseIsTooLargeGivesTheParticipantBack(t *testing.T) {
 		big = append(big, ws.EventState{ID: fmt.Sprint("event-", i), Tail: make([]byte, 256)})
 	}
 	fake.peers["old"] = &fakePeer{
-		release: func(ref participantRef) (*ws.ParticipantState, int) {
+		release: func(ref ParticipantRef) (*ws.ParticipantState, int) {
 			return &ws.ParticipantState{ID: ref.ParticipantID, Type: "ai", Events: big}, http.StatusOK
 		},
-		restore: func(restoreRequest) int { return http.StatusOK },
+		restore: func(RestoreRequest) int { return http.StatusOK },
 	}
 
-	err := g.takeover(t.Context(), "bob", "ai", []string{"s1"}, []string{"old"}, true)
+	err := g.Takeover(t.Context(), "bob", "ai", []string{"s1"}, []string{"old"}, true)
 
-	require.ErrorIs(t, err, errMoving)
+	require.ErrorIs(t, err, ErrMoving)
 	require.Len(t, fake.restored, 1)
 	assert.Equal(t, "bob", fake.restored[0].ParticipantID)
 	assert.Equal(t, g.self, fake.restored[0].From)
@@ -218,11 +246,11 @@ func TestATakeoverWhoseReleaseIsTooLargeGivesTheParticipantBack(t *testing.T) {
 // state that fits is installed here and confirmed to the old home.
 func TestATakeoverWithinTheLimitInstallsAndConfirms(t *testing.T) {
 	g, fake := gatewayWithFakePeers(t)
-	fake.peers["old"] = &fakePeer{release: func(ref participantRef) (*ws.ParticipantState, int) {
+	fake.peers["old"] = &fakePeer{release: func(ref ParticipantRef) (*ws.ParticipantState, int) {
 		return &ws.ParticipantState{ID: ref.ParticipantID, Type: "ai", Sessions: []string{"s1"}}, http.StatusOK
 	}}
 
-	require.NoError(t, g.takeover(t.Context(), "bob", "ai", []string{"s1"}, []string{"old"}, true))
+	require.NoError(t, g.Takeover(t.Context(), "bob", "ai", []string{"s1"}, []string{"old"}, true))
 
 	p := g.hub.Lookup("bob")
 	require.NotNil(t, p)
