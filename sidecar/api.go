@@ -24,7 +24,7 @@ import (
 	"github.com/switchyard-gw/switchyard/internal/readinto"
 	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
-	"github.com/switchyard-gw/switchyard/routing"
+	"github.com/switchyard-gw/switchyard/sidecar/routing"
 	"github.com/switchyard-gw/switchyard/ui"
 	"github.com/switchyard-gw/switchyard/ws"
 )

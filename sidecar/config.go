@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/switchyard-gw/switchyard/membership"
-	"github.com/switchyard-gw/switchyard/routing"
+	"github.com/switchyard-gw/switchyard/sidecar/routing"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/switchyard-gw/switchyard/internal/ident"
 	"github.com/switchyard-gw/switchyard/internal/wire"
-	"github.com/switchyard-gw/switchyard/routing"
+	"github.com/switchyard-gw/switchyard/sidecar/routing"
 )
 
 const (

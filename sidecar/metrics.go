@@ -5,7 +5,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/switchyard-gw/switchyard/internal/wire"
-	"github.com/switchyard-gw/switchyard/routing"
+	"github.com/switchyard-gw/switchyard/sidecar/routing"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 

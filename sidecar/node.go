@@ -17,7 +17,7 @@ import (
 	"github.com/switchyard-gw/switchyard/internal/tasks"
 	"github.com/switchyard-gw/switchyard/internal/wire"
 	"github.com/switchyard-gw/switchyard/membership"
-	"github.com/switchyard-gw/switchyard/routing"
+	"github.com/switchyard-gw/switchyard/sidecar/routing"
 	"github.com/switchyard-gw/switchyard/ws"
 )
 

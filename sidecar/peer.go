@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/switchyard-gw/switchyard/internal/wire"
-	"github.com/switchyard-gw/switchyard/routing"
+	"github.com/switchyard-gw/switchyard/sidecar/routing"
 )
 
 // hopsHeader counts how many times a delivery has been forwarded (see

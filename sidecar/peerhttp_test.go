@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/switchyard-gw/switchyard/membership"
-	"github.com/switchyard-gw/switchyard/routing"
+	"github.com/switchyard-gw/switchyard/sidecar/routing"
 )
 
 // peerAnswering is an HTTP transport to one loopback peer, "peer", whose
