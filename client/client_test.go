@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -31,7 +30,7 @@ func startNodes(t *testing.T, n int, cfg sidecar.Config) []*sidecar.Node {
 	var nodes []*sidecar.Node
 	for i := range n {
 		c := cfg
-		c.Listen, c.NodeName, c.Logger = "127.0.0.1:0", fmt.Sprint("n", i+1), slog.New(slog.DiscardHandler)
+		c.Listen, c.NodeName, c.Logger = "127.0.0.1:0", fmt.Sprint("n", i+1), testkit.Logger()
 		gc := membership.GossipConfig{Bind: "127.0.0.1:0", Memberlist: testkit.FastGossip, RejoinInterval: time.Second}
 		if i > 0 {
 			gc.Join = []string{nodes[0].GossipAddr()}
@@ -62,15 +61,24 @@ func startNodes(t *testing.T, n int, cfg sidecar.Config) []*sidecar.Node {
 	return nodes
 }
 
-func submit(t *testing.T, url, session, sender, message string) {
+// submit posts one event, retrying a 502 with the same event_id as SPEC
+// asks of a sender (a node draining or just gone answers it for a moment);
+// it must end 200. It returns the last answer's body.
+func submit(t *testing.T, url, session, sender, message string) string {
 	t.Helper()
-	body := fmt.Sprintf(`{"sender_id":%q,"sender_type":"ai","event_type":"message","session_id":%q,"message":%q}`,
-		sender, session, message)
-	resp, err := http.Post(url+"/v1/gateway/events", "application/json", strings.NewReader(body))
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", b)
+	body := fmt.Sprintf(`{"event_id":"%s-%s","sender_id":%q,"sender_type":"ai","event_type":"message","session_id":%q,"message":%q}`,
+		sender, message, sender, session, message)
+	for try := 0; ; try++ {
+		resp, err := http.Post(url+"/v1/gateway/events", "application/json", strings.NewReader(body))
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode == http.StatusBadGateway && try < 20 {
+			continue
+		}
+		require.Equal(t, http.StatusOK, resp.StatusCode, "%s", b)
+		return string(b)
+	}
 }
 
 // collector gathers the messages of event frames, checking seqs increase by one.
@@ -80,12 +88,21 @@ type collector struct {
 	lastSeq  uint64
 	err      error
 	got      chan struct{}
+	// answers, when a test fills them, are the submits' answers by
+	// message, shown for the messages that did not arrive.
+	answers map[string]string
+	frames  []string // every frame handled, in short, shown on a failure
 }
 
-func newCollector() *collector { return &collector{got: make(chan struct{}, 1)} }
+func newCollector() *collector {
+	return &collector{got: make(chan struct{}, 1), answers: map[string]string{}}
+}
 
 func (c *collector) handle(f client.Frame) error {
 	if f.Type != "event" {
+		c.mu.Lock()
+		c.frames = append(c.frames, string(f.Raw))
+		c.mu.Unlock()
 		return nil
 	}
 	var ev struct {
@@ -93,6 +110,7 @@ func (c *collector) handle(f client.Frame) error {
 	}
 	_ = json.Unmarshal(f.Event, &ev)
 	c.mu.Lock()
+	c.frames = append(c.frames, fmt.Sprint("event ", f.Seq, " ", ev.Message))
 	if c.lastSeq != 0 && f.Seq != c.lastSeq+1 && c.err == nil {
 		c.err = fmt.Errorf("seq %d after %d", f.Seq, c.lastSeq)
 	}
@@ -115,7 +133,20 @@ func (c *collector) count() int {
 // requireExactly checks that messages 1..n arrived once each, in order.
 func (c *collector) requireExactly(t *testing.T, n int) {
 	t.Helper()
-	require.Eventually(t, func() bool { return c.count() >= n }, 20*time.Second, 5*time.Millisecond)
+	if !assert.Eventually(t, func() bool { return c.count() >= n }, 20*time.Second, 5*time.Millisecond) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		arrived := map[string]bool{}
+		for _, m := range c.messages {
+			arrived[m] = true
+		}
+		for i := 1; i <= n; i++ {
+			if m := strconv.Itoa(i); !arrived[m] {
+				t.Logf("missing %s, answered %s", m, c.answers[m])
+			}
+		}
+		t.Fatalf("%d of %d events arrived (seq error: %v): %v\nframes: %q", len(c.messages), n, c.err, c.messages, c.frames)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	require.NoError(t, c.err)
@@ -153,7 +184,10 @@ func TestClientFollowsADrainToTheNextNodeWithoutLoss(t *testing.T) {
 
 	const total = 300
 	for i := 1; i <= total; i++ {
-		submit(t, nodes[0].URL(), "s1", "alice", strconv.Itoa(i))
+		answer := submit(t, nodes[0].URL(), "s1", "alice", strconv.Itoa(i))
+		col.mu.Lock()
+		col.answers[strconv.Itoa(i)] = answer
+		col.mu.Unlock()
 		if i == 100 {
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
