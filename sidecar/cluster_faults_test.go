@@ -434,7 +434,8 @@ func cfCheckNotRoutedTo(t *testing.T, n *Node, session, gone string, ids ...stri
 		if listed {
 			assert.Equal(t, http.StatusOK, a.status, "%s: %s", n.Name(), a.raw)
 		} else {
-			apiRequireError(t, a.api(), http.StatusNotFound, wire.CodeRecipientNotFound, "")
+			apiRequireError(t, a.api(), http.StatusBadGateway, "recipients_unreachable", "")
+		assert.Equal(t, []any{"bob"}, a.body["failed"])
 		}
 	}
 	check(event("x", session, "after"), len(view) > 0)
@@ -455,7 +456,9 @@ func cfCheckNotRoutedTo(t *testing.T, n *Node, session, gone string, ids ...stri
 // TestClusterFaultDeliveryForwardsOnceAndHopGuard: a delivery posted to
 // node 1 for a participant homed on node 2 is forwarded once (one request,
 // hop count 1) and delivered once; with Switchyard-Hops at 2 or more node 1
-// does not forward (404); a local delivery is never refused for its hops.
+// does not forward, and reports bob failed (502, so that the sender
+// retries: he lives on, a hop further); a local delivery is never refused
+// for its hops.
 // A participant attached to two nodes at once gets each event on both
 // connections, once.
 func TestClusterFaultDeliveryForwardsOnceAndHopGuard(t *testing.T) {
@@ -489,7 +492,8 @@ func TestClusterFaultDeliveryForwardsOnceAndHopGuard(t *testing.T) {
 
 	for _, hops := range []string{"2", "7"} {
 		a = deliver(n1, cfDelivery("bob", "s4", "hops "+hops), hops)
-		apiRequireError(t, a.api(), http.StatusNotFound, wire.CodeRecipientNotFound, "")
+		apiRequireError(t, a.api(), http.StatusBadGateway, "recipients_unreachable", "")
+		assert.Equal(t, []any{"bob"}, a.body["failed"])
 	}
 	assert.Len(t, px.requests(), int(before)+1, "a delivery at the hop limit is not forwarded")
 

@@ -206,6 +206,35 @@ func TestATakeoverJoinsTheSessionsOfAHomeFoundLate(t *testing.T) {
 	}
 }
 
+// TestADeliveryThatCannotFollowAParticipantFurtherFails: bob moved from
+// node 1 to node 2. A delivery for him reaching node 1 is forwarded to
+// node 2 while under the hop limit; one that reaches node 1 at the limit
+// (a participant handed over twice in a moment: the drain test once lost
+// an event so) is reported failed, so that its sender retries it, and not
+// "not found", which let the submit answer 200 without him.
+func TestADeliveryThatCannotFollowAParticipantFurtherFails(t *testing.T) {
+	nodes := startCluster(t, 2, Config{})
+	require.NoError(t, nodes[0].gw.Join("bob", "ai", "s1"))
+	waitHomedOn(t, nodes[1], "bob", "node-1")
+	require.NoError(t, nodes[1].gw.Takeover(t.Context(), "bob", "ai", []string{"s1"}, []string{"node-1"}, false))
+	require.NotNil(t, nodes[1].hub.Lookup("bob"))
+
+	deliver := func(message string, hops int) (routing.DeliveryResult, error) {
+		return nodes[0].gw.Deliver(t.Context(), wire.DeliveryRequest{RecipientIDs: []string{"bob"}, SessionID: "s1",
+			Event: wire.Event{EventID: message, SenderID: "alice", SenderType: "ai", EventType: "message", Message: message}}, hops)
+	}
+	res, err := deliver("followed", 1)
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Recipients, "forwarded to node 2")
+
+	_, err = deliver("too far", routing.MaxHops)
+	require.Error(t, err)
+	e := wire.AsError(err)
+	assert.Equal(t, http.StatusBadGateway, e.Status, "%v", err)
+	assert.Equal(t, "recipients_unreachable", e.Code)
+	assert.Equal(t, []string{"bob"}, e.Failed)
+}
+
 // BenchmarkResumeElsewhere measures how long a participant that reconnects
 // to another node takes to receive 1,000 events it missed: the takeover
 // (announce, release, install) plus the replay.

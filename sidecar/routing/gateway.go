@@ -163,6 +163,7 @@ func (g *Gateway) SubmitAs(ctx context.Context, ev wire.Event, owner string) (Su
 		return SubmitResult{}, err
 	}
 	if r.empty() {
+		g.log.Debug("a submit found no recipient", "session", ev.SessionID, "recipient", ev.RecipientID, "event_id", ev.EventID)
 		return SubmitResult{}, ErrNoRecipient
 	}
 	// Only a submit that stays on this node can skip the lookup: one that
@@ -258,7 +259,9 @@ type DeliveryResult struct {
 
 // Deliver puts an event into the mailboxes of the named participants homed
 // here. A recipient homed on a peer (the sender's view was stale) is
-// forwarded there once, while hops (forwards so far) is below MaxHops.
+// forwarded there, while hops (forwards so far) is below MaxHops; past
+// that, or when the directory cannot say where it went, it is reported
+// failed (the sender retries), and not found only when no node has it.
 func (g *Gateway) Deliver(ctx context.Context, req wire.DeliveryRequest, hops int) (DeliveryResult, error) {
 	ev := req.Event
 	if ev.SenderGatewayURL != "" && !g.gatewayAllowed(ev.SenderGatewayURL) {
@@ -270,19 +273,30 @@ func (g *Gateway) Deliver(ctx context.Context, req wire.DeliveryRequest, hops in
 	if req.SessionID != "" {
 		ev.SessionID = req.SessionID
 	}
-	var r route
+	var (
+		r route
+		// unplaced are recipients that are not here and may live on:
+		// reported failed, so that the sender retries them (with the same
+		// event_id) and resolves them afresh. Reported not found, the
+		// event would be answered 200 without reaching them.
+		unplaced []string
+	)
 	res := DeliveryResult{Status: "ok"}
 	for _, id := range req.RecipientIDs {
 		if p := g.hub.Lookup(id); p != nil {
 			r.local = append(r.local, p)
 			continue
 		}
-		node := ""
-		if hops < MaxHops {
-			node = g.homeElsewhere(ctx, id)
-		}
-		if node == "" {
+		node, err := g.homeElsewhere(ctx, id)
+		switch {
+		case err != nil: // the directory cannot say where it is
+			unplaced = append(unplaced, id)
+			continue
+		case node == "":
 			res.NotFound = append(res.NotFound, id)
+			continue
+		case hops >= MaxHops: // it moved on again since the sender looked
+			unplaced = append(unplaced, id)
 			continue
 		}
 		if r.peers == nil {
@@ -290,8 +304,12 @@ func (g *Gateway) Deliver(ctx context.Context, req wire.DeliveryRequest, hops in
 		}
 		r.peers[node] = append(r.peers[node], id)
 	}
-	if r.empty() {
+	if r.empty() && len(unplaced) == 0 {
 		return DeliveryResult{}, ErrNoRecipient
+	}
+	if r.empty() {
+		return DeliveryResult{}, &wire.Error{Status: http.StatusBadGateway, Code: "recipients_unreachable", EventID: ev.EventID,
+			Failed: unplaced, Detail: "the recipients are not on this node, and where they went could not be followed"}
 	}
 	body, err := json.Marshal(ev)
 	if err != nil {
@@ -301,6 +319,7 @@ func (g *Gateway) Deliver(ctx context.Context, req wire.DeliveryRequest, hops in
 	if err != nil {
 		return DeliveryResult{}, err
 	}
+	out.failed = append(out.failed, unplaced...)
 	res.Recipients, res.deliveryCounts, res.Failed = out.counts.total(), out.counts, out.failed
 	if len(r.local) > 0 && res.Recipients > 0 {
 		g.publish(ev.SessionID, ev.EventID, body)
@@ -316,20 +335,20 @@ func (g *Gateway) Deliver(ctx context.Context, req wire.DeliveryRequest, hops in
 }
 
 // homeElsewhere is a peer that hosts participant id, or "": where this
-// node released it to lately, else what the directory says ("" too when
-// its owners cannot be reached: the caller reports it not found or
-// failed).
-func (g *Gateway) homeElsewhere(ctx context.Context, id string) string {
+// node released it to lately, else what the directory says. The error
+// says the directory's owners could not be reached and nothing was found:
+// the participant may live somewhere all the same.
+func (g *Gateway) homeElsewhere(ctx context.Context, id string) (string, error) {
 	if node := g.moved.lookup(id, g.now()); node != "" {
-		return node
+		return node, nil
 	}
-	entries, _ := g.cluster.Participant(ctx, id)
+	entries, err := g.cluster.Participant(ctx, id)
 	for _, e := range entries {
 		if e.GatewayURL == "" && e.Node != g.self {
-			return e.Node
+			return e.Node, nil
 		}
 	}
-	return ""
+	return "", err
 }
 
 // Join adds a participant of this node to a session.

@@ -283,6 +283,7 @@ func (g *Gateway) Takeover(ctx context.Context, id, typ string, sessions []strin
 	if !created {
 		return nil
 	}
+	g.log.Debug("taking a participant over", "participant", id, "from", from, "sessions", sessions, "for_attach", forAttach)
 	// The release's retries end early enough to leave time for a give-back.
 	ctx, cancel := context.WithTimeout(ctx, g.forwardTimeout*3/4)
 	defer cancel()
@@ -305,6 +306,8 @@ func (g *Gateway) Takeover(ctx context.Context, id, typ string, sessions []strin
 				g.joinHomeSessions(ctx, p, typ, node)
 			}
 			st, status, err := g.Release(ctx, node, id)
+			g.log.Debug("a release was answered", "participant", id, "from", node, "round", round,
+				"state", st != nil, "status", status, "err", err)
 			attachedElsewhere = attachedElsewhere || status == http.StatusConflict
 			switch {
 			case st != nil:
@@ -331,6 +334,7 @@ func (g *Gateway) Takeover(ctx context.Context, id, typ string, sessions []strin
 		// delivery buffered here reached it too. (Or the directory cannot
 		// say: never start afresh over a mailbox that may exist.)
 		g.hub.Abandon(p)
+		g.log.Debug("a takeover found the participant on another node; abandoned", "participant", id, "homes", homes, "err", err)
 		g.metrics.Handoffs.WithLabelValues("abandoned").Inc()
 		if forAttach {
 			return ErrMoving

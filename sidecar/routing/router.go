@@ -138,7 +138,7 @@ func (g *Gateway) dispatch(ctx context.Context, r route, ev wire.Event, body jso
 		// The mailboxes that took the event hold it now.
 		g.hub.Release(shared)
 		for _, id := range moved { // moved to another node between lookup and delivery
-			if node := g.homeElsewhere(ctx, id); node != "" && hops < MaxHops {
+			if node, _ := g.homeElsewhere(ctx, id); node != "" && hops < MaxHops {
 				if r.peers == nil {
 					r.peers = map[string][]string{}
 				}
