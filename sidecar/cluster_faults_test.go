@@ -435,7 +435,7 @@ func cfCheckNotRoutedTo(t *testing.T, n *Node, session, gone string, ids ...stri
 			assert.Equal(t, http.StatusOK, a.status, "%s: %s", n.Name(), a.raw)
 		} else {
 			apiRequireError(t, a.api(), http.StatusBadGateway, "recipients_unreachable", "")
-		assert.Equal(t, []any{"bob"}, a.body["failed"])
+			assert.Equal(t, []any{"bob"}, a.body["failed"])
 		}
 	}
 	check(event("x", session, "after"), len(view) > 0)

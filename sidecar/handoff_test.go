@@ -235,6 +235,34 @@ func TestADeliveryThatCannotFollowAParticipantFurtherFails(t *testing.T) {
 	assert.Equal(t, []string{"bob"}, e.Failed)
 }
 
+// TestARefusedReleaseLeavesTheForwardingAlone: node 2 released bob to
+// node 3; node 1, racing for him (a drain's successor against a reconnect),
+// asks node 2 too and is refused (404). Node 2 must go on forwarding what
+// reaches it for bob to node 3, not to node 1, which gives up on the 404
+// and drops what it buffered (the client's drain test once lost an event
+// so).
+func TestARefusedReleaseLeavesTheForwardingAlone(t *testing.T) {
+	nodes := startCluster(t, 3, Config{})
+	require.NoError(t, nodes[1].gw.Join("bob", "ai", "s1"))
+	waitHomedOn(t, nodes[0], "bob", "node-2")
+	require.NoError(t, nodes[2].gw.Takeover(t.Context(), "bob", "ai", []string{"s1"}, []string{"node-2"}, false))
+
+	st, status, err := nodes[0].gw.Release(t.Context(), "node-2", "bob")
+	require.NoError(t, err)
+	require.Nil(t, st)
+	require.Equal(t, http.StatusNotFound, status)
+
+	// A delivery that reaches node 2 at hop 1 (its sender's view was
+	// stale) has one forward left: to node 3 it reaches bob.
+	res, err := nodes[1].gw.Deliver(t.Context(), wire.DeliveryRequest{RecipientIDs: []string{"bob"}, SessionID: "s1",
+		Event: wire.Event{EventID: "e1", SenderID: "alice", SenderType: "ai", EventType: "message", Message: "1 forwarded"}}, 1)
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Recipients)
+	back, _ := attach(t, nodes[2], "bob", url.Values{"resume_from": {"0"}}, nil)
+	f := back.Next()
+	assert.Equal(t, "1 forwarded", f["event"].(map[string]any)["message"])
+}
+
 // BenchmarkResumeElsewhere measures how long a participant that reconnects
 // to another node takes to receive 1,000 events it missed: the takeover
 // (announce, release, install) plus the replay.

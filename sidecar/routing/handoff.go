@@ -83,9 +83,12 @@ type movedEntry struct {
 // directory takes to converge.
 const movedMemory = time.Minute
 
-func (m *movedTo) note(id, node string, now time.Time) {
+// note remembers that id went to node, and returns what it remembered of
+// id before (zero: nothing), for putBack.
+func (m *movedTo) note(id, node string, now time.Time) movedEntry {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	prev := m.entries[id]
 	if m.entries == nil {
 		m.entries = map[string]movedEntry{}
 	}
@@ -97,6 +100,19 @@ func (m *movedTo) note(id, node string, now time.Time) {
 		}
 	}
 	m.entries[id] = movedEntry{node: node, until: now.Add(movedMemory)}
+	return prev
+}
+
+// putBack undoes a note that did not happen after all: prev is what note
+// returned.
+func (m *movedTo) putBack(id string, prev movedEntry) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if prev.node == "" {
+		delete(m.entries, id)
+		return
+	}
+	m.entries[id] = prev
 }
 
 // forget drops what note remembered of id: it is back here.
@@ -507,8 +523,12 @@ func (g *Gateway) ReleaseHere(ref ParticipantRef) (*ws.ParticipantState, error) 
 	unlock := g.held.releasing.lock(ref.ParticipantID)
 	defer unlock()
 	// Noted before the export: a delivery that finds the participant gone
-	// an instant later must already know where it went.
-	g.moved.note(ref.ParticipantID, ref.From, g.now())
+	// an instant later must already know where it went. A release refused
+	// (below) puts back what was noted before: a node that asks for a
+	// participant this one released elsewhere must not draw that one's
+	// deliveries to itself (it gives up on a 404 and drops what it
+	// buffered).
+	prev := g.moved.note(ref.ParticipantID, ref.From, g.now())
 	st, res := g.hub.Export(ref.ParticipantID)
 	if res == ws.NotHere || res == ws.BeingMoved {
 		// Not live here: the answer to an earlier release was lost on its
@@ -518,6 +538,9 @@ func (g *Gateway) ReleaseHere(ref ParticipantRef) (*ws.ParticipantState, error) 
 		if held := g.held.get(ref.ParticipantID, ref.From); held != nil {
 			return held, nil
 		}
+	}
+	if res != ws.Exported {
+		g.moved.putBack(ref.ParticipantID, prev)
 	}
 	switch res {
 	case ws.NotHere:
