@@ -178,15 +178,20 @@ func TestATakeoverJoinsTheSessionsOfAHomeFoundLate(t *testing.T) {
 	waitHomedOn(t, nodes[2], "bob", "node-1")
 	queueMissed(t, nodes[0], 1)
 
-	var (
-		meanwhile    routing.SubmitResult
-		meanwhileErr error
-		once         atomic.Bool
-	)
-	submitOnExport := func(string) { // runs on node 1, in its release
+	type answer struct {
+		res routing.SubmitResult
+		err error
+	}
+	meanwhile := make(chan answer, 1)
+	var once atomic.Bool
+	// Runs on node 1, in its release, under bob's release lock: a submit
+	// there is network I/O under that lock, which only a test may do (the
+	// submit does not need the lock: bob is not on node 1 any more).
+	submitOnExport := func(string) {
 		if once.CompareAndSwap(false, true) {
-			meanwhile, meanwhileErr = nodes[0].gw.Submit(context.Background(), wire.Event{SenderID: "alice",
+			res, err := nodes[0].gw.Submit(context.Background(), wire.Event{SenderID: "alice",
 				SenderType: "ai", EventType: "message", SessionID: "s1", Message: "2 meanwhile"})
+			meanwhile <- answer{res, err}
 		}
 	}
 	nodes[0].gw.OnExported(submitOnExport)
@@ -195,9 +200,14 @@ func TestATakeoverJoinsTheSessionsOfAHomeFoundLate(t *testing.T) {
 	// whose look at the directory came while bob moved between nodes.
 	require.NoError(t, nodes[2].gw.Takeover(t.Context(), "bob", "ai", nil, []string{"node-2"}, true))
 
-	require.True(t, once.Load(), "node 1 released bob")
-	require.NoError(t, meanwhileErr, "the event submitted while bob moved")
-	assert.Equal(t, 1, meanwhile.Recipients, "bob got the event submitted while he moved")
+	var got answer
+	select {
+	case got = <-meanwhile:
+	default:
+		t.Fatal("node 1 never released bob")
+	}
+	require.NoError(t, got.err, "the event submitted while bob moved")
+	assert.Equal(t, 1, got.res.Recipients, "bob got the event submitted while he moved")
 	back, _ := attach(t, nodes[2], "bob", url.Values{"resume_from": {"0"}}, nil)
 	for i := 1; i <= 2; i++ {
 		f := back.Next()
@@ -233,6 +243,12 @@ func TestADeliveryThatCannotFollowAParticipantFurtherFails(t *testing.T) {
 	assert.Equal(t, http.StatusBadGateway, e.Status, "%v", err)
 	assert.Equal(t, "recipients_unreachable", e.Code)
 	assert.Equal(t, []string{"bob"}, e.Failed)
+
+	// A participant no node has is not found, at the limit too: no retry
+	// would reach it.
+	_, err = nodes[0].gw.Deliver(t.Context(), wire.DeliveryRequest{RecipientIDs: []string{"nobody"}, SessionID: "s1",
+		Event: wire.Event{EventID: "e3", SenderID: "alice", SenderType: "ai", EventType: "message", Message: "lost"}}, routing.MaxHops)
+	assert.Equal(t, http.StatusNotFound, wire.AsError(err).Status, "%v", err)
 }
 
 // TestARefusedReleaseLeavesTheForwardingAlone: node 2 released bob to

@@ -84,11 +84,11 @@ type movedEntry struct {
 const movedMemory = time.Minute
 
 // note remembers that id went to node, and returns what it remembered of
-// id before (zero: nothing), for putBack.
-func (m *movedTo) note(id, node string, now time.Time) movedEntry {
+// id before (zero: nothing) and what it wrote, for putBack.
+func (m *movedTo) note(id, node string, now time.Time) (prev, wrote movedEntry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	prev := m.entries[id]
+	prev = m.entries[id]
 	if m.entries == nil {
 		m.entries = map[string]movedEntry{}
 	}
@@ -99,15 +99,20 @@ func (m *movedTo) note(id, node string, now time.Time) movedEntry {
 			}
 		}
 	}
-	m.entries[id] = movedEntry{node: node, until: now.Add(movedMemory)}
-	return prev
+	wrote = movedEntry{node: node, until: now.Add(movedMemory)}
+	m.entries[id] = wrote
+	return prev, wrote
 }
 
-// putBack undoes a note that did not happen after all: prev is what note
-// returned.
-func (m *movedTo) putBack(id string, prev movedEntry) {
+// putBack undoes a note that did not happen after all (prev and wrote are
+// what note returned), unless another note replaced it meanwhile: a
+// give-back's, which is newer.
+func (m *movedTo) putBack(id string, prev, wrote movedEntry) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.entries[id] != wrote {
+		return
+	}
 	if prev.node == "" {
 		delete(m.entries, id)
 		return
@@ -318,7 +323,9 @@ func (g *Gateway) Takeover(ctx context.Context, id, typ string, sessions []strin
 			from, _ = g.homesElsewhere(ctx, id) // where the winner of a race has it now
 		}
 		for _, node := range from {
-			if round > 0 { // a home found since the caller looked up the sessions
+			// A home found since the caller looked up the sessions, or a
+			// caller that found none (its lookup may have failed).
+			if round > 0 || len(sessions) == 0 {
 				g.joinHomeSessions(ctx, p, typ, node)
 			}
 			st, status, err := g.Release(ctx, node, id)
@@ -328,7 +335,8 @@ func (g *Gateway) Takeover(ctx context.Context, id, typ string, sessions []strin
 			switch {
 			case st != nil:
 				g.hub.Install(p, st)
-				g.held.drop(id) // a copy held from an earlier release here is stale now
+				g.held.drop(id)    // a copy held from an earlier release here is stale now
+				g.moved.forget(id) // it lives here: where it went from here before is stale too
 				g.confirmRelease(ctx, node, id)
 				g.metrics.Handoffs.WithLabelValues("taken").Inc()
 				return nil
@@ -368,9 +376,10 @@ func (g *Gateway) Takeover(ctx context.Context, id, typ string, sessions []strin
 // asked to release it. From the moment node lets go, the directory must
 // route those sessions here: otherwise an event submitted meanwhile finds
 // no member (node no longer has it, this node is not listed yet) and is
-// answered 200 without reaching the participant. A session node joins it
-// to between this look and the release is routed here once the state is
-// installed.
+// answered 200 without reaching the participant. Sessions node adds after
+// this lookup are routed here only once the state is installed: an event
+// submitted to one of them in between is answered without the participant
+// (a window as wide as a release, when a join races with a move).
 func (g *Gateway) joinHomeSessions(ctx context.Context, p *ws.Participant, typ, node string) {
 	sessions, err := g.cluster.HomeSessions(ctx, node, p.ID())
 	if err != nil {
@@ -528,7 +537,7 @@ func (g *Gateway) ReleaseHere(ref ParticipantRef) (*ws.ParticipantState, error) 
 	// participant this one released elsewhere must not draw that one's
 	// deliveries to itself (it gives up on a 404 and drops what it
 	// buffered).
-	prev := g.moved.note(ref.ParticipantID, ref.From, g.now())
+	prev, noted := g.moved.note(ref.ParticipantID, ref.From, g.now())
 	st, res := g.hub.Export(ref.ParticipantID)
 	if res == ws.NotHere || res == ws.BeingMoved {
 		// Not live here: the answer to an earlier release was lost on its
@@ -540,7 +549,7 @@ func (g *Gateway) ReleaseHere(ref ParticipantRef) (*ws.ParticipantState, error) 
 		}
 	}
 	if res != ws.Exported {
-		g.moved.putBack(ref.ParticipantID, prev)
+		g.moved.putBack(ref.ParticipantID, prev, noted)
 	}
 	switch res {
 	case ws.NotHere:

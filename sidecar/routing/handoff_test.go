@@ -42,3 +42,26 @@ func TestHeldStatesExpire(t *testing.T) {
 	assert.Same(t, second, h.take("carol", "node-3"))
 	assert.Zero(t, h.count())
 }
+
+// TestAPutBackLeavesANewerNoteAlone: a release noted where a participant
+// went and is then refused; it puts back what was noted before, unless a
+// newer note (a give-back's, which takes no release lock) replaced its own
+// meanwhile.
+func TestAPutBackLeavesANewerNoteAlone(t *testing.T) {
+	var m movedTo
+	now := time.Unix(1000, 0)
+
+	prev, wrote := m.note("bob", "node-3", now)
+	m.putBack("bob", prev, wrote)
+	assert.Empty(t, m.lookup("bob", now), "nothing was noted before: forgotten")
+
+	m.note("bob", "node-2", now)
+	prev, wrote = m.note("bob", "node-3", now)
+	m.putBack("bob", prev, wrote)
+	assert.Equal(t, "node-2", m.lookup("bob", now), "what was noted before is back")
+
+	prev, wrote = m.note("bob", "node-3", now)
+	m.note("bob", "node-1", now.Add(time.Millisecond)) // a give-back meanwhile
+	m.putBack("bob", prev, wrote)
+	assert.Equal(t, "node-1", m.lookup("bob", now), "the newer note stays")
+}
