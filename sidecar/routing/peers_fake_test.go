@@ -258,3 +258,51 @@ func TestATakeoverWithinTheLimitInstallsAndConfirms(t *testing.T) {
 	assert.Equal(t, []string{"release old bob", "confirm old bob"}, fake.sent)
 	assert.Empty(t, fake.restored)
 }
+
+// lookupHook is the one-node directory with something happening while a
+// session lookup is in flight: between a submit's first look at this
+// node's participants and the directory's answer.
+type lookupHook struct {
+	membership.Cluster
+	during func()
+}
+
+func (c lookupHook) Session(ctx context.Context, session, except string) ([]membership.Entry, error) {
+	c.during()
+	return c.Cluster.Session(ctx, session, except)
+}
+
+// TestAParticipantArrivingDuringTheLookupGetsTheEvent: bob comes to this
+// node (a takeover prepares him here) while a submit's directory lookup is
+// in flight. The directory leaves out this node's participants and the
+// first look did not find him here yet: the submit must still reach him,
+// not answer 404 (or, with others in the session, 200 without him, as a
+// drain test once did).
+func TestAParticipantArrivingDuringTheLookupGetsTheEvent(t *testing.T) {
+	g, _ := gatewayWithFakePeers(t)
+	g.cluster = lookupHook{Cluster: g.cluster, during: func() {
+		require.NoError(t, g.hub.Join("bob", "ai", "s1"))
+	}}
+
+	res, err := g.Submit(t.Context(), wire.Event{SenderID: "alice", SenderType: "ai", EventType: "message",
+		SessionID: "s1", Message: "while bob arrives"})
+
+	require.NoError(t, err)
+	assert.Equal(t, 1, res.Recipients)
+	assert.Equal(t, 1, res.Queued)
+}
+
+// TestUnionParticipantsKeepsTheSharedSlice: the second look usually finds
+// what the first did, and the hub's shared slice is used as it is.
+func TestUnionParticipantsKeepsTheSharedSlice(t *testing.T) {
+	hub := ws.NewHub(ws.Config{Node: "node-1", Logger: testkit.Logger()})
+	t.Cleanup(func() { require.NoError(t, hub.Shutdown(context.Background())) })
+	for _, id := range []string{"ann", "bob", "cat"} {
+		require.NoError(t, hub.Join(id, "ai", "s1"))
+	}
+	shared := hub.SessionMembers("s1")
+	assert.Same(t, &shared[0], &unionParticipants(shared, hub.SessionMembers("s1"))[0], "the same look is returned as is")
+
+	assert.Equal(t, shared, unionParticipants(shared[:2:2], shared), "the missing one is added")
+	assert.Equal(t, shared[:1], unionParticipants(shared[:1], nil))
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 
@@ -66,6 +67,11 @@ func (g *Gateway) resolve(ctx context.Context, ev wire.Event) (route, error) {
 	if err != nil {
 		return r, ErrDirectory(ev.RecipientID)
 	}
+	// A participant that moved here while the directory answered is in
+	// neither look: the first found it elsewhere still, and the directory
+	// leaves out this node's participants (they are local). Look again;
+	// one that moved away meanwhile is followed by the delivery (Gone).
+	r.local = unionParticipants(r.local, g.localTargets(ev))
 	seenExternal := map[string]bool{}
 	for _, e := range entries {
 		switch {
@@ -84,6 +90,25 @@ func (g *Gateway) resolve(ctx context.Context, ev wire.Event) (route, error) {
 		}
 	}
 	return r, nil
+}
+
+// unionParticipants is a followed by the participants of b missing from
+// it. a is not modified (it may be the hub's shared slice of a session);
+// when b adds nothing, a itself is returned.
+func unionParticipants(a, b []*ws.Participant) []*ws.Participant {
+	if len(b) == 0 || len(a) == len(b) && &a[0] == &b[0] {
+		return a // the same look: the usual case
+	}
+	var out []*ws.Participant
+	for _, p := range b {
+		if !slices.Contains(a, p) && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		return a
+	}
+	return append(slices.Clone(a), out...)
 }
 
 // outcome tallies what happened to one event.
